@@ -1,0 +1,102 @@
+/*
+ * mlopsctl: the one command-line tool. Subcommands are a table; each has
+ * its own help. Exit codes: 0 ok, 1 failure, 2 usage.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lifecycle.h"
+#include "util.h"
+
+typedef struct command {
+    const char *name;
+    const char *summary;
+    int (*run)(int argc, char **argv);
+} command_t;
+
+/* Where the project's scripts are: $MLOPS_HOME, else the source tree. */
+static const char *mlops_home(void)
+{
+    const char *home = getenv("MLOPS_HOME");
+    return home && *home ? home : MLOPS_SOURCE_DIR;
+}
+
+static int cmd_stack(int argc, char **argv)
+{
+    static const char *actions[] = {"up", "down", "status", "logs", NULL};
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+        fprintf(argc < 2 ? stderr : stdout,
+                "Usage: mlopsctl stack up|down|status|logs [kafka|postgres|redis]\n\n"
+                "Start, stop or inspect the local stack: Apache Kafka (KRaft, 127.0.0.1:9092),\n"
+                "PostgreSQL (127.0.0.1:5433) and Redis (127.0.0.1:6380), with their data under\n"
+                "the state folder ($MLOPS_STATE_DIR, default <project>/.state).\n");
+        return argc < 2 ? MLOPS_EXIT_USAGE : MLOPS_EXIT_OK;
+    }
+    bool known = false;
+    for (const char **a = actions; *a; a++)
+        known |= !strcmp(argv[1], *a);
+    if (!known) {
+        fprintf(stderr, "mlopsctl stack: unknown action '%s' (up, down, status, logs)\n", argv[1]);
+        return MLOPS_EXIT_USAGE;
+    }
+    char *script = xasprintf("%s/deploy/stack.sh", mlops_home());
+    if (access(script, X_OK)) {
+        fprintf(stderr, "mlopsctl stack: %s: %s (set MLOPS_HOME to the project folder)\n",
+                script, strerror(errno));
+        free(script);
+        return MLOPS_EXIT_FAILURE;
+    }
+    char **args = xcalloc((size_t)argc + 2, sizeof(char *));
+    args[0] = script;
+    for (int i = 1; i < argc; i++)
+        args[i] = argv[i];
+    execv(script, args);
+    fprintf(stderr, "mlopsctl stack: cannot run %s: %s\n", script, strerror(errno));
+    free(args);
+    free(script);
+    return MLOPS_EXIT_FAILURE;
+}
+
+static int cmd_version(int argc, char **argv)
+{
+    printf("mlopsctl %s\n", MLOPS_VERSION);
+    return MLOPS_EXIT_OK;
+}
+
+static int cmd_help(int argc, char **argv);
+
+static const command_t commands[] = {
+    {"stack", "start, stop and inspect the local Kafka, Postgres and Redis", cmd_stack},
+    {"version", "print the version", cmd_version},
+    {"help", "this help", cmd_help},
+};
+
+static int cmd_help(int argc, char **argv)
+{
+    printf("Usage: mlopsctl COMMAND [ARGS]\n\nCommands:\n");
+    for (size_t i = 0; i < MLOPS_ARRAY_LEN(commands); i++)
+        printf("  %-10s %s\n", commands[i].name, commands[i].summary);
+    printf("\nRun 'mlopsctl COMMAND --help' for a command's options.\n");
+    return MLOPS_EXIT_OK;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        cmd_help(0, NULL);
+        return MLOPS_EXIT_USAGE;
+    }
+    const char *name = argv[1];
+    if (!strcmp(name, "-h") || !strcmp(name, "--help"))
+        return cmd_help(0, NULL);
+    if (!strcmp(name, "-V") || !strcmp(name, "--version"))
+        return cmd_version(0, NULL);
+    for (size_t i = 0; i < MLOPS_ARRAY_LEN(commands); i++)
+        if (!strcmp(commands[i].name, name))
+            return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "mlopsctl: unknown command '%s' (see mlopsctl help)\n", name);
+    return MLOPS_EXIT_USAGE;
+}

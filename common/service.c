@@ -1,0 +1,145 @@
+#include "service.h"
+
+#include <event2/event.h>
+#include <jansson.h>
+#include <librdkafka/rdkafka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+struct service {
+    service_def_t def;
+    cfg_t *cfg;
+    struct event_base *base;
+    metrics_t *metrics;
+    lifecycle_t *lc;
+    http_server_t *http;
+    char name[64];
+};
+
+static void apply_log_level(const service_common_conf_t *c)
+{
+    log_level_t lvl;
+    if (c->log_level && log_level_parse(c->log_level, &lvl) == 0)
+        log_set_level(lvl);
+}
+
+static void on_reload(lifecycle_t *lc, void *arg)
+{
+    service_t *svc = arg;
+    char errstr[512];
+    int n = cfg_reload(svc->cfg, errstr, sizeof(errstr));
+    if (n < 0) {
+        log_error("reload failed, keeping the running configuration: %s", errstr);
+        return;
+    }
+    apply_log_level(svc->def.conf);
+    log_info("configuration reloaded (%d setting%s changed)", n, n == 1 ? "" : "s");
+    if (svc->def.on_reload)
+        svc->def.on_reload(lc, svc->def.opaque);
+}
+
+static void on_drain(lifecycle_t *lc, void *arg)
+{
+    service_t *svc = arg;
+    if (svc->def.on_drain)
+        svc->def.on_drain(lc, svc->def.opaque);
+    else
+        lifecycle_drained(lc);
+}
+
+static void on_status(json_t *status, void *arg)
+{
+    service_t *svc = arg;
+    if (svc->def.status_cb)
+        svc->def.status_cb(status, svc->def.opaque);
+}
+
+service_t *service_start(const service_def_t *def, int argc, char **argv, int *exit_code)
+{
+    service_t *svc = xcalloc(1, sizeof(*svc));
+    svc->def = *def;
+    snprintf(svc->name, sizeof(svc->name), "%s", def->name);
+    /* CLI and config */
+    svc->cfg = cfg_new(def->name, def->usage, def->items, def->nitems, def->conf, def->conf_size);
+    char errstr[1024];
+    cfg_result_t r = cfg_init(svc->cfg, argc, argv, stdout, errstr, sizeof(errstr));
+    if (r != CFG_OK) {
+        if (r == CFG_ERROR)
+            fprintf(stderr, "mlops-%s: %s\n", def->name, errstr);
+        *exit_code = r == CFG_EXIT ? MLOPS_EXIT_OK : MLOPS_EXIT_USAGE;
+        goto err;
+    }
+    const service_common_conf_t *c = def->conf;
+    /* log */
+    log_level_t lvl = LOG_LVL_INFO;
+    if (c->log_level && log_level_parse(c->log_level, &lvl)) {
+        fprintf(stderr, "mlops-%s: %s: log_level: '%s' is not one of debug, info, warn, error\n",
+                def->name, cfg_source(svc->cfg, "log_level"), c->log_level);
+        *exit_code = MLOPS_EXIT_USAGE;
+        goto err;
+    }
+    log_init(def->name, lvl);
+    /* event loop, metrics, life cycle */
+    svc->base = event_base_new();
+    if (!svc->base) {
+        fprintf(stderr, "mlops-%s: cannot create the event loop\n", def->name);
+        *exit_code = MLOPS_EXIT_FAILURE;
+        goto err;
+    }
+    svc->metrics = metrics_new();
+    svc->lc = lifecycle_new(svc->base, (int)c->drain_timeout_ms, on_drain, on_reload, svc);
+    /* HTTP endpoints */
+    svc->http = http_server_new(svc->base, c->bind_address, (int)c->metrics_port, NULL,
+                                svc->metrics, errstr, sizeof(errstr));
+    if (!svc->http) {
+        log_fatal("%s", errstr);
+        *exit_code = MLOPS_EXIT_FAILURE;
+        goto err;
+    }
+    http_standard_routes(svc->http, def->name, svc->lc, svc->metrics, on_status, svc);
+    return svc;
+err:
+    service_destroy(svc);
+    return NULL;
+}
+
+int service_run(service_t *svc)
+{
+    const service_common_conf_t *c = svc->def.conf;
+    log_emit(LOG_LVL_INFO,
+             LOG_FIELDS(LOG_STR("version", MLOPS_VERSION), LOG_STR("librdkafka", rd_kafka_version_str()),
+                        LOG_STR("libevent", event_get_version()),
+                        LOG_STR("jansson", JANSSON_VERSION),
+                        LOG_INT("metrics_port", http_server_port(svc->http)),
+                        LOG_STR("bind_address", c->bind_address),
+                        LOG_STR("config", cfg_file(svc->cfg) ? cfg_file(svc->cfg) : "")),
+             "mlops-%s up", svc->name);
+    lifecycle_set_ready(svc->lc, true);
+    event_base_dispatch(svc->base);
+    int code = lifecycle_exit_code(svc->lc);
+    log_emit(LOG_LVL_INFO, LOG_FIELDS(LOG_INT("exit_code", code)), "mlops-%s stopped", svc->name);
+    return code;
+}
+
+void service_destroy(service_t *svc)
+{
+    if (!svc)
+        return;
+    http_server_destroy(svc->http);
+    lifecycle_destroy(svc->lc);
+    metrics_destroy(svc->metrics);
+    if (svc->base)
+        event_base_free(svc->base);
+    cfg_destroy(svc->cfg);
+    free(svc);
+}
+
+struct event_base *service_base(service_t *svc) { return svc->base; }
+metrics_t *service_metrics(service_t *svc) { return svc->metrics; }
+lifecycle_t *service_lifecycle(service_t *svc) { return svc->lc; }
+http_server_t *service_http(service_t *svc) { return svc->http; }
+cfg_t *service_cfg(service_t *svc) { return svc->cfg; }
+void service_set_opaque(service_t *svc, void *opaque) { svc->def.opaque = opaque; }

@@ -1,0 +1,87 @@
+/**
+ * @file service.h
+ * @brief The skeleton every daemon shares, in the order STYLE.md 3 gives:
+ *        CLI -> config -> log -> event_base -> metrics -> life cycle ->
+ *        HTTP (/health, /ready, /metrics) -> "up" line -> loop -> teardown.
+ *
+ * A service declares its config struct starting with SERVICE_COMMON_FIELDS
+ * and its table starting with SERVICE_COMMON_ITEMS(struct, port), creates
+ * its own subsystems between service_start() and service_run(), and frees
+ * them after service_run() returns, before service_destroy().
+ */
+#ifndef MLOPS_SERVICE_H
+#define MLOPS_SERVICE_H
+
+#include <stdint.h>
+
+#include "cfg.h"
+#include "http.h"
+#include "lifecycle.h"
+#include "metrics.h"
+
+struct event_base;
+
+/** Fields every service's config struct starts with. */
+#define SERVICE_COMMON_FIELDS    \
+    char *log_level;             \
+    char *kafka_brokers;         \
+    char *bind_address;          \
+    int64_t metrics_port;        \
+    int64_t drain_timeout_ms
+
+/** Table items for SERVICE_COMMON_FIELDS; @p port is the default metrics port. */
+#define SERVICE_COMMON_ITEMS(st, port)                                                      \
+    CFG_ITEM(st, log_level, CFG_T_STR, "info", CFG_RELOAD,                                  \
+             "log level: debug, info, warn, error"),                                        \
+        CFG_ITEM(st, kafka_brokers, CFG_T_STR, "127.0.0.1:9092", 0,                         \
+                 "Kafka bootstrap servers"),                                                \
+        CFG_ITEM(st, bind_address, CFG_T_STR, "127.0.0.1", 0,                               \
+                 "address the HTTP endpoints listen on"),                                   \
+        CFG_ITEM_RANGE(st, metrics_port, CFG_T_INT, port, 0,                                \
+                       "port of /health, /ready and /metrics (0 = any free port)", 0, 65535), \
+        CFG_ITEM_RANGE(st, drain_timeout_ms, CFG_T_INT, "30000", 0,                         \
+                       "how long the first SIGTERM may drain before exiting", 100, 3600000)
+
+/** Layout of the common fields, for reading them from any service struct. */
+typedef struct service_common_conf {
+    SERVICE_COMMON_FIELDS;
+} service_common_conf_t;
+
+typedef struct service service_t;
+
+typedef struct service_def {
+    const char *name;   /**< "ingest", ... (log "service" field, binary mlops-<name>) */
+    const char *usage;  /**< one line for --help */
+    const cfg_item_t *items;
+    size_t nitems;
+    void *conf;         /**< the service's config struct (starts with the common fields) */
+    size_t conf_size;
+    lc_drain_cb *on_drain;   /**< may be NULL */
+    lc_reload_cb *on_reload; /**< after the config was reloaded; may be NULL */
+    http_status_cb *status_cb; /**< may be NULL */
+    void *opaque;
+} service_def_t;
+
+/**
+ * Parse the CLI and config, set up logging, the loop, metrics, signals and
+ * the HTTP endpoints. Returns NULL when the process should exit now, with
+ * *exit_code set (0 after --help/--version/--print-config, 2 on a config
+ * error, 1 if the HTTP port cannot be bound). Errors are printed to stderr.
+ */
+service_t *service_start(const service_def_t *def, int argc, char **argv, int *exit_code);
+
+/** Log the "up" line, mark ready, run the loop. Returns the exit code. */
+int service_run(service_t *svc);
+
+/** Free everything service_start() created; accepts NULL. */
+void service_destroy(service_t *svc);
+
+struct event_base *service_base(service_t *svc);
+metrics_t *service_metrics(service_t *svc);
+lifecycle_t *service_lifecycle(service_t *svc);
+http_server_t *service_http(service_t *svc);
+cfg_t *service_cfg(service_t *svc);
+/** Set the opaque passed to the callbacks (when it is created after start). */
+void service_set_opaque(service_t *svc, void *opaque);
+
+#endif

@@ -1,0 +1,31 @@
+/* mlops-monitor: drift and performance monitoring, alerts. */
+#include "service.h"
+
+typedef struct monitor_conf {
+    SERVICE_COMMON_FIELDS;
+} monitor_conf_t;
+
+static const cfg_item_t monitor_items[] = {
+    SERVICE_COMMON_ITEMS(monitor_conf_t, "9104"),
+};
+
+int main(int argc, char **argv)
+{
+    monitor_conf_t conf;
+    service_def_t def = {
+        .name = "monitor",
+        .usage = "\n  drift and performance monitoring, alerts (pipeline: issue #8)",
+        .items = monitor_items,
+        .nitems = MLOPS_ARRAY_LEN(monitor_items),
+        .conf = &conf,
+        .conf_size = sizeof(conf),
+    };
+    int code;
+    service_t *svc = service_start(&def, argc, argv, &code);
+    if (!svc)
+        return code;
+    /* Subsystems are created here, in dependency order, as their issues land. */
+    code = service_run(svc);
+    service_destroy(svc);
+    return code;
+}

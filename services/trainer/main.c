@@ -1,0 +1,31 @@
+/* mlops-trainer: train, evaluate and register models from train.requests. */
+#include "service.h"
+
+typedef struct trainer_conf {
+    SERVICE_COMMON_FIELDS;
+} trainer_conf_t;
+
+static const cfg_item_t trainer_items[] = {
+    SERVICE_COMMON_ITEMS(trainer_conf_t, "9102"),
+};
+
+int main(int argc, char **argv)
+{
+    trainer_conf_t conf;
+    service_def_t def = {
+        .name = "trainer",
+        .usage = "\n  train, evaluate and register models from train.requests (pipeline: issue #5)",
+        .items = trainer_items,
+        .nitems = MLOPS_ARRAY_LEN(trainer_items),
+        .conf = &conf,
+        .conf_size = sizeof(conf),
+    };
+    int code;
+    service_t *svc = service_start(&def, argc, argv, &code);
+    if (!svc)
+        return code;
+    /* Subsystems are created here, in dependency order, as their issues land. */
+    code = service_run(svc);
+    service_destroy(svc);
+    return code;
+}
