@@ -28,7 +28,7 @@ json_t *mjson_parse(const char *buf, size_t len, size_t max_bytes, err_t **errp)
         return NULL;
     }
     json_error_t jerr;
-    json_t *json = json_loadb(buf, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+    json_t *json = json_loadb(buf, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     if (json)
         return json;
     mjson_code_t code = MJSON_E_BAD_JSON;

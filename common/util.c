@@ -244,12 +244,13 @@ void strbuf_cleanup(strbuf_t *sb)
 void strbuf_reset(strbuf_t *sb)
 {
     sb->len = 0;
-    sb->data[0] = '\0';
+    if (sb->data)
+        sb->data[0] = '\0';
 }
 
 void strbuf_reserve(strbuf_t *sb, size_t extra)
 {
-    if (sb->len + extra + 1 <= sb->cap)
+    if (sb->data && sb->len + extra + 1 <= sb->cap)
         return;
     size_t cap = sb->cap ? sb->cap : 64;
     while (cap < sb->len + extra + 1)
@@ -368,9 +369,12 @@ void strbuf_json_str(strbuf_t *sb, const char *s, size_t len)
 
 char *strbuf_detach(strbuf_t *sb, size_t *lenp)
 {
+    if (!sb->data)
+        strbuf_reserve(sb, 0);
     char *p = sb->data;
     if (lenp)
         *lenp = sb->len;
-    strbuf_init(sb);
+    sb->data = NULL; /* no storage until the next append */
+    sb->len = sb->cap = 0;
     return p;
 }

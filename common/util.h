@@ -102,7 +102,10 @@ void strbuf_putc(strbuf_t *sb, char c);
 void strbuf_appendf(strbuf_t *sb, const char *fmt, ...) MLOPS_PRINTF(2, 3);
 /** Append @p s as a JSON string literal (quotes included, UTF-8 checked). */
 void strbuf_json_str(strbuf_t *sb, const char *s, size_t len);
-/** Take the data (caller frees); the strbuf is left empty and reusable. */
+/**
+ * Take the data (caller frees). The strbuf is left empty with no storage:
+ * appending to it works again, strbuf_cleanup() is still allowed.
+ */
 char *strbuf_detach(strbuf_t *sb, size_t *lenp);
 
 #endif

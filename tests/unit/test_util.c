@@ -1,0 +1,137 @@
+/* util.c: parsing, strbuf, JSON string escaping, SHA-256, file reading. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "testutil.h"
+#include "util.h"
+
+Test(util, parse_int64_accepts_whole_numbers_only)
+{
+    int64_t v = 0;
+    cr_assert_eq(parse_int64("42", &v), 0);
+    cr_assert_eq(v, 42);
+    cr_assert_eq(parse_int64("-9223372036854775808", &v), 0);
+    cr_assert_eq(v, INT64_MIN);
+    cr_assert_eq(parse_int64("9223372036854775808", &v), -1, "overflow must fail");
+    cr_assert_eq(parse_int64("12abc", &v), -1);
+    cr_assert_eq(parse_int64("", &v), -1);
+    cr_assert_eq(parse_int64(" 1", &v), -1);
+    cr_assert_eq(parse_int64("1.5", &v), -1);
+}
+
+Test(util, parse_double_refuses_non_finite)
+{
+    double d = 0;
+    cr_assert_eq(parse_double("0.25", &d), 0);
+    cr_assert_float_eq(d, 0.25, 0);
+    cr_assert_eq(parse_double("nan", &d), -1);
+    cr_assert_eq(parse_double("inf", &d), -1);
+    cr_assert_eq(parse_double("1e999", &d), -1);
+    cr_assert_eq(parse_double("1x", &d), -1);
+}
+
+Test(util, parse_bool_words)
+{
+    bool b = false;
+    const char *yes[] = {"true", "YES", "on", "1"}, *no[] = {"false", "No", "OFF", "0"};
+    for (size_t i = 0; i < 4; i++) {
+        cr_assert_eq(parse_bool(yes[i], &b), 0);
+        cr_assert(b, "%s", yes[i]);
+        cr_assert_eq(parse_bool(no[i], &b), 0);
+        cr_assert_not(b, "%s", no[i]);
+    }
+    cr_assert_eq(parse_bool("maybe", &b), -1);
+}
+
+Test(util, strbuf_grows_and_formats)
+{
+    strbuf_t sb;
+    strbuf_init(&sb);
+    for (int i = 0; i < 1000; i++)
+        strbuf_appendf(&sb, "%d,", i);
+    cr_assert(str_starts_with(sb.data, "0,1,2,"));
+    cr_assert_eq(sb.len, strlen(sb.data));
+    cr_assert(strstr(sb.data, ",999,") != NULL);
+    size_t len;
+    char *p = strbuf_detach(&sb, &len);
+    cr_assert_eq(len, strlen(p));
+    cr_assert_eq(sb.len, 0, "detach leaves an empty, reusable buffer");
+    free(p);
+    strbuf_cleanup(&sb);
+}
+
+Test(util, json_string_escapes_controls_and_bad_utf8)
+{
+    strbuf_t sb;
+    strbuf_init(&sb);
+    const char in[] = "a\"b\\c\n\x01 \xc3\xa9 \xff end";
+    strbuf_json_str(&sb, in, sizeof(in) - 1);
+    cr_assert_str_eq(sb.data, "\"a\\\"b\\\\c\\n\\u0001 \xc3\xa9 \\ufffd end\"");
+    strbuf_reset(&sb);
+    /* overlong encoding of '/' and a lone surrogate are not valid UTF-8 */
+    strbuf_json_str(&sb, "\xc0\xaf\xed\xa0\x80", 5);
+    cr_assert_str_eq(sb.data, "\"\\ufffd\\ufffd\\ufffd\\ufffd\\ufffd\"");
+    strbuf_cleanup(&sb);
+}
+
+Test(util, sha256_matches_fips_vector_and_sha256sum)
+{
+    char hex[65];
+    /* FIPS 180-2, appendix B.1: SHA-256("abc") */
+    sha256_hex("abc", 3, hex);
+    cr_assert_str_eq(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    /* and an independent implementation on random bytes: coreutils' sha256sum */
+    char path[] = "/tmp/mlops-sha-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert(fd >= 0);
+    unsigned char buf[4099];
+    for (size_t i = 0; i < sizeof(buf); i++)
+        buf[i] = (unsigned char)(rand() & 0xff);
+    cr_assert_eq(write(fd, buf, sizeof(buf)), (ssize_t)sizeof(buf));
+    close(fd);
+    char *cmd = xasprintf("sha256sum %s", path);
+    FILE *p = popen(cmd, "r");
+    char want[65] = {0};
+    cr_assert_eq(fscanf(p, "%64s", want), 1);
+    pclose(p);
+    unlink(path);
+    free(cmd);
+    sha256_hex(buf, sizeof(buf), hex);
+    cr_assert_str_eq(hex, want);
+}
+
+Test(util, file_read_all_enforces_limit_and_names_path)
+{
+    char path[] = "/tmp/mlops-read-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert(fd >= 0);
+    cr_assert_eq(write(fd, "0123456789", 10), 10);
+    close(fd);
+    char err[256];
+    size_t len;
+    char *s = file_read_all(path, 100, &len, err, sizeof(err));
+    cr_assert(s);
+    cr_assert_eq(len, 10);
+    cr_assert_str_eq(s, "0123456789");
+    free(s);
+    cr_assert_null(file_read_all(path, 5, &len, err, sizeof(err)));
+    cr_assert(strstr(err, path) && strstr(err, "limit"), "%s", err);
+    unlink(path);
+    cr_assert_null(file_read_all(path, 5, &len, err, sizeof(err)));
+    cr_assert(strstr(err, "No such file"), "%s", err);
+}
+
+Test(util, rfc3339_formats_utc_millis)
+{
+    char buf[32];
+    /* 2026-11-25T10:00:00.123Z = 1795600800 s since the epoch (date -u -d) */
+    FILE *p = popen("date -u -d 2026-11-25T10:00:00Z +%s", "r");
+    long long secs = 0;
+    cr_assert_eq(fscanf(p, "%lld", &secs), 1);
+    pclose(p);
+    fmt_rfc3339(secs * 1000000 + 123456, buf, sizeof(buf));
+    cr_assert_str_eq(buf, "2026-11-25T10:00:00.123Z");
+}
