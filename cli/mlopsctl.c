@@ -44,8 +44,8 @@ static int cmd_stack(int argc, char **argv)
     }
     char *script = xasprintf("%s/deploy/stack.sh", mlops_home());
     if (access(script, X_OK)) {
-        fprintf(stderr, "mlopsctl stack: %s: %s (set MLOPS_HOME to the project folder)\n",
-                script, strerror(errno));
+        fprintf(stderr, "mlopsctl stack: %s: %s (set MLOPS_HOME to the project folder)\n", script,
+                strerror(errno));
         free(script);
         return MLOPS_EXIT_FAILURE;
     }

@@ -9,7 +9,7 @@
 
 extern char **environ;
 
-#define CFG_FILE_MAX (1024 * 1024)   /* config files are small */
+#define CFG_FILE_MAX (1024 * 1024) /* config files are small */
 #define CFG_SECRET_FILE_MAX (64 * 1024)
 
 /* A raw key/value with where it came from. */
@@ -128,8 +128,7 @@ static void suggest(const cfg_t *cfg, const char *key, bool flag, char *buf, siz
         snprintf(buf, size, " (did you mean '--%s'?)", f);
     } else if (best) {
         snprintf(buf, size, " (did you mean '%s'?)", best);
-    }
-    else
+    } else
         buf[0] = '\0';
 }
 
@@ -152,8 +151,7 @@ static char *trim(char *s)
 }
 
 /* Read a secret from a file: its content minus one trailing newline. */
-static char *read_secret_file(const char *path, const char *where, char *errstr,
-                              size_t errstr_size)
+static char *read_secret_file(const char *path, const char *where, char *errstr, size_t errstr_size)
 {
     char e[256];
     size_t len;
@@ -169,8 +167,8 @@ static char *read_secret_file(const char *path, const char *where, char *errstr,
 
 /* ---- life cycle ---------------------------------------------------------- */
 
-cfg_t *cfg_new(const char *service, const char *usage, const cfg_item_t *items,
-               size_t nitems, void *target, size_t target_size)
+cfg_t *cfg_new(const char *service, const char *usage, const cfg_item_t *items, size_t nitems,
+               void *target, size_t target_size)
 {
     cfg_t *cfg = xcalloc(1, sizeof(*cfg));
     cfg->service = xstrdup(service);
@@ -332,8 +330,7 @@ static int load_file(const cfg_t *cfg, layer_t *l, char *errstr, size_t errstr_s
                 rc = -1;
             } else if (str_starts_with(key, "kafka.")) {
                 if (!key[6]) {
-                    snprintf(errstr, errstr_size, "%s: empty librdkafka property name",
-                             where);
+                    snprintf(errstr, errstr_size, "%s: empty librdkafka property name", where);
                     rc = -1;
                 } else {
                     kv_set(&l->kafka, key + 6, value, where);
@@ -402,8 +399,7 @@ static int load_cli(const cfg_t *cfg, layer_t *l, char *errstr, size_t errstr_si
             if (*p == '_')
                 *p = '-';
         snprintf(where, sizeof(where), "--%s", flag);
-        if (apply_kv(cfg, l, cfg->cli.v[i].key, cfg->cli.v[i].value, where, errstr,
-                     errstr_size))
+        if (apply_kv(cfg, l, cfg->cli.v[i].key, cfg->cli.v[i].value, where, errstr, errstr_size))
             return -1;
     }
     for (size_t i = 0; i < cfg->cli_kafka.n; i++)
@@ -426,8 +422,8 @@ static int convert(const cfg_t *cfg, const layer_t *l, void *target, char *errst
             free(*p);
             *p = (raw && *raw) ? xstrdup(raw) : NULL;
             if (!*p && (it->flags & CFG_REQUIRED)) {
-                snprintf(errstr, errstr_size, "%s: %s must be set (env MLOPS_%s)", where,
-                         it->key, it->key);
+                snprintf(errstr, errstr_size, "%s: %s must be set (env MLOPS_%s)", where, it->key,
+                         it->key);
                 return -1;
             }
             if (*p && (it->flags & CFG_SECRET))
@@ -441,8 +437,8 @@ static int convert(const cfg_t *cfg, const layer_t *l, void *target, char *errst
         if (it->type == CFG_T_BOOL) {
             if (parse_bool(raw, (bool *)field)) {
                 snprintf(errstr, errstr_size,
-                         "%s: %s: '%s' is not a boolean (true/false, yes/no, on/off, 1/0)",
-                         where, it->key, shown);
+                         "%s: %s: '%s' is not a boolean (true/false, yes/no, on/off, 1/0)", where,
+                         it->key, shown);
                 return -1;
             }
             continue;
@@ -451,23 +447,23 @@ static int convert(const cfg_t *cfg, const layer_t *l, void *target, char *errst
         if (it->type == CFG_T_INT) {
             int64_t v;
             if (parse_int64(raw, &v)) {
-                snprintf(errstr, errstr_size, "%s: %s: '%s' is not an integer", where,
-                         it->key, shown);
+                snprintf(errstr, errstr_size, "%s: %s: '%s' is not an integer", where, it->key,
+                         shown);
                 return -1;
             }
             *(int64_t *)field = v;
             d = (double)v;
         } else {
             if (parse_double(raw, &d)) {
-                snprintf(errstr, errstr_size, "%s: %s: '%s' is not a finite number",
-                         where, it->key, shown);
+                snprintf(errstr, errstr_size, "%s: %s: '%s' is not a finite number", where, it->key,
+                         shown);
                 return -1;
             }
             *(double *)field = d;
         }
         if (it->min < it->max && (d < it->min || d > it->max)) {
-            snprintf(errstr, errstr_size, "%s: %s: %s is out of range [%g, %g]", where,
-                     it->key, shown, it->min, it->max);
+            snprintf(errstr, errstr_size, "%s: %s: %s is out of range [%g, %g]", where, it->key,
+                     shown, it->min, it->max);
             return -1;
         }
     }
@@ -558,8 +554,8 @@ static int parse_argv(cfg_t *cfg, int argc, char **argv, int *action, char *errs
             continue;
         }
         if (!strcmp(a, "-c") || !strcmp(a, "--config") || str_starts_with(a, "--config=")) {
-            const char *v = str_starts_with(a, "--config=") ? a + 9
-                            : (i + 1 < argc ? argv[++i] : NULL);
+            const char *v =
+                str_starts_with(a, "--config=") ? a + 9 : (i + 1 < argc ? argv[++i] : NULL);
             if (!v) {
                 snprintf(errstr, errstr_size, "%s: needs a file name", a);
                 return -1;
@@ -632,8 +628,8 @@ static int parse_argv(cfg_t *cfg, int argc, char **argv, int *action, char *errs
             if (!secret_file) {
                 char hint[192];
                 suggest(cfg, name, true, hint, sizeof(hint));
-                snprintf(errstr, errstr_size, "unknown option '--%.*s'%s (see --help)",
-                         (int)n, a + 2, hint);
+                snprintf(errstr, errstr_size, "unknown option '--%.*s'%s (see --help)", (int)n,
+                         a + 2, hint);
                 return -1;
             }
         }

@@ -43,26 +43,30 @@ typedef enum cfg_type {
     CFG_T_BOOL, /**< bool */
 } cfg_type_t;
 
-#define CFG_RELOAD 0x1u /**< takes effect on SIGHUP */
-#define CFG_SECRET 0x2u /**< never printed; also read from <key>_file */
+#define CFG_RELOAD 0x1u   /**< takes effect on SIGHUP */
+#define CFG_SECRET 0x2u   /**< never printed; also read from <key>_file */
 #define CFG_REQUIRED 0x4u /**< must be set (string keys) */
 
 typedef struct cfg_item {
-    const char *key;  /**< snake_case; equal to the struct field's name */
+    const char *key; /**< snake_case; equal to the struct field's name */
     cfg_type_t type;
-    const char *def;  /**< default, as text; NULL = unset */
-    unsigned flags;   /**< CFG_RELOAD | CFG_SECRET | CFG_REQUIRED */
-    size_t offset;    /**< offsetof(struct, field) */
+    const char *def; /**< default, as text; NULL = unset */
+    unsigned flags;  /**< CFG_RELOAD | CFG_SECRET | CFG_REQUIRED */
+    size_t offset;   /**< offsetof(struct, field) */
     const char *help;
-    double min, max;  /**< inclusive bounds for numbers when min < max */
+    double min, max; /**< inclusive bounds for numbers when min < max */
 } cfg_item_t;
 
 /** Declare an item whose key is the struct field's name. */
-#define CFG_ITEM(st, field, type, def, flags, help) \
-    {#field, (type), (def), (flags), offsetof(st, field), (help), 0, 0}
+#define CFG_ITEM(st, field, type, def, flags, help)                                                \
+    {                                                                                              \
+#field, (type), (def), (flags), offsetof(st, field), (help), 0, 0                          \
+    }
 /** The same with inclusive numeric bounds. */
-#define CFG_ITEM_RANGE(st, field, type, def, flags, help, lo, hi) \
-    {#field, (type), (def), (flags), offsetof(st, field), (help), (lo), (hi)}
+#define CFG_ITEM_RANGE(st, field, type, def, flags, help, lo, hi)                                  \
+    {                                                                                              \
+#field, (type), (def), (flags), offsetof(st, field), (help), (lo), (hi)                    \
+    }
 
 typedef struct cfg cfg_t;
 
@@ -78,8 +82,8 @@ typedef struct cfg_kv {
  * @p usage is the one-line synopsis for --help (may be NULL).
  * The table and target must outlive the cfg_t.
  */
-cfg_t *cfg_new(const char *service, const char *usage, const cfg_item_t *items,
-               size_t nitems, void *target, size_t target_size);
+cfg_t *cfg_new(const char *service, const char *usage, const cfg_item_t *items, size_t nitems,
+               void *target, size_t target_size);
 
 /** Free the cfg_t and every string it wrote into the target; accepts NULL. */
 void cfg_destroy(cfg_t *cfg);

@@ -3,11 +3,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-static void err_vfill(err_t *err, err_domain_t domain, int code, bool retriable,
-                      bool fatal, const char *fmt, va_list ap) MLOPS_PRINTF(6, 0);
+static void err_vfill(err_t *err, err_domain_t domain, int code, bool retriable, bool fatal,
+                      const char *fmt, va_list ap) MLOPS_PRINTF(6, 0);
 
-static void err_vfill(err_t *err, err_domain_t domain, int code, bool retriable,
-                      bool fatal, const char *fmt, va_list ap)
+static void err_vfill(err_t *err, err_domain_t domain, int code, bool retriable, bool fatal,
+                      const char *fmt, va_list ap)
 {
     err->domain = domain;
     err->code = code;
@@ -16,8 +16,7 @@ static void err_vfill(err_t *err, err_domain_t domain, int code, bool retriable,
     vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
 }
 
-err_t *err_new(err_domain_t domain, int code, bool retriable, bool fatal,
-               const char *fmt, ...)
+err_t *err_new(err_domain_t domain, int code, bool retriable, bool fatal, const char *fmt, ...)
 {
     err_t *err = xcalloc(1, sizeof(*err));
     va_list ap;
@@ -27,10 +26,7 @@ err_t *err_new(err_domain_t domain, int code, bool retriable, bool fatal,
     return err;
 }
 
-void err_destroy(err_t *err)
-{
-    free(err);
-}
+void err_destroy(err_t *err) { free(err); }
 
 int err_set(err_t **errp, err_domain_t domain, int code, bool retriable, bool fatal,
             const char *fmt, ...)

@@ -41,8 +41,8 @@ typedef struct err {
 } err_t;
 
 /** Create an error (caller frees with err_destroy()). */
-err_t *err_new(err_domain_t domain, int code, bool retriable, bool fatal,
-               const char *fmt, ...) MLOPS_PRINTF(5, 6);
+err_t *err_new(err_domain_t domain, int code, bool retriable, bool fatal, const char *fmt, ...)
+    MLOPS_PRINTF(5, 6);
 
 /** Free an error; accepts NULL. */
 void err_destroy(err_t *err);

@@ -40,8 +40,8 @@ struct http_server {
 static void dispatch(struct evhttp_request *req, void *arg);
 
 http_server_t *http_server_new(struct event_base *base, const char *addr, int port,
-                               const http_limits_t *limits, metrics_t *metrics,
-                               char *errstr, size_t errstr_size)
+                               const http_limits_t *limits, metrics_t *metrics, char *errstr,
+                               size_t errstr_size)
 {
     http_limits_t lim = {1 << 20, 16 << 10, 30};
     if (limits) {
@@ -83,9 +83,9 @@ http_server_t *http_server_new(struct event_base *base, const char *addr, int po
             srv->port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
     }
     if (metrics)
-        srv->m_rejected = metrics_counter(metrics, "mlops_http_rejected_total",
-                                          "Requests rejected before routing (smuggling, no route).",
-                                          NULL);
+        srv->m_rejected =
+            metrics_counter(metrics, "mlops_http_rejected_total",
+                            "Requests rejected before routing (smuggling, no route).", NULL);
     return srv;
 err:
     http_server_destroy(srv);
@@ -109,8 +109,7 @@ void http_server_destroy(http_server_t *srv)
 
 int http_server_port(const http_server_t *srv) { return srv->port; }
 
-void http_route(http_server_t *srv, int methods, const char *path, http_handler_cb *cb,
-                void *arg)
+void http_route(http_server_t *srv, int methods, const char *path, http_handler_cb *cb, void *arg)
 {
     route_t *r = xcalloc(1, sizeof(*r));
     r->methods = methods;
@@ -121,16 +120,18 @@ void http_route(http_server_t *srv, int methods, const char *path, http_handler_
     r->arg = arg;
     if (srv->metrics) {
         char l[256];
-        r->m_2xx = metrics_counter(srv->metrics, "mlops_http_requests_total",
-                                   "HTTP requests by route and status class.",
-                                   metrics_labels(l, sizeof(l), "route", path, "code", "2xx", NULL));
-        r->m_4xx = metrics_counter(srv->metrics, "mlops_http_requests_total", "",
-                                   metrics_labels(l, sizeof(l), "route", path, "code", "4xx", NULL));
-        r->m_5xx = metrics_counter(srv->metrics, "mlops_http_requests_total", "",
-                                   metrics_labels(l, sizeof(l), "route", path, "code", "5xx", NULL));
-        r->m_latency = metrics_histogram(srv->metrics, "mlops_http_request_duration_seconds",
-                                         "HTTP request handling time.",
-                                         metrics_labels(l, sizeof(l), "route", path, NULL), NULL, 0);
+        r->m_2xx = metrics_counter(
+            srv->metrics, "mlops_http_requests_total", "HTTP requests by route and status class.",
+            metrics_labels(l, sizeof(l), "route", path, "code", "2xx", NULL));
+        r->m_4xx =
+            metrics_counter(srv->metrics, "mlops_http_requests_total", "",
+                            metrics_labels(l, sizeof(l), "route", path, "code", "4xx", NULL));
+        r->m_5xx =
+            metrics_counter(srv->metrics, "mlops_http_requests_total", "",
+                            metrics_labels(l, sizeof(l), "route", path, "code", "5xx", NULL));
+        r->m_latency = metrics_histogram(
+            srv->metrics, "mlops_http_request_duration_seconds", "HTTP request handling time.",
+            metrics_labels(l, sizeof(l), "route", path, NULL), NULL, 0);
     }
     if (srv->routes_tail)
         srv->routes_tail->next = r;
@@ -225,8 +226,8 @@ void http_reply_json(struct evhttp_request *req, int code, json_t *body)
     free(s);
 }
 
-void http_reply_error(struct evhttp_request *req, int code, const char *errcode,
-                      const char *fmt, ...)
+void http_reply_error(struct evhttp_request *req, int code, const char *errcode, const char *fmt,
+                      ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -307,11 +308,11 @@ char *http_path(struct evhttp_request *req)
 static json_t *status_body(http_server_t *srv)
 {
     lc_state_t st = srv->lc ? lifecycle_state(srv->lc) : LC_READY;
-    json_t *body = json_pack("{s:s,s:s,s:s,s:s,s:I}", "status",
-                             st == LC_DRAINING || st == LC_STOPPED ? "draining" : "ok", "service",
-                             srv->service, "version", MLOPS_VERSION, "state",
-                             lifecycle_state_name(st), "uptime_s",
-                             (json_int_t)((wall_us() - srv->started_us) / 1000000));
+    json_t *body =
+        json_pack("{s:s,s:s,s:s,s:s,s:I}", "status",
+                  st == LC_DRAINING || st == LC_STOPPED ? "draining" : "ok", "service",
+                  srv->service, "version", MLOPS_VERSION, "state", lifecycle_state_name(st),
+                  "uptime_s", (json_int_t)((wall_us() - srv->started_us) / 1000000));
     if (srv->status_cb)
         srv->status_cb(body, srv->status_opaque);
     return body;
@@ -327,8 +328,8 @@ static void on_ready(struct evhttp_request *req, void *arg)
     http_server_t *srv = arg;
     json_t *body = status_body(srv);
     json_t *ready = json_object_get(body, "ready");
-    bool ok = (!srv->lc || lifecycle_state(srv->lc) == LC_READY) &&
-              !(ready && json_is_false(ready));
+    bool ok =
+        (!srv->lc || lifecycle_state(srv->lc) == LC_READY) && !(ready && json_is_false(ready));
     json_object_set_new(body, "ready", json_boolean(ok));
     http_reply_json(req, ok ? 200 : 503, body);
 }

@@ -27,9 +27,9 @@
 struct event_base;
 
 typedef struct http_limits {
-    size_t max_body_bytes;    /**< default 1 MiB */
-    size_t max_header_bytes;  /**< default 16 KiB */
-    int timeout_s;            /**< read/write timeout; default 30 */
+    size_t max_body_bytes;   /**< default 1 MiB */
+    size_t max_header_bytes; /**< default 16 KiB */
+    int timeout_s;           /**< read/write timeout; default 30 */
 } http_limits_t;
 
 typedef struct http_server http_server_t;
@@ -49,8 +49,8 @@ typedef void(http_status_cb)(json_t *status, void *opaque);
  * http_server_port()). NULL @p limits = defaults. @p metrics may be NULL.
  */
 http_server_t *http_server_new(struct event_base *base, const char *addr, int port,
-                               const http_limits_t *limits, metrics_t *metrics,
-                               char *errstr, size_t errstr_size);
+                               const http_limits_t *limits, metrics_t *metrics, char *errstr,
+                               size_t errstr_size);
 void http_server_destroy(http_server_t *srv);
 int http_server_port(const http_server_t *srv);
 
@@ -60,8 +60,7 @@ int http_server_port(const http_server_t *srv);
  * First match wins. Unknown paths get 404, known paths with another method
  * 405, both as JSON errors.
  */
-void http_route(http_server_t *srv, int methods, const char *path, http_handler_cb *cb,
-                void *arg);
+void http_route(http_server_t *srv, int methods, const char *path, http_handler_cb *cb, void *arg);
 
 /**
  * Add GET /health (200 while live; body has status, service, version,
@@ -78,8 +77,8 @@ void http_reply_json(struct evhttp_request *req, int code, json_t *body);
  * Reply with {"error":{"code":ERRCODE,"message":MSG}} and status @p code.
  * The message is what a client needs to fix the request.
  */
-void http_reply_error(struct evhttp_request *req, int code, const char *errcode,
-                      const char *fmt, ...) MLOPS_PRINTF(4, 5);
+void http_reply_error(struct evhttp_request *req, int code, const char *errcode, const char *fmt,
+                      ...) MLOPS_PRINTF(4, 5);
 /** Reply with a plain-text body. */
 void http_reply_text(struct evhttp_request *req, int code, const char *content_type,
                      const char *body, size_t len);

@@ -104,10 +104,9 @@ static rd_kafka_conf_t *conf_new(const kafka_opts_t *o, kafka_client_t *cl,
                                  char *errstr, size_t errstr_size)
 {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    if (conf_set(conf, "bootstrap.servers", o->brokers ? o->brokers : "127.0.0.1:9092",
-                 errstr, errstr_size) ||
-        conf_set(conf, "client.id", o->client_id ? o->client_id : "mlops", errstr,
-                 errstr_size))
+    if (conf_set(conf, "bootstrap.servers", o->brokers ? o->brokers : "127.0.0.1:9092", errstr,
+                 errstr_size) ||
+        conf_set(conf, "client.id", o->client_id ? o->client_id : "mlops", errstr, errstr_size))
         goto err;
     for (const char *const *p = defaults; p && *p; p += 2)
         if (conf_set(conf, p[0], p[1], errstr, errstr_size))
@@ -129,10 +128,9 @@ err:
 
 err_t *kafka_err_from(rd_kafka_error_t *error, const char *what)
 {
-    err_t *e = err_new(ERR_D_KAFKA, rd_kafka_error_code(error),
-                       rd_kafka_error_is_retriable(error), rd_kafka_error_is_fatal(error),
-                       "%s: %s: %s", what, rd_kafka_error_name(error),
-                       rd_kafka_error_string(error));
+    err_t *e = err_new(ERR_D_KAFKA, rd_kafka_error_code(error), rd_kafka_error_is_retriable(error),
+                       rd_kafka_error_is_fatal(error), "%s: %s: %s", what,
+                       rd_kafka_error_name(error), rd_kafka_error_string(error));
     rd_kafka_error_destroy(error);
     return e;
 }
@@ -169,10 +167,10 @@ kafka_producer_t *kafka_producer_new(const kafka_opts_t *opts, const char *trans
     kp->dr_opaque = dr_opaque;
     kp->transactional = transactional_id != NULL;
     static const char *const defaults[] = {"enable.idempotence", "true", "acks", "all",
-                                           "linger.ms", "5", NULL};
+                                           "linger.ms",          "5",    NULL};
     const char *forced_txn[] = {"transactional.id", transactional_id, NULL};
-    rd_kafka_conf_t *conf = conf_new(opts, &kp->c, defaults,
-                                     transactional_id ? forced_txn : NULL, errstr, errstr_size);
+    rd_kafka_conf_t *conf =
+        conf_new(opts, &kp->c, defaults, transactional_id ? forced_txn : NULL, errstr, errstr_size);
     if (!conf)
         goto err;
     rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
@@ -212,17 +210,16 @@ err:
     return NULL;
 }
 
-int kafka_produce(kafka_producer_t *kp, const char *topic, int32_t partition,
-                  const void *key, size_t keylen, const void *value, size_t valuelen,
-                  void *msg_opaque, err_t **errp)
+int kafka_produce(kafka_producer_t *kp, const char *topic, int32_t partition, const void *key,
+                  size_t keylen, const void *value, size_t valuelen, void *msg_opaque, err_t **errp)
 {
     int64_t deadline = 0;
     for (;;) {
-        rd_kafka_resp_err_t err = rd_kafka_producev(
-            kp->c.rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
-            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(key, keylen),
-            RD_KAFKA_V_VALUE((void *)value, valuelen), RD_KAFKA_V_OPAQUE(msg_opaque),
-            RD_KAFKA_V_END);
+        rd_kafka_resp_err_t err =
+            rd_kafka_producev(kp->c.rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(key, keylen),
+                              RD_KAFKA_V_VALUE((void *)value, valuelen),
+                              RD_KAFKA_V_OPAQUE(msg_opaque), RD_KAFKA_V_END);
         if (!err) {
             atomic_fetch_add(&kp->produced, 1);
             if (kp->m_produced)
@@ -374,25 +371,30 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     }
 }
 
-kafka_consumer_t *kafka_consumer_new(const kafka_opts_t *opts,
-                                     const kafka_consumer_opts_t *copts, char *errstr,
-                                     size_t errstr_size)
+kafka_consumer_t *kafka_consumer_new(const kafka_opts_t *opts, const kafka_consumer_opts_t *copts,
+                                     char *errstr, size_t errstr_size)
 {
     kafka_consumer_t *kc = xcalloc(1, sizeof(*kc));
     rd_kafka_topic_partition_list_t *subs = NULL;
     kc->on_revoke = copts->on_revoke;
     kc->opaque = copts->opaque;
     kc->auto_commit = copts->auto_commit;
-    static const char *const defaults[] = {
-        "partition.assignment.strategy", "cooperative-sticky",
-        "auto.offset.reset", "earliest",
-        "isolation.level", "read_committed",
-        NULL};
-    const char *forced[] = {"group.id", copts->group_id,
-                            "enable.auto.offset.store", "false",
-                            "enable.auto.commit", copts->auto_commit ? "true" : "false",
+    static const char *const defaults[] = {"partition.assignment.strategy",
+                                           "cooperative-sticky",
+                                           "auto.offset.reset",
+                                           "earliest",
+                                           "isolation.level",
+                                           "read_committed",
+                                           NULL};
+    const char *forced[] = {"group.id",
+                            copts->group_id,
+                            "enable.auto.offset.store",
+                            "false",
+                            "enable.auto.commit",
+                            copts->auto_commit ? "true" : "false",
                             copts->group_instance_id ? "group.instance.id" : NULL,
-                            copts->group_instance_id, NULL};
+                            copts->group_instance_id,
+                            NULL};
     if (!copts->group_id || !*copts->group_id) {
         snprintf(errstr, errstr_size, "consumer needs a group id");
         goto err;
@@ -468,8 +470,8 @@ int kafka_consumer_store(kafka_consumer_t *kc, const char *topic, int32_t partit
     if (err == RD_KAFKA_RESP_ERR__STATE || perr == RD_KAFKA_RESP_ERR__STATE)
         return 0; /* partition no longer ours: its new owner re-reads it */
     if (err || perr) {
-        log_error("offset store %s[%d]@%lld failed: %s", topic, partition,
-                  (long long)next_offset, rd_kafka_err2str(err ? err : perr));
+        log_error("offset store %s[%d]@%lld failed: %s", topic, partition, (long long)next_offset,
+                  rd_kafka_err2str(err ? err : perr));
         return -1;
     }
     return 0;
@@ -479,8 +481,7 @@ int kafka_consumer_commit(kafka_consumer_t *kc, err_t **errp)
 {
     rd_kafka_resp_err_t err = rd_kafka_commit(kc->c.rk, NULL, 0);
     if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
-        return err_set(errp, ERR_D_KAFKA, err, true, false, "commit: %s",
-                       rd_kafka_err2str(err));
+        return err_set(errp, ERR_D_KAFKA, err, true, false, "commit: %s", rd_kafka_err2str(err));
     return 0;
 }
 
@@ -566,8 +567,7 @@ static trk_part_t *trk_part_get(kafka_tracker_t *tr, const char *topic, int32_t 
     return p;
 }
 
-void *kafka_tracker_begin(kafka_tracker_t *tr, const char *topic, int32_t partition,
-                          int64_t offset)
+void *kafka_tracker_begin(kafka_tracker_t *tr, const char *topic, int32_t partition, int64_t offset)
 {
     trk_part_t *p = trk_part_get(tr, topic, partition);
     trk_entry_t *e = tr->free_list;
@@ -625,10 +625,7 @@ int kafka_tracker_done(kafka_tracker_t *tr, void *handle)
     return 0;
 }
 
-void kafka_tracker_hold(void *handle)
-{
-    ((trk_entry_t *)handle)->refs++;
-}
+void kafka_tracker_hold(void *handle) { ((trk_entry_t *)handle)->refs++; }
 
 size_t kafka_tracker_pending(const kafka_tracker_t *tr) { return tr->pending; }
 
@@ -636,7 +633,8 @@ static void tracker_forget(kafka_tracker_t *tr, const rd_kafka_topic_partition_l
 {
     for (int i = 0; i < parts->cnt; i++) {
         for (trk_part_t *p = tr->parts; p; p = p->next) {
-            if (p->partition != parts->elems[i].partition || strcmp(p->topic, parts->elems[i].topic))
+            if (p->partition != parts->elems[i].partition ||
+                strcmp(p->topic, parts->elems[i].topic))
                 continue;
             /* completed entries go back to the pool; pending ones become orphans */
             for (trk_entry_t *e = p->head, *en; e; e = en) {
@@ -666,10 +664,7 @@ struct kafka_watch {
     void *opaque;
 };
 
-static void watch_run(kafka_watch_t *w)
-{
-    w->cb(w->opaque);
-}
+static void watch_run(kafka_watch_t *w) { w->cb(w->opaque); }
 
 static void on_pipe(evutil_socket_t fd, short what, void *arg)
 {
@@ -679,14 +674,10 @@ static void on_pipe(evutil_socket_t fd, short what, void *arg)
     watch_run(arg);
 }
 
-static void on_again(evutil_socket_t fd, short what, void *arg)
-{
-    watch_run(arg);
-}
+static void on_again(evutil_socket_t fd, short what, void *arg) { watch_run(arg); }
 
-kafka_watch_t *kafka_watch_new(struct event_base *base, rd_kafka_queue_t *rkqu,
-                               kafka_watch_cb *cb, void *opaque, char *errstr,
-                               size_t errstr_size)
+kafka_watch_t *kafka_watch_new(struct event_base *base, rd_kafka_queue_t *rkqu, kafka_watch_cb *cb,
+                               void *opaque, char *errstr, size_t errstr_size)
 {
     kafka_watch_t *w = xcalloc(1, sizeof(*w));
     w->fds[0] = w->fds[1] = -1;
@@ -712,10 +703,7 @@ err:
     return NULL;
 }
 
-void kafka_watch_again(kafka_watch_t *w)
-{
-    event_active(w->ev_again, 0, 0);
-}
+void kafka_watch_again(kafka_watch_t *w) { event_active(w->ev_again, 0, 0); }
 
 void kafka_watch_destroy(kafka_watch_t *w)
 {
@@ -752,8 +740,8 @@ static void producer_serve(void *opaque)
     rd_kafka_poll(kp->c.rk, 0);
 }
 
-kafka_watch_t *kafka_producer_watch(kafka_producer_t *kp, struct event_base *base,
-                                    char *errstr, size_t errstr_size)
+kafka_watch_t *kafka_producer_watch(kafka_producer_t *kp, struct event_base *base, char *errstr,
+                                    size_t errstr_size)
 {
     rd_kafka_queue_t *q = rd_kafka_queue_get_main(kp->c.rk);
     kafka_watch_t *w = kafka_watch_new(base, q, producer_serve, kp, errstr, errstr_size);
@@ -799,9 +787,8 @@ rd_kafka_message_t *kafka_txn_poll(kafka_txn_t *txn, int timeout_ms)
     return kafka_consumer_poll(txn->kc, timeout_ms);
 }
 
-int kafka_txn_produce(kafka_txn_t *txn, const char *topic, int32_t partition,
-                      const void *key, size_t keylen, const void *value, size_t valuelen,
-                      err_t **errp)
+int kafka_txn_produce(kafka_txn_t *txn, const char *topic, int32_t partition, const void *key,
+                      size_t keylen, const void *value, size_t valuelen, err_t **errp)
 {
     if (kafka_produce(txn->kp, topic, partition, key, keylen, value, valuelen, NULL, errp))
         return -1;
@@ -858,7 +845,8 @@ static kafka_txn_result_t txn_abort_and_rewind(kafka_txn_t *txn, err_t **errp)
     rewind_consumer(txn);
     if (atomic_load(&txn->kc->c.fatal))
         return err_set(errp, ERR_D_KAFKA, RD_KAFKA_RESP_ERR__FATAL, false, true,
-                       "rewind after abort failed"), KAFKA_TXN_FATAL;
+                       "rewind after abort failed"),
+               KAFKA_TXN_FATAL;
     return KAFKA_TXN_ABORTED;
 }
 
@@ -918,8 +906,8 @@ static kafka_txn_result_t txn_commit0(kafka_txn_t *txn, err_t **errp)
     err = rd_kafka_position(crk, offsets);
     if (err) {
         rd_kafka_topic_partition_list_destroy(offsets);
-        return err_set(errp, ERR_D_KAFKA, err, false, true, "position: %s",
-                       rd_kafka_err2str(err)), KAFKA_TXN_FATAL;
+        return err_set(errp, ERR_D_KAFKA, err, false, true, "position: %s", rd_kafka_err2str(err)),
+               KAFKA_TXN_FATAL;
     }
     rd_kafka_error_t *error = txn_retry(txn, call_send_offsets, offsets);
     rd_kafka_topic_partition_list_destroy(offsets);

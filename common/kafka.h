@@ -43,7 +43,7 @@ typedef struct kafka_opts {
     const char *client_id; /**< client.id; NULL = "mlops" */
     const cfg_kv_t *props; /**< pass-through properties, applied last */
     size_t nprops;
-    metrics_t *metrics;    /**< optional: counters are registered here */
+    metrics_t *metrics; /**< optional: counters are registered here */
 } kafka_opts_t;
 
 /* ---- producer ----------------------------------------------------------------- */
@@ -71,9 +71,9 @@ kafka_producer_t *kafka_producer_new(const kafka_opts_t *opts, const char *trans
  * to let the partitioner choose by key). On a full queue, serves delivery
  * reports and retries for up to 10 s. Returns 0, or -1 with *errp set.
  */
-int kafka_produce(kafka_producer_t *kp, const char *topic, int32_t partition,
-                  const void *key, size_t keylen, const void *value, size_t valuelen,
-                  void *msg_opaque, err_t **errp) MLOPS_WUR;
+int kafka_produce(kafka_producer_t *kp, const char *topic, int32_t partition, const void *key,
+                  size_t keylen, const void *value, size_t valuelen, void *msg_opaque,
+                  err_t **errp) MLOPS_WUR;
 
 /** Serve delivery reports (and other events) for up to @p timeout_ms. */
 void kafka_producer_poll(kafka_producer_t *kp, int timeout_ms);
@@ -107,8 +107,8 @@ typedef struct kafka_consumer kafka_consumer_t;
  * Called when partitions are revoked, before their stored offsets are
  * committed: the place to flush outputs so their offsets get stored.
  */
-typedef void(kafka_revoke_cb)(kafka_consumer_t *kc,
-                              const rd_kafka_topic_partition_list_t *parts, void *opaque);
+typedef void(kafka_revoke_cb)(kafka_consumer_t *kc, const rd_kafka_topic_partition_list_t *parts,
+                              void *opaque);
 
 typedef struct kafka_consumer_opts {
     const char *group_id;
@@ -129,9 +129,8 @@ typedef struct kafka_consumer_opts {
  * auto.offset.reset=earliest, isolation.level=read_committed,
  * enable.auto.offset.store=false (always: offsets are stored explicitly).
  */
-kafka_consumer_t *kafka_consumer_new(const kafka_opts_t *opts,
-                                     const kafka_consumer_opts_t *copts, char *errstr,
-                                     size_t errstr_size);
+kafka_consumer_t *kafka_consumer_new(const kafka_opts_t *opts, const kafka_consumer_opts_t *copts,
+                                     char *errstr, size_t errstr_size);
 
 /**
  * Poll one message. Returns a message (caller destroys it), or NULL on
@@ -202,9 +201,8 @@ typedef void(kafka_watch_cb)(void *opaque);
  * with messages left. @p cb is also run once at start. Takes ownership of
  * @p rkqu. Returns NULL with errstr on failure.
  */
-kafka_watch_t *kafka_watch_new(struct event_base *base, rd_kafka_queue_t *rkqu,
-                               kafka_watch_cb *cb, void *opaque, char *errstr,
-                               size_t errstr_size);
+kafka_watch_t *kafka_watch_new(struct event_base *base, rd_kafka_queue_t *rkqu, kafka_watch_cb *cb,
+                               void *opaque, char *errstr, size_t errstr_size);
 /** Run the callback again on the next loop iteration. */
 void kafka_watch_again(kafka_watch_t *w);
 /** Stop watching; accepts NULL. */
@@ -215,8 +213,8 @@ kafka_watch_t *kafka_consumer_watch(kafka_consumer_t *kc, struct event_base *bas
                                     kafka_watch_cb *cb, void *opaque, char *errstr,
                                     size_t errstr_size);
 /** Serve a producer's delivery reports from the loop (no callback needed). */
-kafka_watch_t *kafka_producer_watch(kafka_producer_t *kp, struct event_base *base,
-                                    char *errstr, size_t errstr_size);
+kafka_watch_t *kafka_producer_watch(kafka_producer_t *kp, struct event_base *base, char *errstr,
+                                    size_t errstr_size);
 
 /* ---- transactional consume-transform-produce ------------------------------------- */
 
@@ -236,9 +234,8 @@ kafka_txn_t *kafka_txn_new(const kafka_opts_t *opts, const kafka_consumer_opts_t
 rd_kafka_message_t *kafka_txn_poll(kafka_txn_t *txn, int timeout_ms);
 
 /** Produce an output inside the current transaction. */
-int kafka_txn_produce(kafka_txn_t *txn, const char *topic, int32_t partition,
-                      const void *key, size_t keylen, const void *value, size_t valuelen,
-                      err_t **errp) MLOPS_WUR;
+int kafka_txn_produce(kafka_txn_t *txn, const char *topic, int32_t partition, const void *key,
+                      size_t keylen, const void *value, size_t valuelen, err_t **errp) MLOPS_WUR;
 
 /** Outcome of kafka_txn_commit(). */
 typedef enum kafka_txn_result {

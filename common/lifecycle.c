@@ -27,8 +27,8 @@ struct lifecycle {
 
 static void libevent_log_cb(int severity, const char *msg)
 {
-    log_level_t lvl = severity == EVENT_LOG_DEBUG ? LOG_LVL_DEBUG
-                      : severity == EVENT_LOG_MSG ? LOG_LVL_INFO
+    log_level_t lvl = severity == EVENT_LOG_DEBUG  ? LOG_LVL_DEBUG
+                      : severity == EVENT_LOG_MSG  ? LOG_LVL_INFO
                       : severity == EVENT_LOG_WARN ? LOG_LVL_WARN
                                                    : LOG_LVL_ERROR;
     log_emit(lvl, LOG_FIELDS(LOG_STR("component", "libevent")), "%s", msg);
@@ -39,8 +39,8 @@ static void begin_drain(lifecycle_t *lc, const char *why)
     if (lc->state == LC_DRAINING || lc->state == LC_STOPPED)
         return;
     lc->state = LC_DRAINING;
-    log_emit(LOG_LVL_INFO, LOG_FIELDS(LOG_INT("timeout_ms", lc->drain_timeout_ms)),
-             "draining (%s)", why);
+    log_emit(LOG_LVL_INFO, LOG_FIELDS(LOG_INT("timeout_ms", lc->drain_timeout_ms)), "draining (%s)",
+             why);
     struct timeval tv = {lc->drain_timeout_ms / 1000, (lc->drain_timeout_ms % 1000) * 1000};
     evtimer_add(lc->ev_timeout, &tv);
     if (lc->on_drain)
@@ -78,8 +78,8 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
     event_base_loopbreak(lc->base);
 }
 
-lifecycle_t *lifecycle_new(struct event_base *base, int drain_timeout_ms,
-                           lc_drain_cb *on_drain, lc_reload_cb *on_reload, void *opaque)
+lifecycle_t *lifecycle_new(struct event_base *base, int drain_timeout_ms, lc_drain_cb *on_drain,
+                           lc_reload_cb *on_reload, void *opaque)
 {
     event_set_log_callback(libevent_log_cb);
     signal(SIGPIPE, SIG_IGN);

@@ -49,8 +49,8 @@ typedef void(lc_reload_cb)(lifecycle_t *lc, void *opaque);
  * Install the signal events on @p base. @p drain_timeout_ms bounds the
  * drain. Callbacks may be NULL (no drain work: the loop ends at once).
  */
-lifecycle_t *lifecycle_new(struct event_base *base, int drain_timeout_ms,
-                           lc_drain_cb *on_drain, lc_reload_cb *on_reload, void *opaque);
+lifecycle_t *lifecycle_new(struct event_base *base, int drain_timeout_ms, lc_drain_cb *on_drain,
+                           lc_reload_cb *on_reload, void *opaque);
 void lifecycle_destroy(lifecycle_t *lc);
 
 void lifecycle_set_ready(lifecycle_t *lc, bool ready);

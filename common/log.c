@@ -106,25 +106,22 @@ log_level_t log_level_from_syslog(int syslog_level)
     return LOG_LVL_DEBUG;
 }
 
-bool log_enabled(log_level_t level)
-{
-    return (int)level >= atomic_load(&g_log.level);
-}
+bool log_enabled(log_level_t level) { return (int)level >= atomic_load(&g_log.level); }
 
 /* ---- redaction ---------------------------------------------------------- */
 
 static bool is_secret_end(char c)
 {
-    return c == '\0' || isspace((unsigned char)c) || c == '&' || c == ';' ||
-           c == '"' || c == '\'' || c == ',' || c == '}';
+    return c == '\0' || isspace((unsigned char)c) || c == '&' || c == ';' || c == '"' ||
+           c == '\'' || c == ',' || c == '}';
 }
 
 /* If s starts with "password=", "token=" etc. return the length of the key
  * part including the separator; else 0. */
 static size_t secret_key_at(const char *s)
 {
-    static const char *keys[] = {"password=", "passwd=", "token=", "secret=",
-                                 "password\":\"", "token\":\"", "secret\":\""};
+    static const char *keys[] = {
+        "password=", "passwd=", "token=", "secret=", "password\":\"", "token\":\"", "secret\":\""};
     for (size_t i = 0; i < MLOPS_ARRAY_LEN(keys); i++) {
         size_t n = strlen(keys[i]);
         if (!strncasecmp(s, keys[i], n))
@@ -228,8 +225,7 @@ static void write_all(int fd, const char *p, size_t len)
     }
 }
 
-void log_emit(log_level_t level, const log_field_t *fields, size_t nfields,
-              const char *fmt, ...)
+void log_emit(log_level_t level, const log_field_t *fields, size_t nfields, const char *fmt, ...)
 {
     if (!log_enabled(level))
         return;
@@ -245,8 +241,7 @@ void log_emit(log_level_t level, const log_field_t *fields, size_t nfields,
 
     strbuf_t sb;
     strbuf_init(&sb);
-    strbuf_appendf(&sb, "{\"ts\":\"%s\",\"level\":\"%s\",\"service\":", ts,
-                   log_level_name(level));
+    strbuf_appendf(&sb, "{\"ts\":\"%s\",\"level\":\"%s\",\"service\":", ts, log_level_name(level));
     strbuf_json_str(&sb, g_log.service, strlen(g_log.service));
     strbuf_puts(&sb, ",\"msg\":");
     append_redacted_json(&sb, msg);

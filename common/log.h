@@ -53,14 +53,12 @@ typedef struct log_field {
 } log_field_t;
 
 #define LOG_STR(k, val) ((log_field_t){.key = (k), .type = LOG_F_STR, .v.s = (val)})
-#define LOG_INT(k, val) \
-    ((log_field_t){.key = (k), .type = LOG_F_INT, .v.i = (long long)(val)})
-#define LOG_DBL(k, val) \
-    ((log_field_t){.key = (k), .type = LOG_F_DBL, .v.d = (double)(val)})
+#define LOG_INT(k, val) ((log_field_t){.key = (k), .type = LOG_F_INT, .v.i = (long long)(val)})
+#define LOG_DBL(k, val) ((log_field_t){.key = (k), .type = LOG_F_DBL, .v.d = (double)(val)})
 #define LOG_BOOL(k, val) ((log_field_t){.key = (k), .type = LOG_F_BOOL, .v.b = (val)})
 /** Build the (fields, nfields) pair for log_emit() from a list of LOG_* fields. */
-#define LOG_FIELDS(...)                       \
-    (const log_field_t[]){__VA_ARGS__},       \
+#define LOG_FIELDS(...)                                                                            \
+    (const log_field_t[]){__VA_ARGS__},                                                            \
         sizeof((const log_field_t[]){__VA_ARGS__}) / sizeof(log_field_t)
 
 /** Sink for tests and embedding: receives each complete line (with '\n'). */
@@ -93,8 +91,8 @@ log_level_t log_level_from_syslog(int syslog_level);
 bool log_enabled(log_level_t level);
 
 /** Write one line. @p fields may be NULL when @p nfields is 0. */
-void log_emit(log_level_t level, const log_field_t *fields, size_t nfields,
-              const char *fmt, ...) MLOPS_PRINTF(4, 5);
+void log_emit(log_level_t level, const log_field_t *fields, size_t nfields, const char *fmt, ...)
+    MLOPS_PRINTF(4, 5);
 
 /**
  * Redact secrets in @p in into @p out (size @p size, always terminated).

@@ -44,8 +44,8 @@ struct metric {
     metric_type_t type;
     char *name;
     char *help;
-    char *labels; /* may be NULL */
-    atomic_dbl_t value;  /* counter, gauge; histogram sum */
+    char *labels;           /* may be NULL */
+    atomic_dbl_t value;     /* counter, gauge; histogram sum */
     _Atomic uint64_t count; /* histogram */
     double *bounds;
     size_t nbounds;
@@ -59,9 +59,9 @@ struct metrics {
     double start_time;
 };
 
-static const double default_latency_bounds[] = {
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
-    0.01,    0.025,  0.05,    0.1,    0.25,  0.5,    1,     2.5, 5, 10};
+static const double default_latency_bounds[] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
+                                                0.005,   0.01,   0.025,   0.05,   0.1,   0.25,
+                                                0.5,     1,      2.5,     5,      10};
 
 metrics_t *metrics_new(void)
 {
@@ -101,9 +101,8 @@ static void check_name(const char *name)
     }
 }
 
-static metric_t *reg_add(metrics_t *reg, metric_type_t type, const char *name,
-                         const char *help, const char *labels, const double *bounds,
-                         size_t nbounds)
+static metric_t *reg_add(metrics_t *reg, metric_type_t type, const char *name, const char *help,
+                         const char *labels, const double *bounds, size_t nbounds)
 {
     check_name(name);
     pthread_mutex_lock(&reg->lock);
@@ -138,20 +137,18 @@ static metric_t *reg_add(metrics_t *reg, metric_type_t type, const char *name,
     return m;
 }
 
-metric_t *metrics_counter(metrics_t *reg, const char *name, const char *help,
-                          const char *labels)
+metric_t *metrics_counter(metrics_t *reg, const char *name, const char *help, const char *labels)
 {
     return reg_add(reg, METRIC_COUNTER, name, help, labels, NULL, 0);
 }
 
-metric_t *metrics_gauge(metrics_t *reg, const char *name, const char *help,
-                        const char *labels)
+metric_t *metrics_gauge(metrics_t *reg, const char *name, const char *help, const char *labels)
 {
     return reg_add(reg, METRIC_GAUGE, name, help, labels, NULL, 0);
 }
 
-metric_t *metrics_histogram(metrics_t *reg, const char *name, const char *help,
-                            const char *labels, const double *bounds, size_t nbounds)
+metric_t *metrics_histogram(metrics_t *reg, const char *name, const char *help, const char *labels,
+                            const double *bounds, size_t nbounds)
 {
     return reg_add(reg, METRIC_HISTOGRAM, name, help, labels, bounds, nbounds);
 }
@@ -272,8 +269,8 @@ static void render_series(strbuf_t *out, const metric_t *m)
     const char *l = m->labels;
     strbuf_appendf(out, "%s_sum%s%s%s ", m->name, l ? "{" : "", l ? l : "", l ? "}" : "");
     fmt_double(out, adbl_load(&m->value));
-    strbuf_appendf(out, "\n%s_count%s%s%s %llu\n", m->name, l ? "{" : "", l ? l : "",
-                   l ? "}" : "", (unsigned long long)cum);
+    strbuf_appendf(out, "\n%s_count%s%s%s %llu\n", m->name, l ? "{" : "", l ? l : "", l ? "}" : "",
+                   (unsigned long long)cum);
 }
 
 static void render_process(const metrics_t *reg, strbuf_t *out)

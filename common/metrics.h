@@ -38,16 +38,14 @@ void metrics_destroy(metrics_t *reg);
  * @p name must match [a-zA-Z_:][a-zA-Z0-9_:]* (checked; aborts on a
  * programming error, since names are literals).
  */
-metric_t *metrics_counter(metrics_t *reg, const char *name, const char *help,
-                          const char *labels);
-metric_t *metrics_gauge(metrics_t *reg, const char *name, const char *help,
-                        const char *labels);
+metric_t *metrics_counter(metrics_t *reg, const char *name, const char *help, const char *labels);
+metric_t *metrics_gauge(metrics_t *reg, const char *name, const char *help, const char *labels);
 /**
  * Histogram with ascending upper @p bounds (the +Inf bucket is implicit).
  * NULL bounds selects latency buckets in seconds from 50 µs to 10 s.
  */
-metric_t *metrics_histogram(metrics_t *reg, const char *name, const char *help,
-                            const char *labels, const double *bounds, size_t nbounds);
+metric_t *metrics_histogram(metrics_t *reg, const char *name, const char *help, const char *labels,
+                            const double *bounds, size_t nbounds);
 
 /**
  * Build an escaped label string from NULL-terminated key, value pairs:

@@ -37,8 +37,8 @@ json_t *mjson_parse(const char *buf, size_t len, size_t max_bytes, err_t **errp)
     case json_error_numeric_overflow: code = MJSON_E_NON_FINITE; break;
     default: break;
     }
-    err_set(errp, ERR_D_INPUT, (int)code, false, false, "%s at line %d, column %d",
-            jerr.text, jerr.line, jerr.column);
+    err_set(errp, ERR_D_INPUT, (int)code, false, false, "%s at line %d, column %d", jerr.text,
+            jerr.line, jerr.column);
     return NULL;
 }
 
@@ -91,8 +91,7 @@ static int wrong_type(const char *key, const json_t *v, const char *want, err_t 
                    "field '%s' is %s, expected %s", key, type_of(v), want);
 }
 
-int mjson_get_str(const json_t *obj, const char *key, bool required, const char **out,
-                  err_t **errp)
+int mjson_get_str(const json_t *obj, const char *key, bool required, const char **out, err_t **errp)
 {
     int rc = 0;
     const json_t *v = lookup(obj, key, required, &rc, errp);
@@ -104,8 +103,7 @@ int mjson_get_str(const json_t *obj, const char *key, bool required, const char 
     return 0;
 }
 
-int mjson_get_int(const json_t *obj, const char *key, bool required, int64_t *out,
-                  err_t **errp)
+int mjson_get_int(const json_t *obj, const char *key, bool required, int64_t *out, err_t **errp)
 {
     int rc = 0;
     const json_t *v = lookup(obj, key, required, &rc, errp);
@@ -126,8 +124,7 @@ int mjson_get_int(const json_t *obj, const char *key, bool required, int64_t *ou
     return wrong_type(key, v, "an integer", errp);
 }
 
-int mjson_get_num(const json_t *obj, const char *key, bool required, double *out,
-                  err_t **errp)
+int mjson_get_num(const json_t *obj, const char *key, bool required, double *out, err_t **errp)
 {
     int rc = 0;
     const json_t *v = lookup(obj, key, required, &rc, errp);
@@ -143,8 +140,7 @@ int mjson_get_num(const json_t *obj, const char *key, bool required, double *out
     return 0;
 }
 
-int mjson_get_bool(const json_t *obj, const char *key, bool required, bool *out,
-                   err_t **errp)
+int mjson_get_bool(const json_t *obj, const char *key, bool required, bool *out, err_t **errp)
 {
     int rc = 0;
     const json_t *v = lookup(obj, key, required, &rc, errp);

@@ -20,8 +20,7 @@ static void notice_processor(void *arg, const char *message)
     log_emit(LOG_LVL_INFO, LOG_FIELDS(LOG_STR("component", "postgres")), "%s", msg);
 }
 
-pg_t *pg_connect(const char *dsn, int connect_timeout_s, int statement_timeout_ms,
-                 err_t **errp)
+pg_t *pg_connect(const char *dsn, int connect_timeout_s, int statement_timeout_ms, err_t **errp)
 {
     char ct[16], opts[64];
     snprintf(ct, sizeof(ct), "%d", connect_timeout_s);
@@ -75,8 +74,7 @@ static int sqlstate_code(const char *state)
     return code;
 }
 
-PGresult *pg_exec(pg_t *pg, const char *sql, int nparams, const char *const *params,
-                  err_t **errp)
+PGresult *pg_exec(pg_t *pg, const char *sql, int nparams, const char *const *params, err_t **errp)
 {
     PGresult *res = PQexecParams(pg->conn, sql, nparams, NULL, params, NULL, NULL, 0);
     ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
@@ -101,8 +99,7 @@ PGresult *pg_exec(pg_t *pg, const char *sql, int nparams, const char *const *par
     return NULL;
 }
 
-int pg_exec_cmd(pg_t *pg, const char *sql, int nparams, const char *const *params,
-                err_t **errp)
+int pg_exec_cmd(pg_t *pg, const char *sql, int nparams, const char *const *params, err_t **errp)
 {
     PGresult *res = pg_exec(pg, sql, nparams, params, errp);
     if (!res)
@@ -135,8 +132,7 @@ int pg_check_durability(pg_t *pg, char *detail, size_t detail_size, err_t **errp
         if (strcmp(setting, "on")) {
             ok = 0;
             size_t used = strlen(detail);
-            snprintf(detail + used, detail_size - used, "%s%s=%s", used ? ", " : "", name,
-                     setting);
+            snprintf(detail + used, detail_size - used, "%s%s=%s", used ? ", " : "", name, setting);
         }
     }
     PQclear(res);

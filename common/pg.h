@@ -27,8 +27,7 @@ typedef struct pg pg_t;
  * Connect with @p dsn (a URI or key=value string). @p connect_timeout_s and
  * @p statement_timeout_ms are applied on top of it (0 = leave as is).
  */
-pg_t *pg_connect(const char *dsn, int connect_timeout_s, int statement_timeout_ms,
-                 err_t **errp);
+pg_t *pg_connect(const char *dsn, int connect_timeout_s, int statement_timeout_ms, err_t **errp);
 
 /** Close; accepts NULL. */
 void pg_close(pg_t *pg);
@@ -40,8 +39,7 @@ void pg_close(pg_t *pg);
  * error is marked retriable (the statement is not re-run: the caller
  * decides, since it may have been a write).
  */
-PGresult *pg_exec(pg_t *pg, const char *sql, int nparams, const char *const *params,
-                  err_t **errp);
+PGresult *pg_exec(pg_t *pg, const char *sql, int nparams, const char *const *params, err_t **errp);
 
 /** pg_exec() for statements whose result is not needed. Returns 0 or -1. */
 int pg_exec_cmd(pg_t *pg, const char *sql, int nparams, const char *const *params,

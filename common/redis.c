@@ -20,7 +20,7 @@ struct redis_client {
     int64_t opened_at_ms;    /* when the breaker last opened */
     int64_t next_connect_ms; /* backoff: no connect attempt before this */
     int backoff_ms;
-    strbuf_t pipeline;       /* formatted commands waiting for exec */
+    strbuf_t pipeline; /* formatted commands waiting for exec */
     size_t npipelined;
     metric_t *m_calls, *m_failures, *m_open, *m_rejected;
 };
@@ -33,8 +33,9 @@ static int parse_url(redis_client_t *rc, const char *url, char *errstr, size_t e
     if (str_starts_with(p, "redis://"))
         p += 8;
     else if (strstr(p, "://")) {
-        snprintf(errstr, errstr_size, "redis_url: only redis:// URLs are supported (no TLS "
-                                      "in hiredis 0.14)");
+        snprintf(errstr, errstr_size,
+                 "redis_url: only redis:// URLs are supported (no TLS "
+                 "in hiredis 0.14)");
         return -1;
     }
     const char *at = strrchr(p, '@');
@@ -96,8 +97,8 @@ redis_client_t *redis_client_new(const redis_opts_t *opts, char *errstr, size_t 
         log_add_secret(rc->password);
     if (opts->metrics) {
         const char *l = opts->metrics_labels;
-        rc->m_calls = metrics_counter(opts->metrics, "mlops_redis_calls_total",
-                                      "Redis calls attempted.", l);
+        rc->m_calls =
+            metrics_counter(opts->metrics, "mlops_redis_calls_total", "Redis calls attempted.", l);
         rc->m_failures = metrics_counter(opts->metrics, "mlops_redis_failures_total",
                                          "Redis calls failed (connection, timeout).", l);
         rc->m_rejected = metrics_counter(opts->metrics, "mlops_redis_rejected_total",
@@ -121,13 +122,14 @@ void redis_client_destroy(redis_client_t *rc)
 
 static void set_breaker(redis_client_t *rc, redis_breaker_t b)
 {
-    if (rc->breaker != b && (b == REDIS_BREAKER_OPEN || rc->breaker == REDIS_BREAKER_OPEN ||
-                             b == REDIS_BREAKER_CLOSED))
+    if (rc->breaker != b &&
+        (b == REDIS_BREAKER_OPEN || rc->breaker == REDIS_BREAKER_OPEN || b == REDIS_BREAKER_CLOSED))
         log_emit(b == REDIS_BREAKER_OPEN ? LOG_LVL_WARN : LOG_LVL_INFO,
                  LOG_FIELDS(LOG_STR("component", "redis"), LOG_INT("port", rc->port)),
                  "Redis circuit breaker %s",
-                 b == REDIS_BREAKER_OPEN ? "opened" : b == REDIS_BREAKER_CLOSED ? "closed"
-                                                                               : "half-open");
+                 b == REDIS_BREAKER_OPEN     ? "opened"
+                 : b == REDIS_BREAKER_CLOSED ? "closed"
+                                             : "half-open");
     rc->breaker = b;
     if (rc->m_open)
         metric_set(rc->m_open, b == REDIS_BREAKER_OPEN ? 1 : 0);

@@ -28,14 +28,14 @@
 #include "util.h"
 
 typedef struct redis_opts {
-    const char *url;          /**< redis://[:password@]host:port[/db] or host:port */
-    int timeout_ms;           /**< per-call deadline; default 50 */
-    int connect_timeout_ms;   /**< default 200 */
-    int breaker_failures;     /**< consecutive failures that open it; default 5 */
-    int breaker_cooldown_ms;  /**< default 2000 */
-    int backoff_min_ms;       /**< first reconnect delay; default 50 */
-    int backoff_max_ms;       /**< default 2000 */
-    metrics_t *metrics;       /**< optional */
+    const char *url;            /**< redis://[:password@]host:port[/db] or host:port */
+    int timeout_ms;             /**< per-call deadline; default 50 */
+    int connect_timeout_ms;     /**< default 200 */
+    int breaker_failures;       /**< consecutive failures that open it; default 5 */
+    int breaker_cooldown_ms;    /**< default 2000 */
+    int backoff_min_ms;         /**< first reconnect delay; default 50 */
+    int backoff_max_ms;         /**< default 2000 */
+    metrics_t *metrics;         /**< optional */
     const char *metrics_labels; /**< e.g. client="online_store"; optional */
 } redis_opts_t;
 
@@ -63,22 +63,20 @@ void redis_client_destroy(redis_client_t *rc);
 redisReply *redis_command(redis_client_t *rc, err_t **errp, const char *fmt, ...);
 
 /** The same with an argument vector (binary safe). */
-redisReply *redis_command_argv(redis_client_t *rc, err_t **errp, int argc,
-                               const char **argv, const size_t *argvlen);
+redisReply *redis_command_argv(redis_client_t *rc, err_t **errp, int argc, const char **argv,
+                               const size_t *argvlen);
 
 /**
  * Pipelining: queue commands with redis_append_argv(), then read all their
  * replies with redis_pipeline_exec() in one round trip. The deadline covers
  * the whole exchange. On failure every reply is NULL and all are discarded.
  */
-void redis_append_argv(redis_client_t *rc, int argc, const char **argv,
-                       const size_t *argvlen);
+void redis_append_argv(redis_client_t *rc, int argc, const char **argv, const size_t *argvlen);
 /**
  * Send the queued commands and read @p n replies into @p replies (caller
  * frees each). Returns 0, or -1 with *errp (no replies kept).
  */
-int redis_pipeline_exec(redis_client_t *rc, redisReply **replies, size_t n,
-                        err_t **errp) MLOPS_WUR;
+int redis_pipeline_exec(redis_client_t *rc, redisReply **replies, size_t n, err_t **errp) MLOPS_WUR;
 
 redis_breaker_t redis_client_breaker(const redis_client_t *rc);
 /** True if a connection is currently open. */

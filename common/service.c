@@ -109,14 +109,14 @@ err:
 int service_run(service_t *svc)
 {
     const service_common_conf_t *c = svc->def.conf;
-    log_emit(LOG_LVL_INFO,
-             LOG_FIELDS(LOG_STR("version", MLOPS_VERSION), LOG_STR("librdkafka", rd_kafka_version_str()),
-                        LOG_STR("libevent", event_get_version()),
-                        LOG_STR("jansson", JANSSON_VERSION),
-                        LOG_INT("metrics_port", http_server_port(svc->http)),
-                        LOG_STR("bind_address", c->bind_address),
-                        LOG_STR("config", cfg_file(svc->cfg) ? cfg_file(svc->cfg) : "")),
-             "mlops-%s up", svc->name);
+    log_emit(
+        LOG_LVL_INFO,
+        LOG_FIELDS(LOG_STR("version", MLOPS_VERSION), LOG_STR("librdkafka", rd_kafka_version_str()),
+                   LOG_STR("libevent", event_get_version()), LOG_STR("jansson", JANSSON_VERSION),
+                   LOG_INT("metrics_port", http_server_port(svc->http)),
+                   LOG_STR("bind_address", c->bind_address),
+                   LOG_STR("config", cfg_file(svc->cfg) ? cfg_file(svc->cfg) : "")),
+        "mlops-%s up", svc->name);
     lifecycle_set_ready(svc->lc, true);
     event_base_dispatch(svc->base);
     int code = lifecycle_exit_code(svc->lc);

@@ -22,24 +22,22 @@
 struct event_base;
 
 /** Fields every service's config struct starts with. */
-#define SERVICE_COMMON_FIELDS    \
-    char *log_level;             \
-    char *kafka_brokers;         \
-    char *bind_address;          \
-    int64_t metrics_port;        \
+#define SERVICE_COMMON_FIELDS                                                                      \
+    char *log_level;                                                                               \
+    char *kafka_brokers;                                                                           \
+    char *bind_address;                                                                            \
+    int64_t metrics_port;                                                                          \
     int64_t drain_timeout_ms
 
 /** Table items for SERVICE_COMMON_FIELDS; @p port is the default metrics port. */
-#define SERVICE_COMMON_ITEMS(st, port)                                                      \
-    CFG_ITEM(st, log_level, CFG_T_STR, "info", CFG_RELOAD,                                  \
-             "log level: debug, info, warn, error"),                                        \
-        CFG_ITEM(st, kafka_brokers, CFG_T_STR, "127.0.0.1:9092", 0,                         \
-                 "Kafka bootstrap servers"),                                                \
-        CFG_ITEM(st, bind_address, CFG_T_STR, "127.0.0.1", 0,                               \
-                 "address the HTTP endpoints listen on"),                                   \
-        CFG_ITEM_RANGE(st, metrics_port, CFG_T_INT, port, 0,                                \
-                       "port of /health, /ready and /metrics (0 = any free port)", 0, 65535), \
-        CFG_ITEM_RANGE(st, drain_timeout_ms, CFG_T_INT, "30000", 0,                         \
+#define SERVICE_COMMON_ITEMS(st, port)                                                             \
+    CFG_ITEM(st, log_level, CFG_T_STR, "info", CFG_RELOAD, "log level: debug, info, warn, error"), \
+        CFG_ITEM(st, kafka_brokers, CFG_T_STR, "127.0.0.1:9092", 0, "Kafka bootstrap servers"),    \
+        CFG_ITEM(st, bind_address, CFG_T_STR, "127.0.0.1", 0,                                      \
+                 "address the HTTP endpoints listen on"),                                          \
+        CFG_ITEM_RANGE(st, metrics_port, CFG_T_INT, port, 0,                                       \
+                       "port of /health, /ready and /metrics (0 = any free port)", 0, 65535),      \
+        CFG_ITEM_RANGE(st, drain_timeout_ms, CFG_T_INT, "30000", 0,                                \
                        "how long the first SIGTERM may drain before exiting", 100, 3600000)
 
 /** Layout of the common fields, for reading them from any service struct. */
@@ -50,14 +48,14 @@ typedef struct service_common_conf {
 typedef struct service service_t;
 
 typedef struct service_def {
-    const char *name;   /**< "ingest", ... (log "service" field, binary mlops-<name>) */
-    const char *usage;  /**< one line for --help */
+    const char *name;  /**< "ingest", ... (log "service" field, binary mlops-<name>) */
+    const char *usage; /**< one line for --help */
     const cfg_item_t *items;
     size_t nitems;
-    void *conf;         /**< the service's config struct (starts with the common fields) */
+    void *conf; /**< the service's config struct (starts with the common fields) */
     size_t conf_size;
-    lc_drain_cb *on_drain;   /**< may be NULL */
-    lc_reload_cb *on_reload; /**< after the config was reloaded; may be NULL */
+    lc_drain_cb *on_drain;     /**< may be NULL */
+    lc_reload_cb *on_reload;   /**< after the config was reloaded; may be NULL */
     http_status_cb *status_cb; /**< may be NULL */
     void *opaque;
 } service_def_t;

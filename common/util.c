@@ -16,8 +16,7 @@ static void oom(size_t size)
     /* Not through log.c: it may itself need memory. One write(2), then die. */
     char buf[96];
     int n = snprintf(buf, sizeof(buf),
-                     "{\"level\":\"fatal\",\"msg\":\"out of memory (%zu bytes)\"}\n",
-                     size);
+                     "{\"level\":\"fatal\",\"msg\":\"out of memory (%zu bytes)\"}\n", size);
     if (n > 0)
         (void)!write(2, buf, (size_t)n);
     abort();
@@ -104,8 +103,8 @@ char *fmt_rfc3339(int64_t us, char *buf, size_t size)
     int ms = (int)((us % 1000000) / 1000);
     struct tm tm;
     gmtime_r(&secs, &tm);
-    snprintf(buf, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
+    snprintf(buf, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
     return buf;
 }
 
@@ -176,10 +175,9 @@ char *file_read_all(const char *path, size_t max_bytes, size_t *lenp, char *errs
         return NULL;
     }
     struct stat st;
-    if (fstat(fileno(fp), &st) == 0 && S_ISREG(st.st_mode) &&
-        (size_t)st.st_size > max_bytes) {
-        snprintf(errstr, errstr_size, "%s: file is %lld bytes, more than the limit of %zu",
-                 path, (long long)st.st_size, max_bytes);
+    if (fstat(fileno(fp), &st) == 0 && S_ISREG(st.st_mode) && (size_t)st.st_size > max_bytes) {
+        snprintf(errstr, errstr_size, "%s: file is %lld bytes, more than the limit of %zu", path,
+                 (long long)st.st_size, max_bytes);
         goto err;
     }
     size_t cap = 4096, len = 0;
@@ -192,8 +190,7 @@ char *file_read_all(const char *path, size_t max_bytes, size_t *lenp, char *errs
         size_t n = fread(buf + len, 1, cap - len - 1, fp);
         len += n;
         if (len > max_bytes) {
-            snprintf(errstr, errstr_size, "%s: more than the limit of %zu bytes", path,
-                     max_bytes);
+            snprintf(errstr, errstr_size, "%s: more than the limit of %zu bytes", path, max_bytes);
             goto err;
         }
         if (n == 0) {
@@ -267,10 +264,7 @@ void strbuf_append(strbuf_t *sb, const void *data, size_t len)
     sb->data[sb->len] = '\0';
 }
 
-void strbuf_puts(strbuf_t *sb, const char *s)
-{
-    strbuf_append(sb, s, strlen(s));
-}
+void strbuf_puts(strbuf_t *sb, const char *s) { strbuf_append(sb, s, strlen(s)); }
 
 void strbuf_putc(strbuf_t *sb, char c)
 {

@@ -74,8 +74,8 @@ int parse_bool(const char *s, bool *out) MLOPS_WUR;
  * Refuses files larger than @p max_bytes. On error returns NULL and writes
  * a message naming the path into @p errstr.
  */
-char *file_read_all(const char *path, size_t max_bytes, size_t *lenp,
-                    char *errstr, size_t errstr_size);
+char *file_read_all(const char *path, size_t max_bytes, size_t *lenp, char *errstr,
+                    size_t errstr_size);
 
 /** Lower-case hex SHA-256 of a buffer into @p hex (65 bytes). */
 void sha256_hex(const void *data, size_t len, char hex[65]);

@@ -14,7 +14,8 @@ int main(int argc, char **argv)
     ingest_conf_t conf;
     service_def_t def = {
         .name = "ingest",
-        .usage = "\n  validate, clean and feature-engineer events.raw into features (pipeline: issue #4)",
+        .usage = "\n  validate, clean and feature-engineer events.raw into features (pipeline: "
+                 "issue #4)",
         .items = ingest_items,
         .nitems = MLOPS_ARRAY_LEN(ingest_items),
         .conf = &conf,

@@ -73,8 +73,8 @@ static void consume(const char *topic, const char *group, consume_ctx_t *c, int6
     char err[512];
     const char *topics[] = {topic};
     kafka_opts_t o = {.brokers = test_kafka_brokers(), .client_id = "test-consumer"};
-    kafka_consumer_opts_t co = {.group_id = group, .topics = topics, .ntopics = 1,
-                                .auto_commit = true};
+    kafka_consumer_opts_t co = {
+        .group_id = group, .topics = topics, .ntopics = 1, .auto_commit = true};
     c->kc = kafka_consumer_new(&o, &co, err, sizeof(err));
     cr_assert(c->kc, "%s", err);
     c->tr = kafka_tracker_new(c->kc);
@@ -114,7 +114,8 @@ Test(kafka_real, ten_thousand_messages_once_and_committed)
         int vl = snprintf(val, sizeof(val), "{\"schema\":\"test/1\",\"id\":%d,\"x\":%d.5}", i, i);
         err_t *e = NULL;
         cr_assert_eq(kafka_produce(kp, topic, RD_KAFKA_PARTITION_UA, key, (size_t)kl, val,
-                                   (size_t)vl, NULL, &e), 0, "%s", e ? e->msg : "");
+                                   (size_t)vl, NULL, &e),
+                     0, "%s", e ? e->msg : "");
         if (i % 1000 == 0)
             kafka_producer_poll(kp, 0);
     }
@@ -122,7 +123,8 @@ Test(kafka_real, ten_thousand_messages_once_and_committed)
     kafka_producer_stats_t st;
     kafka_producer_stats(kp, &st);
     cr_assert_eq(st.produced, (uint64_t)n);
-    cr_assert_eq(st.delivered, (uint64_t)n, "delivered %llu of %d", (unsigned long long)st.delivered, n);
+    cr_assert_eq(st.delivered, (uint64_t)n, "delivered %llu of %d",
+                 (unsigned long long)st.delivered, n);
     cr_assert_eq(st.failed, 0);
     kafka_producer_destroy(kp);
 

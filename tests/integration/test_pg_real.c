@@ -26,8 +26,9 @@ TestSuite(pg_real, .init = setup, .fini = teardown, .timeout = 60);
 Test(pg_real, parameters_keep_hostile_input_as_data)
 {
     err_t *e = NULL;
-    cr_assert_eq(pg_exec_cmd(pg, "CREATE TEMP TABLE t (id int primary key, name text)", 0, NULL,
-                             &e), 0, "%s", e ? e->msg : "");
+    cr_assert_eq(
+        pg_exec_cmd(pg, "CREATE TEMP TABLE t (id int primary key, name text)", 0, NULL, &e), 0,
+        "%s", e ? e->msg : "");
     const char *hostile = "x'); DROP TABLE t; --";
     const char *p[] = {"1", hostile};
     cr_assert_eq(pg_exec_cmd(pg, "INSERT INTO t VALUES ($1::int, $2)", 2, p, &e), 0);

@@ -19,8 +19,12 @@ TestSuite(redis_real, .init = setup, .timeout = 60);
 static redis_client_t *client(const char *url, int timeout_ms)
 {
     char err[256];
-    redis_opts_t o = {.url = url, .timeout_ms = timeout_ms, .breaker_failures = 3,
-                      .breaker_cooldown_ms = 300, .backoff_min_ms = 10, .backoff_max_ms = 50};
+    redis_opts_t o = {.url = url,
+                      .timeout_ms = timeout_ms,
+                      .breaker_failures = 3,
+                      .breaker_cooldown_ms = 300,
+                      .backoff_min_ms = 10,
+                      .backoff_max_ms = 50};
     redis_client_t *rc = redis_client_new(&o, err, sizeof(err));
     cr_assert(rc, "%s", err);
     return rc;
@@ -120,8 +124,8 @@ static void fail_until_open(redis_client_t *rc, int deadline_ms)
         int64_t dt = mono_ms() - t0;
         cr_assert_null(r, "a stopped server cannot answer");
         cr_assert(e && e->retriable);
-        cr_assert_lt(dt, deadline_ms * 3 + 100, "call took %lld ms (deadline %d ms)",
-                     (long long)dt, deadline_ms);
+        cr_assert_lt(dt, deadline_ms * 3 + 100, "call took %lld ms (deadline %d ms)", (long long)dt,
+                     deadline_ms);
         err_destroy(e);
         usleep(20000);
     }

@@ -25,8 +25,9 @@ static void produce_inputs(const char *topic, int n)
         char v[32];
         int vl = snprintf(v, sizeof(v), "%d", i);
         err_t *e = NULL;
-        cr_assert_eq(kafka_produce(kp, topic, RD_KAFKA_PARTITION_UA, v, (size_t)vl, v,
-                                   (size_t)vl, NULL, &e), 0);
+        cr_assert_eq(
+            kafka_produce(kp, topic, RD_KAFKA_PARTITION_UA, v, (size_t)vl, v, (size_t)vl, NULL, &e),
+            0);
     }
     cr_assert_eq(kafka_producer_flush(kp, 30000), 0);
     kafka_producer_destroy(kp);
@@ -137,7 +138,8 @@ Test(txn_real, aborted_transaction_invisible_to_read_committed)
     cr_assert_eq(total_c, n, "read_committed saw %d outputs for %d inputs", total_c, n);
     for (int i = 0; i < n; i++)
         cr_assert_eq(committed[i], 1, "output %d seen %d times by read_committed", i, committed[i]);
-    cr_assert_eq(total_u, n + batch, "read_uncommitted must also see the %d aborted records", batch);
+    cr_assert_eq(total_u, n + batch, "read_uncommitted must also see the %d aborted records",
+                 batch);
     int twice = 0;
     for (int i = 0; i < n; i++)
         twice += uncommitted[i] == 2;

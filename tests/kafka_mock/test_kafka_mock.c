@@ -90,8 +90,7 @@ Test(kafka_mock, broker_down_then_up_delivers_everything)
 Test(kafka_mock, retriable_produce_errors_are_retried)
 {
     /* ApiKey 0 is Produce in the Kafka protocol (the constant is not public) */
-    rd_kafka_mock_push_request_errors(mc, 0, 3,
-                                      RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+    rd_kafka_mock_push_request_errors(mc, 0, 3, RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
                                       RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
                                       RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION);
     kafka_producer_t *kp = producer(NULL, 0);

@@ -210,7 +210,8 @@ int test_http_raw(int port, const char *raw_request, char **body)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     cr_assert(fd >= 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)port),
                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0, "connect: %s",
                  strerror(errno));
@@ -241,13 +242,11 @@ int test_http_raw(int port, const char *raw_request, char **body)
     return status;
 }
 
-int test_http(int port, const char *method, const char *path, const char *req_body,
-              char **body)
+int test_http(int port, const char *method, const char *path, const char *req_body, char **body)
 {
     char *req = xasprintf("%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
                           "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
-                          method, path, req_body ? strlen(req_body) : 0,
-                          req_body ? req_body : "");
+                          method, path, req_body ? strlen(req_body) : 0, req_body ? req_body : "");
     int status = test_http_raw(port, req, body);
     free(req);
     return status;

@@ -57,7 +57,6 @@ void test_loop_stop(test_loop_t *tl);
  */
 int test_http_raw(int port, const char *raw_request, char **body);
 /** Convenience GET/POST with Connection: close. */
-int test_http(int port, const char *method, const char *path, const char *req_body,
-              char **body);
+int test_http(int port, const char *method, const char *path, const char *req_body, char **body);
 
 #endif

@@ -36,8 +36,9 @@ static char tmpdir[] = "/tmp/mlops-cfg-XXXXXX";
 
 static void setup(void)
 {
-    static const char *vars[] = {"MLOPS_KAFKA_BROKERS", "MLOPS_LOG_LEVEL", "MLOPS_BATCH_SIZE",
-                                 "MLOPS_THRESHOLD", "MLOPS_EXACTLY_ONCE", "MLOPS_API_TOKEN",
+    static const char *vars[] = {"MLOPS_KAFKA_BROKERS",  "MLOPS_LOG_LEVEL",
+                                 "MLOPS_BATCH_SIZE",     "MLOPS_THRESHOLD",
+                                 "MLOPS_EXACTLY_ONCE",   "MLOPS_API_TOKEN",
                                  "MLOPS_API_TOKEN_FILE", "MLOPS_KAFKA_PROP_LINGER_MS"};
     for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
         unsetenv(vars[i]);
@@ -158,8 +159,8 @@ Test(cfg, bad_bool_refused)
 {
     const char *argv[] = {"t", "--exactly-once=perhaps"};
     cr_assert_eq(init_args(2, argv), CFG_ERROR);
-    cr_assert(strstr(errstr, "--exactly-once: exactly_once: 'perhaps' is not a boolean"),
-              "%s", errstr);
+    cr_assert(strstr(errstr, "--exactly-once: exactly_once: 'perhaps' is not a boolean"), "%s",
+              errstr);
 }
 
 Test(cfg, bool_flags)
@@ -226,8 +227,8 @@ Test(cfg, missing_secret_file_is_a_clear_error)
 {
     const char *argv[] = {"t", "--api-token-file", "/nonexistent/tok"};
     cr_assert_eq(init_args(3, argv), CFG_ERROR);
-    cr_assert(strstr(errstr, "--api-token-file: cannot read secret file: /nonexistent/tok"),
-              "%s", errstr);
+    cr_assert(strstr(errstr, "--api-token-file: cannot read secret file: /nonexistent/tok"), "%s",
+              errstr);
 }
 
 Test(cfg, kafka_properties_pass_through_with_precedence)
@@ -240,8 +241,10 @@ Test(cfg, kafka_properties_pass_through_with_precedence)
     size_t n;
     const cfg_kv_t *kv = cfg_kafka_props(cfg, &n);
     cr_assert_eq(n, 4);
-    const char *want[][2] = {{"linger.ms", "20"}, {"compression.type", "lz4"},
-                             {"socket.timeout.ms", "2000"}, {"client.rack", "r1"}};
+    const char *want[][2] = {{"linger.ms", "20"},
+                             {"compression.type", "lz4"},
+                             {"socket.timeout.ms", "2000"},
+                             {"client.rack", "r1"}};
     for (size_t w = 0; w < 4; w++) {
         bool found = false;
         for (size_t i = 0; i < n; i++)

@@ -180,8 +180,8 @@ Test(http, health_ready_and_metrics)
     cr_assert_eq(test_http(port, "GET", "/metrics", NULL, &body), 200);
     cr_assert(strstr(body, "mlops_http_requests_total{route=\"/health\",code=\"2xx\"} 1"), "%s",
               body);
-    cr_assert(strstr(body, "mlops_http_request_duration_seconds_bucket{route=\"/ready\",le="),
-              "%s", body);
+    cr_assert(strstr(body, "mlops_http_request_duration_seconds_bucket{route=\"/ready\",le="), "%s",
+              body);
     free(body);
 }
 

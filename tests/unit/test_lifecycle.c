@@ -22,10 +22,7 @@ static void drain_now(lifecycle_t *lc, void *opaque)
 static void drain_never(lifecycle_t *lc, void *opaque) { drains++; }
 static void on_reload(lifecycle_t *lc, void *opaque) { reloads++; }
 
-static void raise_later(evutil_socket_t fd, short what, void *arg)
-{
-    raise((int)(intptr_t)arg);
-}
+static void raise_later(evutil_socket_t fd, short what, void *arg) { raise((int)(intptr_t)arg); }
 
 static void schedule_signal(struct event_base *base, int sig, int ms)
 {

@@ -45,7 +45,7 @@ Test(metrics, counters_and_gauges_render)
     cr_assert(strstr(s, "# TYPE mlops_lag gauge\nmlops_lag 12.5\n"), "%s", s);
     cr_assert(strstr(s, "process_resident_memory_bytes "), "%s", s);
     /* HELP/TYPE once per family */
-    cr_assert_eq(strstr(s, "# TYPE mlops_dlq_total") , strstr(s + 1, "# TYPE mlops_dlq_total"));
+    cr_assert_eq(strstr(s, "# TYPE mlops_dlq_total"), strstr(s + 1, "# TYPE mlops_dlq_total"));
     free(s);
 }
 
@@ -95,8 +95,8 @@ Test(metrics, quantile_lands_in_the_bucket_of_the_true_quantile)
         metric_observe(h, v[i]);
     }
     qsort(v, N, sizeof(double), cmp_dbl);
-    static const double b[] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
-                               0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+    static const double b[] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                               0.05,    0.1,    0.25,    0.5,    1,     2.5,    5,     10};
     double qs[] = {0.5, 0.9, 0.99};
     for (size_t k = 0; k < 3; k++) {
         double truth = v[(size_t)(qs[k] * N) - 1];
@@ -109,7 +109,8 @@ Test(metrics, quantile_lands_in_the_bucket_of_the_true_quantile)
         cr_assert(est >= lo && est <= hi, "q%.2f: estimate %g outside the true bucket [%g,%g]",
                   qs[k], est, lo, hi);
     }
-    cr_assert(isnan(metric_quantile(metrics_histogram(reg, "mlops_empty_seconds", "", NULL, NULL, 0), 0.5)));
+    cr_assert(isnan(
+        metric_quantile(metrics_histogram(reg, "mlops_empty_seconds", "", NULL, NULL, 0), 0.5)));
 }
 
 static metric_t *shared_counter;

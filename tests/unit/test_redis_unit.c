@@ -14,10 +14,7 @@
 #include "redis.h"
 #include "testutil.h"
 
-static void setup(void)
-{
-    log_init("test", LOG_LVL_ERROR);
-}
+static void setup(void) { log_init("test", LOG_LVL_ERROR); }
 TestSuite(redis_unit, .init = setup);
 
 Test(redis_unit, bad_urls_refused)
@@ -90,8 +87,12 @@ Test(redis_unit, breaker_opens_after_failures_and_fails_fast)
     char url[64], err[256];
     snprintf(url, sizeof(url), "127.0.0.1:%d", test_free_port());
     metrics_t *reg = metrics_new();
-    redis_opts_t o = {.url = url, .breaker_failures = 3, .breaker_cooldown_ms = 300,
-                      .backoff_min_ms = 1, .backoff_max_ms = 2, .metrics = reg};
+    redis_opts_t o = {.url = url,
+                      .breaker_failures = 3,
+                      .breaker_cooldown_ms = 300,
+                      .backoff_min_ms = 1,
+                      .backoff_max_ms = 2,
+                      .metrics = reg};
     redis_client_t *rc = redis_client_new(&o, err, sizeof(err));
     err_t *e = NULL;
     int64_t deadline = mono_ms() + 2000;
@@ -179,8 +180,12 @@ Test(redis_unit, recovers_and_closes_breaker_when_redis_answers_again)
     pthread_create(&t, NULL, fake_main, NULL);
     char url[64], err[256];
     snprintf(url, sizeof(url), "127.0.0.1:%d", port);
-    redis_opts_t o = {.url = url, .timeout_ms = 30, .breaker_failures = 2,
-                      .breaker_cooldown_ms = 100, .backoff_min_ms = 1, .backoff_max_ms = 1};
+    redis_opts_t o = {.url = url,
+                      .timeout_ms = 30,
+                      .breaker_failures = 2,
+                      .breaker_cooldown_ms = 100,
+                      .backoff_min_ms = 1,
+                      .backoff_max_ms = 1};
     redis_client_t *rc = redis_client_new(&o, err, sizeof(err));
     err_t *e = NULL;
     for (int i = 0; i < 2; i++) {
