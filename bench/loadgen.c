@@ -95,6 +95,7 @@ typedef struct run {
     rd_kafka_topic_t *rkt_in;
     uint64_t delivered, failed;
     uint64_t queue_full;
+    uint64_t sent; /* measured events handed to librdkafka */
     int64_t first_send_us, last_send_us;
     int64_t max_sched_lag_us;
     uint64_t warmups_sent;
@@ -459,6 +460,7 @@ static int produce_all(run_t *r, uint64_t *rng)
             r->first_send_us = ts;
         r->last_send_us = ts;
         r->payload_bytes += len;
+        r->sent++;
         if ((j & 63) == 0)
             rd_kafka_poll(r->rkp, 0);
     }
@@ -521,11 +523,11 @@ static int report(run_t *r)
                       : 0.0;
     double send_secs = (double)(r->last_send_us - r->first_send_us) / 1e6;
     double eps = secs > 0 ? (double)n / secs : 0.0;
-    double send_eps = send_secs > 0 ? (double)(r->count - 1) / send_secs : 0.0;
+    double send_eps = send_secs > 0 ? (double)(r->sent - 1) / send_secs : 0.0;
     int64_t p50 = pct(r->lat_us, n, 50), p90 = pct(r->lat_us, n, 90), p99 = pct(r->lat_us, n, 99),
             p999 = pct(r->lat_us, n, 99.9), mx = n ? r->lat_us[n - 1] : 0,
             mn = n ? r->lat_us[0] : 0;
-    uint64_t lost = r->count - n;
+    uint64_t lost = r->sent - n;
     char mode[48];
     if (o->rate)
         snprintf(mode, sizeof(mode), "rate %" PRId64 "/s", o->rate);
@@ -536,8 +538,11 @@ static int report(run_t *r)
            r->partitions, r->run_id);
     printf("  sent      %" PRIu64 " events of %.0f bytes in %.3f s: %.0f events/s"
            " (max schedule lag %.3f ms, queue-full retries %" PRIu64 ")\n",
-           r->count, r->count ? (double)r->payload_bytes / (double)r->count : 0.0, send_secs,
-           send_eps, (double)r->max_sched_lag_us / 1000.0, r->queue_full);
+           r->sent, r->sent ? (double)r->payload_bytes / (double)r->sent : 0.0, send_secs, send_eps,
+           (double)r->max_sched_lag_us / 1000.0, r->queue_full);
+    if (r->sent < r->count)
+        printf("  warning: interrupted after %" PRIu64 " of %" PRIu64 " events\n", r->sent,
+               r->count);
     printf("  received  %" PRIu64 " (lost %" PRIu64 ", duplicates %" PRIu64 ", foreign %" PRIu64
            ") in %.3f s from first send: %.0f events/s\n",
            n, lost, r->duplicates, r->foreign, secs, eps);
@@ -567,13 +572,14 @@ static int report(run_t *r)
         (json_int_t)p999, "max_us", (json_int_t)mx, "min_us", (json_int_t)mn, "mean_us",
         (json_int_t)(n ? llround(sum / (double)n) : 0), "sched_lag_max_us",
         (json_int_t)r->max_sched_lag_us, "queue_full_retries", (json_int_t)r->queue_full,
-        "payload_bytes_avg", (json_int_t)(r->count ? r->payload_bytes / r->count : 0),
-        "sent_seconds", send_secs, "timed_out", r->timed_out, "librdkafka", rd_kafka_version_str());
+        "payload_bytes_avg", (json_int_t)(r->sent ? r->payload_bytes / r->sent : 0), "sent_seconds",
+        send_secs, "timed_out", r->timed_out, "librdkafka", rd_kafka_version_str());
     if (!j) {
         log_error("cannot build the result JSON");
         return -1;
     }
     json_object_set_new(j, "run_id", json_string(r->run_id));
+    json_object_set_new(j, "sent", json_integer((json_int_t)r->sent));
     json_object_set_new(j, "warmup_events", json_integer((json_int_t)r->warmups_sent));
     char *line = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(j);
@@ -584,7 +590,9 @@ static int report(run_t *r)
     printf("%s\n", line);
     fflush(stdout);
     int rc = 0;
-    if (o->json_path) {
+    if (o->json_path && stop_signal) {
+        log_warn("interrupted: the result is not appended to %s", o->json_path);
+    } else if (o->json_path) {
         FILE *f = fopen(o->json_path, "a");
         if (!f || fprintf(f, "%s\n", line) < 0 || fclose(f)) {
             log_error("cannot append the result to %s: %s", o->json_path, strerror(errno));
@@ -622,7 +630,8 @@ static void usage(FILE *out)
             "  -r, --rate R           events/s, paced (default 0: flat out)\n"
             "  -l, --label TEXT       name of the path in the results (default: broker when\n"
             "                         --out = --in, else stage)\n"
-            "  -j, --json FILE        also append the JSON line to FILE\n"
+            "  -j, --json FILE        also append the JSON line to FILE (not when stopped by\n"
+            "                         a signal)\n"
             "      --samples FILE     write every sample (seq, send time, latency in us,\n"
             "                         arrival order) to FILE, for plots and diagnosis\n"
             "      --entities N       distinct entity ids, the message keys (default 10000)\n"
@@ -828,12 +837,13 @@ int bench_cmd_run(int argc, char **argv)
     if (stop_signal)
         log_warn("stopped by %s: the figures cover what arrived until then",
                  strsignal(stop_signal));
-    if (prc && !stop_signal)
-        goto done;
+    if (prc && (!stop_signal || !r.sent))
+        goto done; /* failed or stopped before the measured events: no figures */
     if (report(&r))
         goto done;
-    code = r.received == r.count && !r.failed && !atomic_load(&bench_fatal) ? MLOPS_EXIT_OK
-                                                                            : MLOPS_EXIT_FAILURE;
+    code = r.received == r.count && !stop_signal && !r.failed && !atomic_load(&bench_fatal)
+               ? MLOPS_EXIT_OK
+               : MLOPS_EXIT_FAILURE;
     goto done;
 
 fail:
