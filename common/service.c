@@ -137,6 +137,23 @@ void service_destroy(service_t *svc)
     free(svc);
 }
 
+int service_main(const service_def_t *def, int argc, char **argv)
+{
+    int code;
+    service_t *svc = service_start(def, argc, argv, &code);
+    if (!svc)
+        return code;
+    if (def->setup && def->setup(svc, def->opaque)) {
+        code = MLOPS_EXIT_FAILURE;
+    } else {
+        code = service_run(svc);
+    }
+    if (def->teardown)
+        def->teardown(svc, def->opaque);
+    service_destroy(svc);
+    return code;
+}
+
 struct event_base *service_base(service_t *svc) { return svc->base; }
 metrics_t *service_metrics(service_t *svc) { return svc->metrics; }
 lifecycle_t *service_lifecycle(service_t *svc) { return svc->lc; }

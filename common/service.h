@@ -47,7 +47,8 @@ typedef struct service_common_conf {
 
 typedef struct service service_t;
 
-typedef struct service_def {
+typedef struct service_def service_def_t;
+struct service_def {
     const char *name;  /**< "ingest", ... (log "service" field, binary mlops-<name>) */
     const char *usage; /**< one line for --help */
     const cfg_item_t *items;
@@ -57,8 +58,16 @@ typedef struct service_def {
     lc_drain_cb *on_drain;     /**< may be NULL */
     lc_reload_cb *on_reload;   /**< after the config was reloaded; may be NULL */
     http_status_cb *status_cb; /**< may be NULL */
+    /**
+     * Create the service's own subsystems, in dependency order, after the
+     * common ones exist and before the loop runs. Returns 0, or -1 after
+     * logging why (the process then exits 1). May be NULL.
+     */
+    int (*setup)(service_t *svc, void *opaque);
+    /** Free what setup created, in reverse order, after the loop. May be NULL. */
+    void (*teardown)(service_t *svc, void *opaque);
     void *opaque;
-} service_def_t;
+};
 
 /**
  * Parse the CLI and config, set up logging, the loop, metrics, signals and
@@ -73,6 +82,12 @@ int service_run(service_t *svc);
 
 /** Free everything service_start() created; accepts NULL. */
 void service_destroy(service_t *svc);
+
+/**
+ * The whole main(): service_start(), def->setup, service_run(),
+ * def->teardown, service_destroy(). Returns the process exit code.
+ */
+int service_main(const service_def_t *def, int argc, char **argv);
 
 struct event_base *service_base(service_t *svc);
 metrics_t *service_metrics(service_t *svc);

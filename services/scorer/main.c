@@ -20,12 +20,5 @@ int main(int argc, char **argv)
         .conf = &conf,
         .conf_size = sizeof(conf),
     };
-    int code;
-    service_t *svc = service_start(&def, argc, argv, &code);
-    if (!svc)
-        return code;
-    /* Subsystems are created here, in dependency order, as their issues land. */
-    code = service_run(svc);
-    service_destroy(svc);
-    return code;
+    return service_main(&def, argc, argv);
 }
