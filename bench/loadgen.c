@@ -127,8 +127,8 @@ static double rng_unit(uint64_t *s) { return (double)(rng_next(s) >> 11) / 90071
 /*
  * One event body: everything after the per-event header fields. 25 fields
  * of a card-payment feature event (numeric, integer, categorical, boolean),
- * about 700 bytes; with the 5 header fields an event is 30 fields and about
- * 820 bytes.
+ * about 620 bytes; with the 5 header fields an event is 30 fields and about
+ * 780 bytes.
  */
 static char *body_new(uint64_t *s, size_t *lenp)
 {
@@ -610,7 +610,7 @@ static void usage(FILE *out)
     fprintf(out,
             "Usage: mlops-bench run --in TOPIC [--out TOPIC] [options]\n"
             "\n"
-            "Produce --count feature-like JSON events (30 fields, ~820 bytes, keyed by\n"
+            "Produce --count feature-like JSON events (30 fields, ~780 bytes, keyed by\n"
             "entity) to --in and measure them as they arrive on --out, where a stage\n"
             "under test forwards them (or --out = --in: the broker round trip alone).\n"
             "Before the measured events, warm-up events (not measured) go out every\n"
