@@ -72,7 +72,7 @@ demo: setup build stack-up
 	@deploy/demo.sh
 
 bench: setup build stack-up
-	@bench/run.sh
+	@BENCH_BUILD_DIR=$(BUILD) bench/run.sh
 
 format:
 	clang-format -i $(C_SOURCES)

@@ -165,6 +165,8 @@ Test(kafka_real, ten_thousand_messages_once_and_committed)
     cr_assert_eq(c.max_assigned, PARTITIONS, "the restarted consumer never owned the partitions");
     cr_assert_eq(c.got, 0, "%d messages were re-delivered after the restart", c.got);
     free(c.seen);
+    const char *topics[] = {topic, NULL}, *groups[] = {group, NULL};
+    test_kafka_cleanup(test_kafka_brokers(), topics, groups);
     free(topic);
     free(group);
 }

@@ -38,6 +38,7 @@ static int read_all(const char *topic, const char *isolation, int *counts, int n
 {
     char err[512];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    /* assign() without commits: this group id is never registered on the broker */
     char *group = test_unique("it-reader");
     rd_kafka_conf_set(conf, "bootstrap.servers", test_kafka_brokers(), err, sizeof(err));
     rd_kafka_conf_set(conf, "group.id", group, err, sizeof(err));
@@ -146,6 +147,8 @@ Test(txn_real, aborted_transaction_invisible_to_read_committed)
     cr_assert_eq(twice, batch, "exactly the aborted batch appears twice to read_uncommitted");
     free(committed);
     free(uncommitted);
+    const char *cleanup_topics[] = {in, out, NULL}, *cleanup_groups[] = {group, NULL};
+    test_kafka_cleanup(test_kafka_brokers(), cleanup_topics, cleanup_groups);
     free(in);
     free(out);
     free(group);

@@ -117,6 +117,50 @@ void test_create_topic(const char *brokers, const char *topic, int partitions)
     rd_kafka_destroy(rk);
 }
 
+void test_kafka_cleanup(const char *brokers, const char *const *topics, const char *const *groups)
+{
+    char errstr[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", brokers, errstr, sizeof(errstr));
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    if (!rk)
+        return;
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    size_t nt = 0, ng = 0;
+    while (topics && topics[nt])
+        nt++;
+    while (groups && groups[ng])
+        ng++;
+    if (ng) {
+        rd_kafka_DeleteGroup_t **dg = xcalloc(ng, sizeof(*dg));
+        for (size_t i = 0; i < ng; i++)
+            dg[i] = rd_kafka_DeleteGroup_new(groups[i]);
+        rd_kafka_DeleteGroups(rk, dg, ng, NULL, q);
+        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 15000);
+        if (!ev || rd_kafka_event_error(ev))
+            fprintf(stderr, "cleanup: DeleteGroups: %s\n",
+                    ev ? rd_kafka_event_error_string(ev) : "timed out");
+        rd_kafka_event_destroy(ev);
+        rd_kafka_DeleteGroup_destroy_array(dg, ng);
+        free(dg);
+    }
+    if (nt) {
+        rd_kafka_DeleteTopic_t **dt = xcalloc(nt, sizeof(*dt));
+        for (size_t i = 0; i < nt; i++)
+            dt[i] = rd_kafka_DeleteTopic_new(topics[i]);
+        rd_kafka_DeleteTopics(rk, dt, nt, NULL, q);
+        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 15000);
+        if (!ev || rd_kafka_event_error(ev))
+            fprintf(stderr, "cleanup: DeleteTopics: %s\n",
+                    ev ? rd_kafka_event_error_string(ev) : "timed out");
+        rd_kafka_event_destroy(ev);
+        rd_kafka_DeleteTopic_destroy_array(dt, nt);
+        free(dt);
+    }
+    rd_kafka_queue_destroy(q);
+    rd_kafka_destroy(rk);
+}
+
 /* ---- log capture ----------------------------------------------------------- */
 
 static strbuf_t g_logs;

@@ -29,6 +29,13 @@ const char *test_state_dir(void);     /* MLOPS_STATE_DIR, default <source>/.stat
 /** Create a topic on the real broker and wait until it is usable. */
 void test_create_topic(const char *brokers, const char *topic, int partitions);
 
+/**
+ * Delete a test's topics and consumer groups (NULL-terminated lists, either
+ * may be NULL) so runs do not pile up on the shared broker. Failures are
+ * reported but do not fail the test: cleanup is not the scenario.
+ */
+void test_kafka_cleanup(const char *brokers, const char *const *topics, const char *const *groups);
+
 /** Capture log lines (log.c) in memory. */
 void test_logs_capture(void);
 /** Everything captured so far (borrowed, NUL-terminated). */
