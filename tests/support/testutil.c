@@ -83,6 +83,7 @@ void test_create_topic(const char *brokers, const char *topic, int partitions)
     rd_kafka_AdminOptions_t *ao = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
     rd_kafka_AdminOptions_set_operation_timeout(ao, 15000, errstr, sizeof(errstr));
     rd_kafka_CreateTopics(rk, &nt, 1, ao, q);
+    rd_kafka_NewTopic_destroy(nt); /* the request holds its own copy */
     rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 30000);
     cr_assert(ev, "CreateTopics %s timed out (is Kafka up at %s?)", topic, brokers);
     const rd_kafka_CreateTopics_result_t *res = rd_kafka_event_CreateTopics_result(ev);
