@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kafka.h"
 #include "log.h"
 
 atomic_bool bench_fatal;
@@ -34,45 +35,10 @@ void bench_props_cleanup(bench_props_t *props)
     memset(props, 0, sizeof(*props));
 }
 
-static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
-{
-    log_level_t lvl = log_level_from_syslog(level);
-    if (!log_enabled(lvl))
-        return;
-    log_emit(lvl,
-             LOG_FIELDS(LOG_STR("component", "librdkafka"), LOG_STR("facility", fac),
-                        LOG_STR("client", rd_kafka_name(rk))),
-             "%s", buf);
-}
-
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 {
-    if (err == RD_KAFKA_RESP_ERR__FATAL) {
-        char why[512];
-        rd_kafka_resp_err_t orig = rd_kafka_fatal_error(rk, why, sizeof(why));
-        log_emit(LOG_LVL_FATAL,
-                 LOG_FIELDS(LOG_STR("client", rd_kafka_name(rk)),
-                            LOG_STR("error", rd_kafka_err2name(orig))),
-                 "fatal Kafka error: %s", why);
+    if (kafka_log_error(rk, err, reason))
         atomic_store(&bench_fatal, true);
-        return;
-    }
-    /* Informational: librdkafka retries by itself. */
-    log_emit(LOG_LVL_WARN,
-             LOG_FIELDS(LOG_STR("client", rd_kafka_name(rk)),
-                        LOG_STR("error", rd_kafka_err2name((rd_kafka_resp_err_t)err))),
-             "Kafka: %s", reason);
-}
-
-static int conf_set(rd_kafka_conf_t *conf, const char *k, const char *v, char *errstr,
-                    size_t errstr_size)
-{
-    char e[512];
-    if (rd_kafka_conf_set(conf, k, v, e, sizeof(e)) != RD_KAFKA_CONF_OK) {
-        snprintf(errstr, errstr_size, "Kafka property %s=%s: %s", k, v, e);
-        return -1;
-    }
-    return 0;
 }
 
 rd_kafka_conf_t *bench_conf_new(const char *brokers, const char *client_id,
@@ -80,19 +46,19 @@ rd_kafka_conf_t *bench_conf_new(const char *brokers, const char *client_id,
                                 const char *const *forced, char *errstr, size_t errstr_size)
 {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    if (conf_set(conf, "bootstrap.servers", brokers, errstr, errstr_size) ||
-        conf_set(conf, "client.id", client_id, errstr, errstr_size))
+    if (kafka_conf_set(conf, "bootstrap.servers", brokers, errstr, errstr_size) ||
+        kafka_conf_set(conf, "client.id", client_id, errstr, errstr_size))
         goto err;
     for (const char *const *p = defaults; p && *p; p += 2)
-        if (conf_set(conf, p[0], p[1], errstr, errstr_size))
+        if (kafka_conf_set(conf, p[0], p[1], errstr, errstr_size))
             goto err;
     for (size_t i = 0; props && i < props->n; i++)
-        if (conf_set(conf, props->key[i], props->value[i], errstr, errstr_size))
+        if (kafka_conf_set(conf, props->key[i], props->value[i], errstr, errstr_size))
             goto err;
     for (const char *const *p = forced; p && *p; p += 2)
-        if (conf_set(conf, p[0], p[1], errstr, errstr_size))
+        if (kafka_conf_set(conf, p[0], p[1], errstr, errstr_size))
             goto err;
-    rd_kafka_conf_set_log_cb(conf, log_cb);
+    rd_kafka_conf_set_log_cb(conf, kafka_log_cb);
     rd_kafka_conf_set_error_cb(conf, error_cb);
     return conf;
 err:

@@ -53,7 +53,7 @@ static kafka_txn_result_t txn_abort_and_rewind(kafka_txn_t *txn, err_t **errp);
 
 /* ---- shared configuration -------------------------------------------------------- */
 
-static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+void kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
     log_level_t lvl = log_level_from_syslog(level);
     if (!log_enabled(lvl))
@@ -64,34 +64,41 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
              "%s", buf);
 }
 
-static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+bool kafka_log_error(rd_kafka_t *rk, int err, const char *reason)
 {
-    kafka_client_t *cl = opaque;
-    if (cl->m_errors)
-        metric_inc(cl->m_errors);
     if (err == RD_KAFKA_RESP_ERR__FATAL) {
         char why[512];
         rd_kafka_resp_err_t orig = rd_kafka_fatal_error(rk, why, sizeof(why));
         log_emit(LOG_LVL_FATAL,
                  LOG_FIELDS(LOG_STR("component", "librdkafka"),
+                            LOG_STR("client", rd_kafka_name(rk)),
                             LOG_STR("error", rd_kafka_err2name(orig))),
                  "fatal Kafka error: %s", why);
-        atomic_store(&cl->fatal, true);
-        return;
+        return true;
     }
     /* Informational: librdkafka recovers by itself (STYLE.md 11). */
     log_emit(LOG_LVL_WARN,
-             LOG_FIELDS(LOG_STR("component", "librdkafka"),
+             LOG_FIELDS(LOG_STR("component", "librdkafka"), LOG_STR("client", rd_kafka_name(rk)),
                         LOG_STR("error", rd_kafka_err2name((rd_kafka_resp_err_t)err))),
              "Kafka: %s", reason);
+    return false;
 }
 
-static int conf_set(rd_kafka_conf_t *conf, const char *k, const char *v, char *errstr,
-                    size_t errstr_size)
+static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    kafka_client_t *cl = opaque;
+    if (cl->m_errors)
+        metric_inc(cl->m_errors);
+    if (kafka_log_error(rk, err, reason))
+        atomic_store(&cl->fatal, true);
+}
+
+int kafka_conf_set(rd_kafka_conf_t *conf, const char *key, const char *value, char *errstr,
+                   size_t errstr_size)
 {
     char e[512];
-    if (rd_kafka_conf_set(conf, k, v, e, sizeof(e)) != RD_KAFKA_CONF_OK) {
-        snprintf(errstr, errstr_size, "Kafka property %s: %s", k, e);
+    if (rd_kafka_conf_set(conf, key, value, e, sizeof(e)) != RD_KAFKA_CONF_OK) {
+        snprintf(errstr, errstr_size, "Kafka property %s: %s", key, e);
         return -1;
     }
     return 0;
@@ -104,20 +111,21 @@ static rd_kafka_conf_t *conf_new(const kafka_opts_t *o, kafka_client_t *cl,
                                  char *errstr, size_t errstr_size)
 {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    if (conf_set(conf, "bootstrap.servers", o->brokers ? o->brokers : "127.0.0.1:9092", errstr,
-                 errstr_size) ||
-        conf_set(conf, "client.id", o->client_id ? o->client_id : "mlops", errstr, errstr_size))
+    if (kafka_conf_set(conf, "bootstrap.servers", o->brokers ? o->brokers : "127.0.0.1:9092",
+                       errstr, errstr_size) ||
+        kafka_conf_set(conf, "client.id", o->client_id ? o->client_id : "mlops", errstr,
+                       errstr_size))
         goto err;
     for (const char *const *p = defaults; p && *p; p += 2)
-        if (conf_set(conf, p[0], p[1], errstr, errstr_size))
+        if (kafka_conf_set(conf, p[0], p[1], errstr, errstr_size))
             goto err;
     for (size_t i = 0; i < o->nprops; i++)
-        if (conf_set(conf, o->props[i].key, o->props[i].value, errstr, errstr_size))
+        if (kafka_conf_set(conf, o->props[i].key, o->props[i].value, errstr, errstr_size))
             goto err;
     for (const char *const *p = forced; p && *p; p += 2)
-        if (conf_set(conf, p[0], p[1], errstr, errstr_size))
+        if (kafka_conf_set(conf, p[0], p[1], errstr, errstr_size))
             goto err;
-    rd_kafka_conf_set_log_cb(conf, log_cb);
+    rd_kafka_conf_set_log_cb(conf, kafka_log_cb);
     rd_kafka_conf_set_error_cb(conf, error_cb);
     rd_kafka_conf_set_opaque(conf, cl);
     return conf;

@@ -269,6 +269,23 @@ kafka_producer_t *kafka_txn_producer(kafka_txn_t *txn);
 
 /* ---- helpers ---------------------------------------------------------------------- */
 
+/**
+ * librdkafka's log callback routed to log.c (thread-safe): for clients
+ * built by hand (rd_kafka_conf_set_log_cb(conf, kafka_log_cb)).
+ */
+void kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf);
+
+/**
+ * Log what librdkafka's error_cb reported: a fatal line with the
+ * underlying reason for RD_KAFKA_RESP_ERR__FATAL (returns true), a warning
+ * otherwise (returns false: librdkafka recovers by itself).
+ */
+bool kafka_log_error(rd_kafka_t *rk, int err, const char *reason);
+
+/** rd_kafka_conf_set() with "Kafka property KEY: why" in @p errstr. Returns 0/-1. */
+int kafka_conf_set(rd_kafka_conf_t *conf, const char *key, const char *value, char *errstr,
+                   size_t errstr_size) MLOPS_WUR;
+
 /** Make an err_t from a librdkafka error object (destroys @p error). */
 err_t *kafka_err_from(rd_kafka_error_t *error, const char *what);
 
