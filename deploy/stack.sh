@@ -154,6 +154,31 @@ need_cmd() {
 
 # ------------------------------------------------------------------------------ kafka
 
+# stop_component LABEL PIDFN PIDFILE SIGNAL...: stop the process PIDFN reports (see
+# stop_pid for the signals), then forget its pid file.
+stop_component() {
+    local label=$1 pidfn=$2 pidfile=$3 pid
+    shift 3
+    if pid=$("$pidfn"); then
+        stop_pid "$label" "$pid" "$@"
+    else
+        say "$label: not running"
+    fi
+    rm -f -- "$pidfile"
+}
+
+# component_state PIDFN PORT: print "running  pid N" (with " (not answering)" when the
+# port is closed) or "stopped"; fails when stopped.
+component_state() {
+    local pid
+    if pid=$("$1"); then
+        printf 'running  pid %s%s' "$pid" "$(port_open "$2" || printf ' (not answering)')"
+    else
+        printf 'stopped'
+        return 1
+    fi
+}
+
 kafka_pid() {
     live_pid "$KAFKA_PIDFILE" "*java*kafka.Kafka $KAFKA_PROPS*"
 }
@@ -368,27 +393,15 @@ kafka_topics() {
 }
 
 kafka_stop() {
-    local pid
-    if pid=$(kafka_pid); then
-        stop_pid kafka "$pid" TERM
-    else
-        say "kafka: not running"
-    fi
-    rm -f -- "$KAFKA_PIDFILE"
+    stop_component kafka kafka_pid "$KAFKA_PIDFILE" TERM
 }
 
 kafka_status() {
-    local pid state
-    if pid=$(kafka_pid); then
-        state="running  pid $pid"
-        port_open "$KAFKA_PORT" || state+=" (not answering)"
-    else
-        state="stopped"
-        pid=
-    fi
+    local state rc=0
+    state=$(component_state kafka_pid "$KAFKA_PORT") || rc=1
     printf '%-9s %-24s %s:%s (controller %s)  data %s\n' kafka "$state" "$HOST" "$KAFKA_PORT" \
         "$KAFKA_CONTROLLER_PORT" "$KAFKA_DATA"
-    [[ -n $pid ]]
+    return $rc
 }
 
 # --------------------------------------------------------------------------- postgres
@@ -597,30 +610,18 @@ EOF
 
 pg_stop() {
     pg_paths
-    local pid
-    if pid=$(pg_pid); then
-        # SIGINT is PostgreSQL's "fast" shutdown (SIGTERM would wait for every client to
-        # disconnect); SIGQUIT (immediate) if that hangs, SIGKILL last.
-        stop_pid postgres "$pid" INT QUIT
-    else
-        say "postgres: not running"
-    fi
-    rm -f -- "$PG_PIDFILE"
+    # SIGINT is PostgreSQL's "fast" shutdown (SIGTERM would wait for every client to
+    # disconnect); SIGQUIT (immediate) if that hangs, SIGKILL last.
+    stop_component postgres pg_pid "$PG_PIDFILE" INT QUIT
 }
 
 pg_status() {
     pg_paths
-    local pid state
-    if pid=$(pg_pid); then
-        state="running  pid $pid"
-        port_open "$PG_PORT" || state+=" (not answering)"
-    else
-        state="stopped"
-        pid=
-    fi
+    local state rc=0
+    state=$(component_state pg_pid "$PG_PORT") || rc=1
     printf '%-9s %-24s %s:%s  data %s  dsn postgresql://%s@%s:%s/%s (password: %s)\n' postgres \
         "$state" "$HOST" "$PG_PORT" "$PGDATA" "$PG_USER" "$HOST" "$PG_PORT" "$PG_DB" "$PG_PASSWORD_FILE"
-    [[ -n $pid ]]
+    return $rc
 }
 
 # ------------------------------------------------------------------------------ redis
@@ -685,26 +686,14 @@ redis_wait() {
 }
 
 redis_stop() {
-    local pid
-    if pid=$(redis_pid); then
-        stop_pid redis "$pid" TERM
-    else
-        say "redis: not running"
-    fi
-    rm -f -- "$REDIS_PIDFILE"
+    stop_component redis redis_pid "$REDIS_PIDFILE" TERM
 }
 
 redis_status() {
-    local pid state
-    if pid=$(redis_pid); then
-        state="running  pid $pid"
-        port_open "$REDIS_PORT" || state+=" (not answering)"
-    else
-        state="stopped"
-        pid=
-    fi
+    local state rc=0
+    state=$(component_state redis_pid "$REDIS_PORT") || rc=1
     printf '%-9s %-24s %s:%s  data %s\n' redis "$state" "$HOST" "$REDIS_PORT" "$REDIS_DIR"
-    [[ -n $pid ]]
+    return $rc
 }
 
 # --------------------------------------------------------------------------- commands
