@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "commands.h"
 #include "lifecycle.h"
 #include "util.h"
 
@@ -70,6 +71,8 @@ static int cmd_help(int argc, char **argv);
 
 static const command_t commands[] = {
     {"stack", "start, stop and inspect the local Kafka, Postgres and Redis", cmd_stack},
+    {"features", "clean and feature-engineer a CSV/JSONL file with a spec (offline ingest)",
+     cmd_features},
     {"version", "print the version", cmd_version},
     {"help", "this help", cmd_help},
 };

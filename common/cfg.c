@@ -764,8 +764,9 @@ static const char *type_name(cfg_type_t t)
 
 void cfg_print_help(const cfg_t *cfg, FILE *out)
 {
-    fprintf(out, "Usage: mlops-%s [OPTIONS]%s%s\n\n", cfg->service, cfg->usage ? " " : "",
-            cfg->usage ? cfg->usage : "");
+    /* services are mlops-<name>; a name with a space is a CLI command, used as is */
+    fprintf(out, "Usage: %s%s [OPTIONS]%s%s\n\n", strchr(cfg->service, ' ') ? "" : "mlops-",
+            cfg->service, cfg->usage ? " " : "", cfg->usage ? cfg->usage : "");
     fprintf(out,
             "Every setting is read, lowest precedence first, from its default, the config\n"
             "file (key = value), the environment (MLOPS_<KEY>) and the command line.\n\n"

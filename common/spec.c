@@ -7,7 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <locale.h>
+#include <pthread.h>
 #include <time.h>
+#include <wctype.h>
 
 #define SPEC_FILE_MAX (1 << 20)
 #define ID_MAX_LEN 256
@@ -128,29 +131,97 @@ static int get_int(perr_t *pe, const char *path, const json_t *obj, const char *
     return 0;
 }
 
-/* Normalise a category: trim, collapse inner white space, apply the case rule. */
+/* Unicode case mapping through a C.UTF-8 locale object (glibc: simple case
+ * mapping), without touching the process locale. NULL -> ASCII only. */
+static locale_t utf8_locale;
+static pthread_once_t utf8_once = PTHREAD_ONCE_INIT;
+static void utf8_init(void) { utf8_locale = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t)0); }
+
+/* Decode one UTF-8 sequence at s (n bytes left); 0 if invalid. */
+static size_t utf8_decode(const unsigned char *s, size_t n, uint32_t *cp)
+{
+    unsigned char c = s[0];
+    size_t len = c < 0x80                   ? 1
+                 : (c >= 0xc2 && c <= 0xdf) ? 2
+                 : (c >= 0xe0 && c <= 0xef) ? 3
+                 : (c >= 0xf0 && c <= 0xf4) ? 4
+                                            : 0;
+    if (!len || len > n)
+        return 0;
+    uint32_t v = len == 1 ? c : len == 2 ? c & 0x1f : len == 3 ? c & 0x0f : c & 0x07;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        v = (v << 6) | (s[i] & 0x3f);
+    }
+    *cp = v;
+    return len;
+}
+
+static void utf8_encode(uint32_t cp, strbuf_t *out)
+{
+    char b[4];
+    size_t n;
+    if (cp < 0x80) {
+        b[0] = (char)cp;
+        n = 1;
+    } else if (cp < 0x800) {
+        b[0] = (char)(0xc0 | (cp >> 6));
+        b[1] = (char)(0x80 | (cp & 0x3f));
+        n = 2;
+    } else if (cp < 0x10000) {
+        b[0] = (char)(0xe0 | (cp >> 12));
+        b[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
+        b[2] = (char)(0x80 | (cp & 0x3f));
+        n = 3;
+    } else {
+        b[0] = (char)(0xf0 | (cp >> 18));
+        b[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
+        b[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
+        b[3] = (char)(0x80 | (cp & 0x3f));
+        n = 4;
+    }
+    strbuf_append(out, b, n);
+}
+
+/* Normalise a category: trim, collapse inner runs of ASCII white space to one
+ * space, apply the case rule (Unicode simple case mapping). Bytes that are
+ * not valid UTF-8 are copied unchanged. */
 static void normalise_category(const char *in, size_t len, spec_case_t rule, strbuf_t *out)
 {
+    if (rule != SPEC_CASE_KEEP)
+        pthread_once(&utf8_once, utf8_init);
+    const unsigned char *p = (const unsigned char *)in;
     size_t i = 0;
-    while (i < len && isspace((unsigned char)in[i]))
+    while (i < len && isspace(p[i]))
         i++;
-    while (len > i && isspace((unsigned char)in[len - 1]))
+    while (len > i && isspace(p[len - 1]))
         len--;
     bool space = false;
-    for (; i < len; i++) {
-        unsigned char c = (unsigned char)in[i];
-        if (isspace(c)) {
+    while (i < len) {
+        if (isspace(p[i])) {
             space = true;
+            i++;
             continue;
         }
         if (space)
             strbuf_putc(out, ' ');
         space = false;
-        if (rule == SPEC_CASE_LOWER)
-            c = (unsigned char)tolower(c);
-        else if (rule == SPEC_CASE_UPPER)
-            c = (unsigned char)toupper(c);
-        strbuf_putc(out, (char)c);
+        uint32_t cp;
+        size_t n = utf8_decode(p + i, len - i, &cp);
+        if (!n) {
+            strbuf_putc(out, (char)p[i++]);
+            continue;
+        }
+        if (rule != SPEC_CASE_KEEP) {
+            if (utf8_locale)
+                cp = (uint32_t)(rule == SPEC_CASE_LOWER ? towlower_l((wint_t)cp, utf8_locale)
+                                                        : towupper_l((wint_t)cp, utf8_locale));
+            else if (cp < 0x80)
+                cp = (uint32_t)(rule == SPEC_CASE_LOWER ? tolower((int)cp) : toupper((int)cp));
+        }
+        utf8_encode(cp, out);
+        i += n;
     }
 }
 
@@ -854,8 +925,25 @@ int spec_parse_time(const json_t *v, int64_t *ms_out)
         *ms_out = (int64_t)llround(d);
         return 0;
     }
-    if (json_is_string(v))
-        return parse_rfc3339(json_string_value(v), ms_out);
+    if (json_is_string(v)) {
+        const char *s = json_string_value(v);
+        if (parse_rfc3339(s, ms_out) == 0)
+            return 0;
+        /* a number written as text (every CSV value is text): epoch ms */
+        char buf[64];
+        str_copy(buf, s, sizeof(buf));
+        char *b = buf;
+        while (isspace((unsigned char)*b))
+            b++;
+        size_t n = strlen(b);
+        while (n && isspace((unsigned char)b[n - 1]))
+            b[--n] = '\0';
+        double d;
+        if (strlen(s) < sizeof(buf) - 1 && parse_double(b, &d) == 0 && fabs(d) <= 9e15) {
+            *ms_out = (int64_t)llround(d);
+            return 0;
+        }
+    }
     return -1;
 }
 

@@ -224,7 +224,8 @@ int spec_hash_bucket(const char *s, int buckets);
 int spec_bucketize(double x, const double *boundaries, size_t n);
 /**
  * Parse an event time: RFC 3339 ("2026-11-25T10:00:00Z", fractions and
- * offsets allowed) or a number of epoch milliseconds. Returns 0 or -1.
+ * offsets allowed) or a number of epoch milliseconds, as a JSON number or as
+ * text ("1764064800000"). Returns 0 or -1.
  */
 int spec_parse_time(const json_t *v, int64_t *ms_out) MLOPS_WUR;
 /** Time part of a UTC epoch-ms time. */

@@ -22,7 +22,7 @@ LOG_PREFIX=setup
 APT_PACKAGES=(
     build-essential cmake pkg-config
     librdkafka-dev libpq-dev libjansson-dev libevent-dev libhiredis-dev libcriterion-dev
-    libcurl4-openssl-dev libssl-dev ninja-build
+    libcurl4-openssl-dev libssl-dev ninja-build libcsv-dev
     postgresql postgresql-15 redis-server kcat
     clang-format docker-compose python3-venv
     maven openjdk-17-jre-headless

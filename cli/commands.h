@@ -1,0 +1,8 @@
+/* The mlopsctl subcommands (one file each); every one returns an exit code
+ * (MLOPS_EXIT_*) and prints errors that name file, record and field. */
+#ifndef MLOPS_CLI_COMMANDS_H
+#define MLOPS_CLI_COMMANDS_H
+
+int cmd_features(int argc, char **argv);
+
+#endif
