@@ -4,5 +4,6 @@
 #define MLOPS_CLI_COMMANDS_H
 
 int cmd_features(int argc, char **argv);
+int cmd_spec(int argc, char **argv);
 
 #endif
