@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Idempotent setup of everything the project needs on a Debian 12 machine.
 #
-#   deploy/setup.sh [all|apt|kafka|venv]     (default: all)
+#   deploy/setup.sh [all|apt|kafka|venv|examples]     (default: all)
 #
 #   apt    Debian packages (compilers, C libraries, PostgreSQL 15, Redis, kcat, Java, Maven);
 #          only missing ones are installed, `apt-get update` only runs when one is missing.
 #   kafka  Apache Kafka 3.9 jars from Maven Central into $STATE/kafka-libs (deploy/kafka/pom.xml).
 #   venv   Python virtualenv $STATE/venv with requirements.txt.
+#   examples  R and the R packages with the example datasets (r-base-core, r-cran-cardata,
+#          r-cran-aer) for examples/*/make_data.sh; only when asked, not part of `all`.
 #
 # STATE is ${MLOPS_STATE_DIR:-<repo root>/.state}. A step whose stamp under $STATE/stamps
 # matches its input (pom / requirements sha256) is skipped, so a second run takes about a second.
@@ -29,6 +31,9 @@ APT_PACKAGES=(
     curl ca-certificates procps
 )
 
+# Only for `deploy/setup.sh examples`: Rscript and the packages examples/*/make_data.sh export.
+EXAMPLE_APT_PACKAGES=(r-base-core r-cran-cardata r-cran-aer)
+
 usage() {
     awk 'NR > 1 && !/^#/ { exit } NR > 1 && !/shellcheck/ { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"
 }
@@ -46,14 +51,25 @@ stamp_write() {
 }
 
 step_apt() {
+    apt_ensure apt "${APT_PACKAGES[@]}"
+}
+
+step_examples() {
+    apt_ensure examples "${EXAMPLE_APT_PACKAGES[@]}"
+}
+
+# apt_ensure LOGNAME PKG...: install the packages that are missing (log: setup-LOGNAME.log).
+apt_ensure() {
+    local logname=$1
+    shift
     command -v dpkg-query >/dev/null || die "dpkg-query not found: this script supports Debian 12 only"
     local missing=() pkg status
-    for pkg in "${APT_PACKAGES[@]}"; do
+    for pkg in "$@"; do
         status=$(dpkg-query -W -f='${db:Status-Abbrev}' "$pkg" 2>/dev/null || true)
         [[ $status == ii* ]] || missing+=("$pkg")
     done
     if ((${#missing[@]} == 0)); then
-        say "apt packages ok (cached)"
+        say "$logname: apt packages ok (cached)"
         return 0
     fi
     say "installing ${#missing[@]} missing apt package(s): ${missing[*]}"
@@ -62,7 +78,7 @@ step_apt() {
         command -v sudo >/dev/null || die "not root and no sudo: install these as root: ${missing[*]}"
         sudo=(sudo)
     fi
-    local log=$STATE/logs/setup-apt.log
+    local log=$STATE/logs/setup-$logname.log
     mkdir -p -- "$STATE/logs"
     say "running apt-get update (log: $log)"
     if ! "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update >"$log" 2>&1; then
@@ -82,7 +98,7 @@ step_apt() {
         status=$(dpkg-query -W -f='${db:Status-Abbrev}' "$pkg" 2>/dev/null || true)
         [[ $status == ii* ]] || die "apt package $pkg is still not installed (log: $log)"
     done
-    say "apt packages ok (installed ${missing[*]})"
+    say "$logname: apt packages ok (installed ${missing[*]})"
 }
 
 step_kafka() {
@@ -150,7 +166,7 @@ step_venv() {
 main() {
     local what=${1:-all}
     case $what in
-        all | apt | kafka | venv) ;;
+        all | apt | kafka | venv | examples) ;;
         -h | --help | help)
             usage
             return 0
@@ -173,6 +189,7 @@ main() {
         apt) step_apt ;;
         kafka) step_kafka ;;
         venv) step_venv ;;
+        examples) step_examples ;;
     esac
     say "done ($what, state in $STATE, $((SECONDS - start)) s)"
 }
