@@ -4,6 +4,7 @@
 #define MLOPS_CLI_COMMANDS_H
 
 int cmd_features(int argc, char **argv);
+int cmd_datagen(int argc, char **argv);
 int cmd_produce(int argc, char **argv);
 int cmd_spec(int argc, char **argv);
 

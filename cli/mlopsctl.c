@@ -73,6 +73,8 @@ static const command_t commands[] = {
     {"stack", "start, stop and inspect the local Kafka, Postgres and Redis", cmd_stack},
     {"features", "clean and feature-engineer a CSV/JSONL file with a spec (offline ingest)",
      cmd_features},
+    {"datagen", "generate synthetic data (attrition) as CSV or to Kafka, with drift and bad rows",
+     cmd_datagen},
     {"produce", "produce a CSV/JSONL file to a topic as JSON events (labels split off)",
      cmd_produce},
     {"spec", "infer a feature spec from a CSV, check one, or diff two versions", cmd_spec},
