@@ -422,8 +422,15 @@ static int convert(const cfg_t *cfg, const layer_t *l, void *target, char *errst
             free(*p);
             *p = (raw && *raw) ? xstrdup(raw) : NULL;
             if (!*p && (it->flags & CFG_REQUIRED)) {
-                snprintf(errstr, errstr_size, "%s: %s must be set (env MLOPS_%s)", where, it->key,
-                         it->key);
+                char up[128], flag[128];
+                upper_key(it->key, up, sizeof(up));
+                str_copy(flag, it->key, sizeof(flag));
+                for (char *c = flag; *c; c++)
+                    if (*c == '_')
+                        *c = '-';
+                snprintf(errstr, errstr_size,
+                         "%s must be set (--%s, env MLOPS_%s or the config file)", it->key, flag,
+                         up);
                 return -1;
             }
             if (*p && (it->flags & CFG_SECRET))

@@ -346,7 +346,9 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         bool lost = rd_kafka_assignment_lost(rk);
         log_partitions(lost ? "partitions lost" : "partitions revoked", parts);
         if (kc->txn) {
-            txn_on_revoke(kc->txn, lost);
+            txn_on_revoke(kc->txn, lost); /* commits or aborts the open transaction */
+            if (kc->on_revoke)
+                kc->on_revoke(kc, parts, kc->opaque);
         } else {
             if (kc->on_revoke)
                 kc->on_revoke(kc, parts, kc->opaque);
@@ -387,8 +389,12 @@ kafka_consumer_t *kafka_consumer_new(const kafka_opts_t *opts, const kafka_consu
     kc->on_revoke = copts->on_revoke;
     kc->opaque = copts->opaque;
     kc->auto_commit = copts->auto_commit;
+    /* Eager assignment by default: librdkafka 2.0.2's cooperative-sticky
+     * assignor can abort the process on close (#4312, fixed in 2.2.0; #4308).
+     * With a newer librdkafka, -X partition.assignment.strategy=cooperative-sticky
+     * works: rebalance_cb handles both protocols. */
     static const char *const defaults[] = {"partition.assignment.strategy",
-                                           "cooperative-sticky",
+                                           "range,roundrobin",
                                            "auto.offset.reset",
                                            "earliest",
                                            "isolation.level",
@@ -497,6 +503,25 @@ void kafka_consumer_close(kafka_consumer_t *kc)
 {
     if (!kc)
         return;
+    /* librdkafka 2.0.2 can abort in rd_kafka_cgrp_terminated() when a
+     * cooperative-sticky consumer is closed while an assignment is still in
+     * progress (librdkafka #4308, #4312, #4792). Leave the group first and
+     * serve the rebalance until the assignment is empty, then close. Messages
+     * polled here were never processed: their offsets are not stored. */
+    rd_kafka_unsubscribe(kc->c.rk);
+    int64_t deadline = mono_ms() + 10000;
+    while (mono_ms() < deadline) {
+        rd_kafka_topic_partition_list_t *a = NULL;
+        bool empty =
+            rd_kafka_assignment(kc->c.rk, &a) == RD_KAFKA_RESP_ERR_NO_ERROR && a && a->cnt == 0;
+        if (a)
+            rd_kafka_topic_partition_list_destroy(a);
+        if (empty && kc->assigned <= 0)
+            break;
+        rd_kafka_message_t *rkm = rd_kafka_consumer_poll(kc->c.rk, 50);
+        if (rkm)
+            rd_kafka_message_destroy(rkm);
+    }
     rd_kafka_resp_err_t err = rd_kafka_consumer_close(kc->c.rk);
     if (err)
         log_warn("consumer close: %s", rd_kafka_err2str(err));

@@ -104,8 +104,11 @@ void kafka_producer_stats(const kafka_producer_t *kp, kafka_producer_stats_t *st
 typedef struct kafka_consumer kafka_consumer_t;
 
 /**
- * Called when partitions are revoked, before their stored offsets are
- * committed: the place to flush outputs so their offsets get stored.
+ * Called when partitions are revoked: with a plain consumer before their
+ * stored offsets are committed (the place to flush outputs so their offsets
+ * get stored); with the transactional helper after the open transaction was
+ * committed (or aborted, if the assignment was lost). Either way the place
+ * to drop per-partition state.
  */
 typedef void(kafka_revoke_cb)(kafka_consumer_t *kc, const rd_kafka_topic_partition_list_t *parts,
                               void *opaque);
@@ -125,7 +128,8 @@ typedef struct kafka_consumer_opts {
 
 /**
  * Create a group consumer and subscribe. Defaults (pass-through properties
- * may override them): partition.assignment.strategy=cooperative-sticky,
+ * may override them): partition.assignment.strategy=range,roundrobin (eager:
+ * librdkafka 2.0.2's cooperative-sticky can abort on close, #4312),
  * auto.offset.reset=earliest, isolation.level=read_committed,
  * enable.auto.offset.store=false (always: offsets are stored explicitly).
  */

@@ -15,6 +15,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = Path(os.environ.get("MLOPS_BUILD_DIR", ROOT / "build"))
 SERVICES = ["ingest", "trainer", "registry", "scorer", "monitor"]
+# settings a service cannot start without (its pipeline's own inputs)
+REQUIRED_ARGS = {"ingest": ["--spec", str(ROOT / "examples/attrition/spec.json")]}
 
 
 def binary(name):
@@ -32,7 +34,8 @@ class Proc:
         self.raw = []
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
         full_env.update(env or {})
-        self.p = subprocess.Popen([binary(name), *args], stdout=subprocess.PIPE,
+        self.p = subprocess.Popen([binary(name), *REQUIRED_ARGS.get(name, []), *args],
+                                  stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, env=full_env, text=True)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

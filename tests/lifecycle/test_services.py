@@ -9,7 +9,7 @@ import subprocess
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import SERVICES, binary
+from conftest import REQUIRED_ARGS, SERVICES, binary
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -54,7 +54,7 @@ def test_serves_health_ready_metrics_and_drains_on_sigterm(run, svc):
 def test_sighup_reloads_reloadable_keys_only(run, tmp_path):
     conf = tmp_path / "ingest.conf"
     conf.write_text("log_level = info\nmetrics_port = 0\n")
-    p = run("ingest", "--config", str(conf))
+    p = run("ingest", "--config", str(conf))  # --spec comes from REQUIRED_ARGS
     p.wait_log(lambda ln: ln.get("msg") == "mlops-ingest up")
     conf.write_text("log_level = debug\nmetrics_port = 0\nbind_address = 0.0.0.0\n")
     p.p.send_signal(signal.SIGHUP)
@@ -118,7 +118,8 @@ def test_help_lists_every_key_and_print_config_shows_sources(svc, tmp_path):
     assert h.returncode == 0
     conf = tmp_path / "x.conf"
     conf.write_text("drain_timeout_ms = 1234\n")
-    pc = subprocess.run([binary(svc), "-c", str(conf), "--print-config",
+    pc = subprocess.run([binary(svc), *REQUIRED_ARGS.get(svc, []), "-c", str(conf),
+                         "--print-config",
                          "-X", "sasl.password=hunter2-secret"],
                         capture_output=True, text=True, timeout=10,
                         env={"MLOPS_LOG_LEVEL": "warn", "PATH": "/usr/bin:/bin"})
@@ -141,3 +142,19 @@ def test_mlopsctl_help_and_errors():
     assert r.returncode == EXIT_USAGE and "unknown command 'frobnicate'" in r.stderr
     r = subprocess.run([binary("mlopsctl"), "stack", "sideways"], capture_output=True, text=True)
     assert r.returncode == EXIT_USAGE and "unknown action 'sideways'" in r.stderr
+
+
+def test_ingest_without_a_spec_exits_2_naming_the_setting():
+    r = subprocess.run([binary("ingest")], capture_output=True, text=True, timeout=10)
+    assert r.returncode == EXIT_USAGE
+    assert "spec must be set" in r.stderr, r.stderr
+
+
+def test_ingest_with_a_broken_spec_exits_1_naming_the_file_and_path(tmp_path):
+    spec = tmp_path / "bad.json"
+    spec.write_text('{"schema": "feature_spec/1", "name": "x", "entity": "e", "event_id": "i",'
+                    ' "event_time": "t", "fields": [{"name": "a", "type": "float"}]}')
+    r = subprocess.run([binary("ingest"), "--spec", str(spec), "--metrics-port", "0"],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == EXIT_FAILURE
+    assert f"{spec}: fields[0].type: 'float' is not one of" in r.stderr, r.stderr

@@ -1,0 +1,473 @@
+/*
+ * Redis state of mlops-ingest, behind an in-process cache.
+ *
+ * Keys (spec = the spec's name, h8 = the first 8 hex digits of its hash):
+ *   mlops:ingest:<spec>:dedup:<event_id>   "<partition>:<offset>", EX dedup window
+ *   mlops:ingest:<spec>:<h8>:roll:<entity> rolling state bytes, PX 2 x longest window + 1 day
+ *   mlops:online:<view>:<entity>           hash: latest values, _ts, _event_id, PX ttl
+ *
+ * The cache is authoritative while this instance owns the entity's
+ * partition (Kafka keys events by entity), and is written through at every
+ * batch; a Redis failure keeps entries dirty until a later flush succeeds,
+ * and never stops the stream. Online rows are written by a script that only
+ * moves the row forward in event time, so a late event cannot overwrite a
+ * newer one; absent fields of a partial event keep their previous value.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hmap.h"
+#include "ingest.h"
+#include "log.h"
+#include "redis.h"
+
+static const char DEDUP_LUA[] =
+    "local ok = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2])\n"
+    "if ok then return 0 end\n"
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return 1 end\n"
+    "return 2\n";
+
+static const char ONLINE_LUA[] = "local cur = redis.call('HGET', KEYS[1], '_ts')\n"
+                                 "if cur and tonumber(cur) > tonumber(ARGV[1]) then return 0 end\n"
+                                 "redis.call('HSET', KEYS[1], '_ts', ARGV[1], unpack(ARGV, 3))\n"
+                                 "redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
+                                 "return 1\n";
+
+typedef struct entry {
+    rolling_state_t *state;
+    int32_t partition;
+    bool state_dirty;
+    /* pending online row: NUL-separated name, value pairs */
+    strbuf_t online;
+    size_t online_pairs;
+    int64_t online_ts;
+    bool online_dirty;
+} entry_t;
+
+struct store {
+    const ingest_conf_t *conf;
+    const spec_t *spec;
+    redis_client_t *rc;
+    hmap_t *cache; /* entity -> entry_t */
+    char prefix[256];
+    char roll_prefix[256];
+    char online_prefix[256];
+    int64_t state_ttl_ms;
+    strbuf_t key, tmp;
+    metric_t *m_write_seconds, *m_online_failed, *m_state_failed, *m_dedup_unknown, *m_cold,
+        *m_cache_hits, *m_cache_misses, *m_dirty;
+};
+
+static void entry_free(void *p)
+{
+    entry_t *e = p;
+    rolling_destroy(e->state);
+    strbuf_cleanup(&e->online);
+    free(e);
+}
+
+store_t *store_new(const ingest_conf_t *conf, const spec_t *spec, metrics_t *metrics, char *errstr,
+                   size_t errstr_size)
+{
+    store_t *st = xcalloc(1, sizeof(*st));
+    st->conf = conf;
+    st->spec = spec;
+    redis_opts_t ro = {.url = conf->redis_url,
+                       .timeout_ms = (int)conf->redis_timeout_ms,
+                       .metrics = metrics,
+                       .metrics_labels = "client=\"ingest\""};
+    st->rc = redis_client_new(&ro, errstr, errstr_size);
+    if (!st->rc) {
+        free(st);
+        return NULL;
+    }
+    st->cache = hmap_new(entry_free);
+    snprintf(st->prefix, sizeof(st->prefix), "mlops:ingest:%s", spec->name);
+    snprintf(st->roll_prefix, sizeof(st->roll_prefix), "mlops:ingest:%s:%.8s:roll:", spec->name,
+             spec->hash);
+    snprintf(st->online_prefix, sizeof(st->online_prefix), "mlops:online:%s:", spec->view);
+    int64_t wmax = 0;
+    for (size_t i = 0; i < spec->nderived; i++)
+        if (spec->derived[i].window_ms > wmax)
+            wmax = spec->derived[i].window_ms;
+    st->state_ttl_ms = 2 * wmax + 86400000;
+    strbuf_init(&st->key);
+    strbuf_init(&st->tmp);
+    st->m_write_seconds =
+        metrics_histogram(metrics, "mlops_ingest_redis_write_seconds",
+                          "Time of one pipelined Redis write of a batch.", NULL, NULL, 0);
+    st->m_online_failed = metrics_counter(metrics, "mlops_ingest_online_write_failed_total",
+                                          "Online-row writes that failed (retried later).", NULL);
+    st->m_state_failed = metrics_counter(metrics, "mlops_ingest_state_write_failed_total",
+                                         "Rolling-state writes that failed (retried later).", NULL);
+    st->m_dedup_unknown =
+        metrics_counter(metrics, "mlops_ingest_dedup_unavailable_total",
+                        "Events passed without a dedup check because Redis was unavailable.", NULL);
+    st->m_cold = metrics_counter(metrics, "mlops_ingest_state_cold_total",
+                                 "Entities started from an empty rolling state because Redis "
+                                 "was unavailable.",
+                                 NULL);
+    st->m_cache_hits = metrics_counter(metrics, "mlops_ingest_cache_hits_total",
+                                       "Entity states found in the in-process cache.", NULL);
+    st->m_cache_misses = metrics_counter(metrics, "mlops_ingest_cache_misses_total",
+                                         "Entity states read from Redis (or started empty).", NULL);
+    st->m_dirty = metrics_gauge(metrics, "mlops_ingest_unflushed_entities",
+                                "Entities whose state or online row waits for Redis.", NULL);
+    return st;
+}
+
+void store_destroy(store_t *st)
+{
+    if (!st)
+        return;
+    hmap_destroy(st->cache);
+    redis_client_destroy(st->rc);
+    strbuf_cleanup(&st->key);
+    strbuf_cleanup(&st->tmp);
+    free(st);
+}
+
+static const char *key_of(store_t *st, const char *prefix, const char *name)
+{
+    strbuf_reset(&st->key);
+    strbuf_puts(&st->key, prefix);
+    strbuf_puts(&st->key, name);
+    return st->key.data;
+}
+
+void store_dedup(store_t *st, const char *const *event_ids, const int32_t *partitions,
+                 const int64_t *offsets, size_t n, dedup_verdict_t *out)
+{
+    if (st->spec->dedup_window_s == 0 || n == 0) {
+        for (size_t i = 0; i < n; i++)
+            out[i] = DEDUP_NEW;
+        return;
+    }
+    char window[32];
+    snprintf(window, sizeof(window), "%" PRId64, st->spec->dedup_window_s);
+    strbuf_t kb, vb;
+    strbuf_init(&kb);
+    strbuf_init(&vb);
+    for (size_t i = 0; i < n; i++) {
+        strbuf_reset(&kb);
+        strbuf_appendf(&kb, "%s:dedup:%s", st->prefix, event_ids[i]);
+        strbuf_reset(&vb);
+        strbuf_appendf(&vb, "%d:%" PRId64, partitions[i], offsets[i]);
+        const char *argv[] = {"EVAL", DEDUP_LUA, "1", kb.data, vb.data, window};
+        redis_append_argv(st->rc, 6, argv, NULL);
+    }
+    strbuf_cleanup(&kb);
+    strbuf_cleanup(&vb);
+    redisReply **replies = xcalloc(n, sizeof(redisReply *));
+    err_t *e = NULL;
+    if (redis_pipeline_exec(st->rc, replies, n, &e)) {
+        log_emit(LOG_LVL_WARN, LOG_FIELDS(LOG_INT("events", (long long)n)),
+                 "dedup unavailable, events pass unchecked: %s", e->msg);
+        err_destroy(e);
+        for (size_t i = 0; i < n; i++)
+            out[i] = DEDUP_UNKNOWN;
+        metric_add(st->m_dedup_unknown, (double)n);
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            long long v = replies[i]->type == REDIS_REPLY_INTEGER ? replies[i]->integer : 0;
+            out[i] = v == 1 ? DEDUP_REPLAY : v == 2 ? DEDUP_DUPLICATE : DEDUP_NEW;
+            if (replies[i]->type == REDIS_REPLY_ERROR) {
+                out[i] = DEDUP_UNKNOWN;
+                metric_inc(st->m_dedup_unknown);
+            }
+            freeReplyObject(replies[i]);
+        }
+    }
+    free(replies);
+}
+
+static entry_t *entry_get(store_t *st, const char *entity, int32_t partition)
+{
+    entry_t *e = hmap_get(st->cache, entity);
+    if (e)
+        return e;
+    e = xcalloc(1, sizeof(*e));
+    e->partition = partition;
+    strbuf_init(&e->online);
+    hmap_put(st->cache, entity, e);
+    return e;
+}
+
+/* Keep the cache bounded: drop clean entries (their state is in Redis). */
+static void evict(store_t *st)
+{
+    size_t limit = (size_t)st->conf->cache_entities;
+    if (hmap_size(st->cache) <= limit)
+        return;
+    size_t it = 0;
+    const char *key;
+    void *v;
+    char **victims = xcalloc(hmap_size(st->cache), sizeof(char *));
+    size_t nv = 0, excess = hmap_size(st->cache) - limit + limit / 10;
+    while (nv < excess && hmap_next(st->cache, &it, &key, &v)) {
+        entry_t *e = v;
+        if (!e->state_dirty && !e->online_dirty)
+            victims[nv++] = xstrdup(key);
+    }
+    for (size_t i = 0; i < nv; i++) {
+        entry_free(hmap_del(st->cache, victims[i]));
+        free(victims[i]);
+    }
+    free(victims);
+}
+
+void store_states(store_t *st, const char *const *entities, const int32_t *partitions, size_t n,
+                  rolling_state_t **out)
+{
+    /* which entities need Redis? (each once) */
+    size_t *miss = xcalloc(n ? n : 1, sizeof(size_t));
+    size_t nmiss = 0;
+    for (size_t i = 0; i < n; i++) {
+        entry_t *e = entry_get(st, entities[i], partitions[i]);
+        if (e->state) {
+            metric_inc(st->m_cache_hits);
+            continue;
+        }
+        bool dup = false;
+        for (size_t k = 0; k < nmiss && !dup; k++)
+            dup = !strcmp(entities[miss[k]], entities[i]);
+        if (!dup)
+            miss[nmiss++] = i;
+    }
+    if (nmiss && st->spec->nrolling) {
+        for (size_t k = 0; k < nmiss; k++) {
+            const char *argv[] = {"GET", key_of(st, st->roll_prefix, entities[miss[k]])};
+            redis_append_argv(st->rc, 2, argv, NULL);
+        }
+        redisReply **replies = xcalloc(nmiss, sizeof(redisReply *));
+        err_t *e = NULL;
+        bool ok = redis_pipeline_exec(st->rc, replies, nmiss, &e) == 0;
+        if (!ok) {
+            log_warn("rolling state unavailable, %zu entities start empty: %s", nmiss, e->msg);
+            err_destroy(e);
+            metric_add(st->m_cold, (double)nmiss);
+        }
+        for (size_t k = 0; k < nmiss; k++) {
+            entry_t *en = hmap_get(st->cache, entities[miss[k]]);
+            redisReply *r = replies[k];
+            if (ok && r->type == REDIS_REPLY_STRING) {
+                char err[256];
+                en->state = rolling_decode(st->spec, r->str, r->len, err, sizeof(err));
+                if (!en->state)
+                    log_emit(LOG_LVL_WARN, LOG_FIELDS(LOG_STR("entity", entities[miss[k]])),
+                             "ignoring a stored state: %s", err);
+            }
+            if (r)
+                freeReplyObject(r);
+        }
+        free(replies);
+    }
+    for (size_t i = 0; i < n; i++) {
+        entry_t *e = hmap_get(st->cache, entities[i]);
+        if (!e->state) {
+            e->state = rolling_new(st->spec);
+            metric_inc(st->m_cache_misses);
+        }
+        out[i] = e->state;
+    }
+    free(miss);
+}
+
+void store_state_dirty(store_t *st, const char *entity)
+{
+    entry_t *e = hmap_get(st->cache, entity);
+    if (e && st->spec->nrolling)
+        e->state_dirty = true;
+}
+
+static void value_text(const spec_value_t *v, strbuf_t *out)
+{
+    if (v->kind == SPEC_V_STR)
+        strbuf_puts(out, v->str);
+    else if (v->num == (double)(int64_t)v->num && v->num < 9e15 && v->num > -9e15)
+        strbuf_appendf(out, "%" PRId64, (int64_t)v->num);
+    else
+        strbuf_appendf(out, "%.17g", v->num);
+}
+
+void store_online(store_t *st, const spec_row_t *row)
+{
+    if (!st->conf->online_store)
+        return;
+    entry_t *e = hmap_get(st->cache, row->entity);
+    if (!e || (e->online_dirty && row->event_time_ms < e->online_ts))
+        return; /* a newer row is already queued */
+    if (!e->online_dirty) {
+        strbuf_reset(&e->online);
+        e->online_pairs = 0;
+    }
+    /* fields already queued and absent now keep their queued value: rebuild
+     * from the queued pairs overlaid with this row's non-missing values */
+    strbuf_t merged;
+    strbuf_init(&merged);
+    size_t pairs = 0;
+    const spec_t *spec = st->spec;
+    for (size_t c = 0; c < spec->ncolumns; c++) {
+        const spec_value_t *v = &row->values[c];
+        const char *name = spec->columns[c];
+        strbuf_reset(&st->tmp);
+        if (v->kind != SPEC_V_MISSING) {
+            value_text(v, &st->tmp);
+        } else {
+            /* look for a queued value of this column */
+            const char *p = e->online.data;
+            bool found = false;
+            for (size_t k = 0; p && k < e->online_pairs && !found; k++) {
+                const char *val = p + strlen(p) + 1;
+                if (!strcmp(p, name)) {
+                    strbuf_puts(&st->tmp, val);
+                    found = true;
+                }
+                p = val + strlen(val) + 1;
+            }
+            if (!found)
+                continue;
+        }
+        strbuf_append(&merged, name, strlen(name) + 1);
+        strbuf_append(&merged, st->tmp.data, st->tmp.len + 1);
+        pairs++;
+    }
+    strbuf_append(&merged, "_event_id", 10);
+    strbuf_append(&merged, row->event_id, strlen(row->event_id) + 1);
+    pairs++;
+    strbuf_cleanup(&e->online);
+    e->online = merged;
+    e->online_pairs = pairs;
+    e->online_ts = row->event_time_ms;
+    e->online_dirty = true;
+}
+
+void store_flush(store_t *st)
+{
+    size_t it = 0, ncmd = 0, ndirty = 0;
+    const char *key;
+    void *v;
+    strbuf_t enc, ts, ttl, state_ttl;
+    strbuf_init(&enc);
+    strbuf_init(&ts);
+    strbuf_init(&ttl);
+    strbuf_init(&state_ttl);
+    strbuf_appendf(&ttl, "%" PRId64, st->spec->ttl_s * 1000);
+    strbuf_appendf(&state_ttl, "%" PRId64, st->state_ttl_ms);
+    size_t cap = 64;
+    const char **argv = xcalloc(cap, sizeof(char *));
+    while (hmap_next(st->cache, &it, &key, &v)) {
+        entry_t *e = v;
+        if (e->state_dirty) {
+            strbuf_reset(&enc);
+            rolling_encode(e->state, &enc);
+            char *k = xstrdup(key_of(st, st->roll_prefix, key));
+            const char *a[] = {"SET", k, enc.data, "PX", state_ttl.data};
+            size_t lens[] = {3, strlen(k), enc.len, 2, state_ttl.len};
+            redis_append_argv(st->rc, 5, a, lens);
+            free(k);
+            ncmd++;
+        }
+        if (e->online_dirty) {
+            /* EVAL script 1 key ts ttl name value ... */
+            size_t argc = 6 + 2 * e->online_pairs;
+            if (argc > cap) {
+                cap = argc;
+                argv = xrealloc(argv, cap * sizeof(char *));
+            }
+            char *k = xstrdup(key_of(st, st->online_prefix, key));
+            strbuf_reset(&ts);
+            strbuf_appendf(&ts, "%" PRId64, e->online_ts);
+            argv[0] = "EVAL";
+            argv[1] = ONLINE_LUA;
+            argv[2] = "1";
+            argv[3] = k;
+            argv[4] = ts.data;
+            /* ARGV[2] is the TTL: shift the pairs after it */
+            const char **pairs = argv + 5;
+            const char *p = e->online.data;
+            for (size_t i = 0; i < 2 * e->online_pairs; i++) {
+                pairs[i + 1] = p;
+                p += strlen(p) + 1;
+            }
+            pairs[0] = ttl.data;
+            redis_append_argv(st->rc, (int)argc, argv, NULL);
+            free(k);
+            ncmd++;
+        }
+        if (e->state_dirty || e->online_dirty)
+            ndirty++;
+    }
+    strbuf_cleanup(&enc);
+    strbuf_cleanup(&ts);
+    strbuf_cleanup(&ttl);
+    strbuf_cleanup(&state_ttl);
+    free(argv);
+    if (ncmd == 0) {
+        metric_set(st->m_dirty, 0);
+        evict(st);
+        return;
+    }
+    redisReply **replies = xcalloc(ncmd, sizeof(redisReply *));
+    err_t *e = NULL;
+    int64_t t0 = mono_us();
+    int rc = redis_pipeline_exec(st->rc, replies, ncmd, &e);
+    metric_observe(st->m_write_seconds, (double)(mono_us() - t0) / 1e6);
+    if (rc) {
+        log_emit(LOG_LVL_WARN, LOG_FIELDS(LOG_INT("entities", (long long)ndirty)),
+                 "Redis write failed, keeping %zu entities for a later flush: %s", ndirty, e->msg);
+        err_destroy(e);
+        it = 0;
+        while (hmap_next(st->cache, &it, &key, &v)) {
+            entry_t *en = v;
+            if (en->online_dirty)
+                metric_inc(st->m_online_failed);
+            if (en->state_dirty)
+                metric_inc(st->m_state_failed);
+        }
+        metric_set(st->m_dirty, (double)ndirty);
+        free(replies);
+        return;
+    }
+    for (size_t i = 0; i < ncmd; i++) {
+        if (replies[i]->type == REDIS_REPLY_ERROR)
+            log_error("Redis refused a state write: %.*s", (int)replies[i]->len, replies[i]->str);
+        freeReplyObject(replies[i]);
+    }
+    free(replies);
+    it = 0;
+    while (hmap_next(st->cache, &it, &key, &v)) {
+        entry_t *en = v;
+        en->state_dirty = false;
+        en->online_dirty = false;
+    }
+    metric_set(st->m_dirty, 0);
+    evict(st);
+}
+
+void store_forget(store_t *st, const rd_kafka_topic_partition_list_t *parts)
+{
+    store_flush(st);
+    size_t it = 0;
+    const char *key;
+    void *v;
+    size_t n = 0;
+    char **drop = xcalloc(hmap_size(st->cache) + 1, sizeof(char *));
+    while (hmap_next(st->cache, &it, &key, &v)) {
+        entry_t *e = v;
+        for (int i = 0; i < parts->cnt; i++)
+            if (parts->elems[i].partition == e->partition) {
+                drop[n++] = xstrdup(key);
+                break;
+            }
+    }
+    for (size_t i = 0; i < n; i++) {
+        entry_free(hmap_del(st->cache, drop[i]));
+        free(drop[i]);
+    }
+    free(drop);
+    if (n)
+        log_info("dropped %zu cached entities of revoked partitions", n);
+}
