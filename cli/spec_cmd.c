@@ -100,7 +100,8 @@ static const char infer_rules[] =
     "               be found the error names the flags to pass.\n"
     "  label        --label COL is left out of the fields; --positive defaults to the true\n"
     "               value of a boolean-like label (yes, true, 1, ...).\n"
-    "Only empty cells are missing: 'NA', 'null' and the like are values (a warning says so).\n"
+    "Only empty cells are missing: 'NA', 'null' and the like are values (a warning says so\n"
+    "when they are all that keeps a column from being numeric or a timestamp).\n"
     "Before writing, every row of FILE is cleaned with the new spec (the code ingest runs);\n"
     "the spec is written only if every row passes. Exit codes: 0 written, 1 failure,\n"
     "2 bad usage or a CSV that cannot be used (empty, no data rows, ragged rows, a column\n"
@@ -120,8 +121,9 @@ typedef struct colstat {
     size_t first_long;
     size_t na_tokens; /* 'NA', 'null', ...: values, but probably meant as missing */
     char na_example[16];
-    hmap_t *distinct; /* trimmed value -> count (as a pointer) */
-    bool overflow;    /* more than DISTINCT_CAP distinct values */
+    bool num_but_na, date_but_na; /* every other value is a number / a date */
+    hmap_t *distinct;             /* trimmed value -> count (as a pointer) */
+    bool overflow;                /* more than DISTINCT_CAP distinct values */
     /* decisions */
     spec_type_t type;
     int role; /* ROLE_* */
@@ -234,6 +236,7 @@ static void col_init(colstat_t *c, const char *name)
     memset(c, 0, sizeof(*c));
     c->name = name;
     c->all_int = c->all_num = c->all_01 = c->all_bool = c->all_date = c->all_time = true;
+    c->num_but_na = c->date_but_na = true;
     c->lo = INFINITY;
     c->hi = -INFINITY;
     c->distinct = hmap_new(NULL);
@@ -294,6 +297,9 @@ static void col_add(colstat_t *c, const char *cell, size_t record)
     if (na_token(v)) {
         if (!c->na_tokens++)
             str_copy(c->na_example, v, sizeof(c->na_example));
+    } else {
+        c->num_but_na &= is_num;
+        c->date_but_na &= date_like;
     }
     if (!c->overflow) {
         uintptr_t n = (uintptr_t)hmap_get(c->distinct, v);
@@ -778,6 +784,11 @@ static int infer_run(int argc, char **argv)
         snake_name(f[i], s, sizeof(s));
         snake[i] = xstrdup(s);
     }
+    if (!strncmp(header[0], "\xef\xbb\xbf", 3))
+        FAIL(MLOPS_EXIT_USAGE,
+             "%s: starts with a UTF-8 byte order mark, which mlopsctl features would read as "
+             "part of the first column's name; remove it (sed -i '1s/^\\xEF\\xBB\\xBF//' %s)",
+             path, path);
     for (size_t i = 0; i < ncols; i++) {
         if (!utf8_valid((const unsigned char *)header[i], strlen(header[i])))
             FAIL(MLOPS_EXIT_USAGE, "%s: header: column %zu's name is not valid UTF-8", path, i + 1);
@@ -1012,11 +1023,11 @@ static int infer_run(int argc, char **argv)
         fprintf(stderr, "  %-24s %-12s %s\n", c->name, spec_type_name(c->type), sb.data);
         if (!c->present)
             fprintf(stderr, "  %-24s warning: every value is missing\n", "");
-        if (c->na_tokens)
+        if (c->na_tokens && c->type == SPEC_T_CATEGORICAL && (c->num_but_na || c->date_but_na))
             fprintf(stderr,
-                    "  %-24s warning: %zu value%s like '%s': only empty cells are missing; "
-                    "write missing values as empty cells\n",
-                    "", c->na_tokens, c->na_tokens == 1 ? " looks" : "s look", c->na_example);
+                    "  %-24s warning: categorical only because of %zu value%s like '%s'; "
+                    "only empty cells are missing: write missing values as empty cells\n",
+                    "", c->na_tokens, c->na_tokens == 1 ? "" : "s", c->na_example);
     }
     if (json_array_size(fields) == 0)
         FAIL(MLOPS_EXIT_USAGE, "%s: no column is left for features after the ids, time and label",

@@ -277,6 +277,27 @@ def test_infer_bad_utf8(tmp_path):
     assert "record 2: column 'x' is not valid UTF-8" in r.stderr
 
 
+def test_infer_byte_order_mark(tmp_path):
+    csv = tmp_path / "bom.csv"
+    csv.write_bytes(b"\xef\xbb\xbfevent_id,user_id,ts,x\ne1,u1,2026-01-01,1\n")
+    r = run("spec", "infer", csv)
+    assert r.returncode == EXIT_USAGE and "byte order mark" in r.stderr
+    csv.write_bytes(csv.read_bytes()[3:])
+    infer(csv)
+
+
+def test_infer_warns_when_na_text_hides_a_number(tmp_path):
+    csv = tmp_path / "na.csv"
+    csv.write_text("event_id,user_id,ts,x,travel\ne1,u1,2026-01-01,1.5,none\n"
+                   "e2,u1,2026-01-02,NA,rarely\ne3,u2,2026-01-03,2,none\n")
+    r = run("spec", "infer", csv, "--out", tmp_path / "s.json")
+    assert r.returncode == EXIT_OK, r.stderr
+    fields = {f["name"]: f for f in json.loads((tmp_path / "s.json").read_text())["fields"]}
+    assert fields["x"]["type"] == "categorical" and fields["travel"]["type"] == "categorical"
+    warnings = [line for line in r.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "'NA'" in warnings[0], r.stderr  # not for 'none'
+
+
 def test_infer_usage(tmp_path):
     assert run("spec", "infer").returncode == EXIT_USAGE
     assert run("spec", "infer", tmp_path / "missing.csv").returncode == EXIT_USAGE
