@@ -1319,7 +1319,9 @@ int spec_clean(const spec_t *spec, const json_t *event, spec_row_t *row, spec_er
     if (clean_id(event, spec->event_id, row, 0, err) || clean_id(event, spec->entity, row, 1, err))
         return -1;
     const json_t *t = json_object_get(event, spec->event_time);
-    if (!t || json_is_null(t))
+    bool blank =
+        json_is_string(t) && !json_string_value(t)[strspn(json_string_value(t), " \t\r\n")];
+    if (!t || json_is_null(t) || blank) /* a blank time is missing, as for fields */
         return reject(err, MJSON_E_MISSING_FIELD, spec->event_time, "field '%s' is missing",
                       spec->event_time);
     if (spec_parse_time(t, &row->event_time_ms)) {

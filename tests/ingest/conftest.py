@@ -1,0 +1,238 @@
+"""Fixtures for the mlops-ingest tests: the real binary on the real broker,
+with unique topics, group and spec name (so Redis keys are private too)."""
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILD = Path(os.environ.get("MLOPS_BUILD_DIR", ROOT / "build"))
+BROKERS = os.environ.get("MLOPS_TEST_KAFKA_BROKERS", "127.0.0.1:9092")
+SCALE = 10 if os.environ.get("MLOPS_TEST_SCALE") == "soak" else 1
+SCHEMAS = ROOT / "schemas"
+
+
+def admin():
+    return AdminClient({"bootstrap.servers": BROKERS})
+
+
+def create_topics(names, partitions=3):
+    a = admin()  # keep the client alive until the futures resolve
+    fs = a.create_topics([NewTopic(n, partitions, 1) for n in names])
+    for f in fs.values():
+        f.result(30)
+
+
+def delete_topics(names):
+    a = admin()
+    try:
+        for f in a.delete_topics(names).values():
+            f.result(30)
+    except Exception:  # cleanup is not the scenario
+        pass
+
+
+class Ingest:
+    """One mlops-ingest process and its topics."""
+
+    def __init__(self, tmp_path, exactly_once=True, extra=(), spec_patch=None, partitions=3):
+        self.id = uuid.uuid4().hex[:10]
+        self.tmp = tmp_path
+        self.input = f"it-in-{self.id}"
+        self.features = f"it-features-{self.id}"
+        self.dlq = f"it-dlq-{self.id}"
+        self.group = f"it-ingest-{self.id}"
+        create_topics([self.input, self.features, self.dlq], partitions)
+        spec = json.loads((ROOT / "examples/attrition/spec.json").read_text())
+        spec["name"] = f"t{self.id}"
+        spec["online"]["view"] = f"t{self.id}"
+        if spec_patch:
+            spec_patch(spec)
+        self.spec = spec
+        self.spec_path = tmp_path / f"spec-{self.id}.json"
+        self.spec_path.write_text(json.dumps(spec))
+        self.args = [str(BUILD / "services/ingest/mlops-ingest"), "--spec", str(self.spec_path),
+                     "--input-topic", self.input, "--features-topic", self.features,
+                     "--dlq-topic", self.dlq, "--group-id", self.group, "--metrics-port", "0",
+                     "--exactly-once" if exactly_once else "--no-exactly-once",
+                     "-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=2000",
+                     "-X", "transaction.timeout.ms=15000", *extra]
+        self.exactly_once = exactly_once
+        self.proc = None
+        self.logs = []
+        self.port = None
+        self.start()
+
+    def start(self):
+        self.logs = []
+        self.port = None
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
+        self.proc = subprocess.Popen(self.args, stderr=subprocess.PIPE, text=True, env=env)
+        threading.Thread(target=self._read, daemon=True).start()
+        deadline = time.monotonic() + 20
+        while self.port is None and time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"ingest exited: {self.logs[-5:]}"
+            time.sleep(0.05)
+        assert self.port, "ingest did not start"
+
+    def _read(self):
+        for line in self.proc.stderr:
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                obj = {"level": "raw", "msg": line}
+            self.logs.append(obj)
+            if obj.get("msg") == "mlops-ingest up":
+                self.port = obj["metrics_port"]
+
+    def metrics(self):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
+            return r.read().decode()
+
+    def metric(self, name, labels=""):
+        want = f"{name}{{{labels}}}" if labels else name
+        for line in self.metrics().splitlines():
+            if line.startswith(want + " "):
+                return float(line.split()[-1])
+        return None
+
+    def stop(self, sig=signal.SIGTERM, timeout=60):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            return self.proc.wait(timeout=timeout)
+        return self.proc.returncode if self.proc else None
+
+    def kill9(self):
+        self.proc.kill()
+        self.proc.wait()
+
+    def close(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        delete_topics([self.input, self.features, self.dlq])
+
+
+@pytest.fixture
+def ingest_factory(tmp_path):
+    made = []
+
+    def make(**kw):
+        ig = Ingest(tmp_path, **kw)
+        made.append(ig)
+        return ig
+
+    yield make
+    for ig in made:
+        ig.close()
+
+
+def produce(topic, items, flush=True):
+    """items: (key, value bytes or None) pairs."""
+    p = Producer({"bootstrap.servers": BROKERS, "enable.idempotence": True,
+                  "linger.ms": 5, "message.max.bytes": 8_000_000})
+    failed = []
+
+    def on_delivery(err, msg):
+        if err:
+            failed.append(err)
+
+    for key, value in items:
+        while True:
+            try:
+                p.produce(topic, key=key, value=value, on_delivery=on_delivery)
+                break
+            except BufferError:
+                p.poll(0.1)
+    if flush:
+        assert p.flush(60) == 0
+        assert not failed, f"the test could not produce its input: {failed[:3]}"
+
+
+def consume_all(topic, expect=None, timeout=60, isolation="read_committed", quiet=5):
+    """Read a topic from the start until `expect` records arrived, or until it
+    stayed quiet for `quiet` seconds after the last record."""
+    c = Consumer({"bootstrap.servers": BROKERS, "group.id": f"it-reader-{uuid.uuid4().hex}",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                  "isolation.level": isolation})
+    md = c.list_topics(topic, timeout=10).topics[topic]
+    c.assign([TopicPartition(topic, p, 0) for p in md.partitions])
+    out = []
+    deadline = time.monotonic() + timeout
+    last = time.monotonic()
+    while time.monotonic() < deadline:
+        if expect is not None and len(out) >= expect:
+            break
+        if expect is None and out and time.monotonic() - last > quiet:
+            break
+        m = c.poll(0.5)
+        if m is None or m.error():
+            continue
+        out.append(m)
+        last = time.monotonic()
+    c.close()
+    return out
+
+
+def valid_event(i, entity=None, t0=1767225600000, **over):
+    """A valid attrition event (independent of the code under test)."""
+    ev = {
+        "employee_id": entity or f"emp-{i % 50}",
+        "event_id": f"ev-{i}",
+        "event_time": t0 + i * 60000,
+        "age": 25 + i % 30,
+        "gender": ["Female", "male", " OTHER "][i % 3],
+        "marital_status": ["single", "married", "divorced"][i % 3],
+        "education": 1 + i % 5,
+        "education_field": "Life Sciences",
+        "department": ["Sales", "Research & Development", "human resources"][i % 3],
+        "job_role": ["Sales Executive", "Research Scientist", "Manager"][i % 3],
+        "job_level": 1 + i % 5,
+        "monthly_income": 2000 + 37 * (i % 300),
+        "percent_salary_hike": 11 + i % 10,
+        "stock_option_level": i % 4,
+        "overtime": ["yes", "no"][i % 2],
+        "business_travel": ["rarely", "frequently", "none"][i % 3],
+        "distance_from_home": i % 30,
+        "years_at_company": i % 20,
+        "years_in_current_role": i % 10,
+        "years_since_last_promotion": i % 7,
+        "years_with_manager": i % 8,
+        "total_working_years": 5 + i % 20,
+        "num_companies_worked": i % 9,
+        "training_times_last_year": i % 6,
+        "job_satisfaction": 1 + i % 4,
+        "environment_satisfaction": 1 + (i + 1) % 4,
+        "relationship_satisfaction": 1 + (i + 2) % 4,
+        "work_life_balance": 1 + (i + 3) % 4,
+        "job_involvement": 1 + i % 4,
+        "performance_rating": 3 + i % 2,
+        "weekly_hours": 35 + i % 20,
+        "remote": i % 5 == 0,
+        "last_review_at": "2025-06-01T00:00:00Z",
+    }
+    ev.update(over)
+    return ev
+
+
+def load_schema(name):
+    return json.loads((SCHEMAS / f"{name}.schema.json").read_text())
+
+
+def validator(name):
+    import jsonschema
+    from referencing import Registry, Resource
+    reg = Registry()
+    for n in ("features", "dlq", "label"):
+        s = load_schema(n)
+        reg = reg.with_resource(s["$id"], Resource.from_contents(s))
+    return jsonschema.Draft202012Validator(load_schema(name), registry=reg)
