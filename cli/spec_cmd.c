@@ -194,20 +194,6 @@ static bool num_text(const char *s)
     return !*p;
 }
 
-/* The boolean words spec_clean() accepts (common/spec.c parse_bool_text). */
-static int bool_text(const char *s)
-{
-    static const char *yes[] = {"true", "yes", "y", "1", "t"};
-    static const char *no[] = {"false", "no", "n", "0", "f"};
-    for (size_t i = 0; i < MLOPS_ARRAY_LEN(yes); i++) {
-        if (!strcasecmp(s, yes[i]))
-            return 1;
-        if (!strcasecmp(s, no[i]))
-            return 0;
-    }
-    return -1;
-}
-
 static bool na_token(const char *s)
 {
     static const char *na[] = {"NA", "N/A", "NaN", "null", "None", "nil", "?", "-", "#N/A"};
@@ -285,7 +271,7 @@ static void col_add(colstat_t *c, const char *cell, size_t record)
             c->hi = d;
     }
     c->all_01 &= !strcmp(v, "0") || !strcmp(v, "1");
-    c->all_bool &= bool_text(v) >= 0;
+    c->all_bool &= spec_bool_text(v) >= 0;
     bool date_like;
     bool is_time = time_text(v, &date_like);
     c->all_date &= date_like;
@@ -913,7 +899,7 @@ static int infer_run(int argc, char **argv)
         } else {
             size_t ntrue = 0;
             for (size_t i = 0; i < nv; i++) {
-                if (c->all_bool && bool_text(vals[i]) == 1) {
+                if (c->all_bool && spec_bool_text(vals[i]) == 1) {
                     ntrue++;
                     str_copy(positive, vals[i], sizeof(positive));
                 }

@@ -1063,7 +1063,7 @@ static int clean_id(const json_t *event, const char *name, spec_row_t *row, size
     return 0;
 }
 
-static bool parse_bool_text(const char *s, double *out)
+int spec_bool_text(const char *s)
 {
     static const char *yes[] = {"true", "yes", "y", "1", "t"};
     static const char *no[] = {"false", "no", "n", "0", "f"};
@@ -1077,18 +1077,14 @@ static bool parse_bool_text(const char *s, double *out)
     while (isspace((unsigned char)*s))
         s++;
     if (*s)
-        return false;
+        return -1;
     for (size_t i = 0; i < MLOPS_ARRAY_LEN(yes); i++) {
-        if (!strcasecmp(buf, yes[i])) {
-            *out = 1;
-            return true;
-        }
-        if (!strcasecmp(buf, no[i])) {
-            *out = 0;
-            return true;
-        }
+        if (!strcasecmp(buf, yes[i]))
+            return 1;
+        if (!strcasecmp(buf, no[i]))
+            return 0;
     }
-    return false;
+    return -1;
 }
 
 static int clean_field(const spec_field_t *f, const json_t *v, spec_row_t *row, size_t col,
@@ -1157,7 +1153,7 @@ static int clean_field(const spec_field_t *f, const json_t *v, spec_row_t *row, 
         } else if (json_is_integer(v) &&
                    (json_integer_value(v) == 0 || json_integer_value(v) == 1)) {
             d = (double)json_integer_value(v);
-        } else if (!(json_is_string(v) && parse_bool_text(json_string_value(v), &d))) {
+        } else if (!json_is_string(v) || (d = spec_bool_text(json_string_value(v))) < 0) {
             show(v, shown, sizeof(shown));
             return reject(err, MJSON_E_WRONG_TYPE, f->name,
                           "field '%s' is %s, expected a boolean (true/false, yes/no, 1/0)", f->name,

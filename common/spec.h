@@ -216,6 +216,13 @@ int spec_value_to_json(const spec_value_t *v, json_t *obj, const char *key) MLOP
 
 /* ---- helpers exposed for tests and the other modules ---------------------------------- */
 
+/**
+ * The boolean words the cleaning accepts (true/false, yes/no, y/n, 1/0,
+ * t/f in any case, surrounding white space allowed): 1, 0, or -1 for
+ * anything else.
+ */
+int spec_bool_text(const char *s);
+
 /** MurmurHash3 x86 32-bit, as scikit-learn's murmurhash3_32 (signed result). */
 int32_t spec_murmur3_32(const void *data, size_t len, uint32_t seed);
 /** Bucket of a hashed category: |murmur3_32(s, 0)| mod n (FeatureHasher's index). */
