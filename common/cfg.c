@@ -407,8 +407,9 @@ static int load_cli(const cfg_t *cfg, layer_t *l, char *errstr, size_t errstr_si
     return 0;
 }
 
-/* Convert the layer into typed values in `target`. */
-static int convert(const cfg_t *cfg, const layer_t *l, void *target, char *errstr,
+/* Convert the layer into typed values in `target`. With `require` false
+ * (--print-config), a required key left unset is not an error. */
+static int convert(const cfg_t *cfg, const layer_t *l, void *target, bool require, char *errstr,
                    size_t errstr_size)
 {
     for (size_t i = 0; i < cfg->nitems; i++) {
@@ -421,7 +422,7 @@ static int convert(const cfg_t *cfg, const layer_t *l, void *target, char *errst
             char **p = field;
             free(*p);
             *p = (raw && *raw) ? xstrdup(raw) : NULL;
-            if (!*p && (it->flags & CFG_REQUIRED)) {
+            if (!*p && require && (it->flags & CFG_REQUIRED)) {
                 char up[128], flag[128];
                 upper_key(it->key, up, sizeof(up));
                 str_copy(flag, it->key, sizeof(flag));
@@ -662,7 +663,7 @@ cfg_result_t cfg_init(cfg_t *cfg, int argc, char **argv, FILE *out, char *errstr
     layer_t l;
     int rc = resolve(cfg, &l, errstr, errstr_size);
     if (rc == 0)
-        rc = convert(cfg, &l, cfg->target, errstr, errstr_size);
+        rc = convert(cfg, &l, cfg->target, action != ACT_PRINT, errstr, errstr_size);
     if (rc == 0) {
         for (size_t i = 0; i < cfg->nitems; i++) {
             free(cfg->src[i]);
@@ -711,7 +712,7 @@ int cfg_reload(cfg_t *cfg, char *errstr, size_t errstr_size)
     void *tmp = xcalloc(1, cfg->target_size);
     int rc = resolve(cfg, &l, errstr, errstr_size);
     if (rc == 0)
-        rc = convert(cfg, &l, tmp, errstr, errstr_size);
+        rc = convert(cfg, &l, tmp, true, errstr, errstr_size);
     if (rc) {
         free_strings(cfg, tmp);
         free(tmp);
@@ -835,7 +836,9 @@ void cfg_print(const cfg_t *cfg, FILE *out)
         case CFG_T_DBL: fprintf(out, "%g", *(const double *)field); break;
         case CFG_T_BOOL: fputs(*(const bool *)field ? "true" : "false", out); break;
         }
-        fprintf(out, "  # %s\n", cfg->src[i] ? cfg->src[i] : "default");
+        bool unset = it->type == CFG_T_STR && !*(char *const *)field;
+        fprintf(out, "  # %s%s\n", cfg->src[i] ? cfg->src[i] : "default",
+                unset && (it->flags & CFG_REQUIRED) ? "; required, not set" : "");
     }
     for (size_t i = 0; i < cfg->kafka.n; i++) {
         const char *k = cfg->kafka.v[i].key;

@@ -343,3 +343,39 @@ Test(cfg, missing_config_file)
     cr_assert_eq(init_args(2, argv), CFG_ERROR);
     cr_assert(strstr(errstr, "/nonexistent.conf: No such file"), "%s", errstr);
 }
+
+typedef struct req_conf {
+    char *spec;
+    int64_t batch_size;
+} req_conf_t;
+
+Test(cfg, required_key_refused_at_run_shown_by_print_config)
+{
+    static const cfg_item_t req_items[] = {
+        CFG_ITEM(req_conf_t, spec, CFG_T_STR, NULL, CFG_REQUIRED, "feature spec file"),
+        CFG_ITEM(req_conf_t, batch_size, CFG_T_INT, "7", 0, "batch size"),
+    };
+    unsetenv("MLOPS_SPEC");
+    req_conf_t rc = {0};
+    cfg_t *rcfg = cfg_new("req", NULL, req_items, 2, &rc, sizeof(rc));
+    const char *run[] = {"t"};
+    cr_assert_eq(cfg_init(rcfg, 1, (char **)run, stdout, errstr, sizeof(errstr)), CFG_ERROR);
+    cr_assert(strstr(errstr, "spec must be set (--spec, env MLOPS_SPEC"), "%s", errstr);
+
+    char *path = xasprintf("%s/print", tmpdir);
+    FILE *out = fopen(path, "w");
+    cr_assert(out);
+    const char *print[] = {"t", "--print-config"};
+    cr_assert_eq(cfg_init(rcfg, 2, (char **)print, out, errstr, sizeof(errstr)), CFG_EXIT, "%s",
+                 errstr);
+    fclose(out);
+    char err[256];
+    char *text = file_read_all(path, 1 << 20, NULL, err, sizeof(err));
+    cr_assert(text, "%s", err);
+    cr_assert(strstr(text, "spec = \"\"  # default; required, not set\n"), "%s", text);
+    cr_assert(strstr(text, "batch_size = 7  # default\n"), "%s", text);
+    free(text);
+    free(path);
+    cfg_destroy(rcfg);
+    free(rc.spec);
+}
