@@ -75,7 +75,19 @@ static int check_topic(rd_kafka_t *rk, const char *brokers, const char *topic, c
         return -1;
     }
     const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &md, 10000);
+    rd_kafka_resp_err_t err;
+    /* A topic created a moment ago may not be in every broker's metadata
+     * cache yet (CreateTopics returns when the controller has it): ask again
+     * for up to 5 s before saying it does not exist. */
+    for (int attempt = 0;; attempt++) {
+        err = rd_kafka_metadata(rk, 0, rkt, &md, 10000);
+        bool missing = !err && (md->topic_cnt < 1 || md->topics[0].err);
+        if (!missing || attempt >= 20)
+            break;
+        rd_kafka_metadata_destroy(md);
+        md = NULL;
+        usleep(250 * 1000);
+    }
     int rc = 0;
     if (err) {
         snprintf(errstr, errstr_size, "cannot read topic metadata from Kafka at %s: %s", brokers,
