@@ -5,6 +5,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+const char *const rec_dlq_reasons[REC_DLQ_NREASONS] = {
+    "bad_json",      "duplicate_key",   "not_object",   "too_large",
+    "missing_field", "wrong_type",      "out_of_range", "unknown_category",
+    "non_finite",    "duplicate_event", "spec_mismatch"};
+
 static void put_str(strbuf_t *out, const char *s) { strbuf_json_str(out, s, strlen(s)); }
 
 static int put_num(strbuf_t *out, double v)
@@ -133,4 +138,69 @@ void rec_dlq(const char *reason, const char *field, const char *detail, const ch
         out->data[out->len] = '\0';
     }
     strbuf_appendf(out, "},\"at\":\"%s\"}", fmt_rfc3339(at_us, ts, sizeof(ts)));
+}
+
+int rec_dlq_original(const json_t *dlq, unsigned char **bytes, size_t *lenp, bool *truncated,
+                     char *errstr, size_t errstr_size)
+{
+    *bytes = NULL;
+    *lenp = 0;
+    const json_t *o = json_object_get(dlq, "original");
+    const json_t *jb = json_object_get(o, "bytes");
+    const char *enc = json_string_value(json_object_get(o, "encoding"));
+    const char *sha = json_string_value(json_object_get(o, "sha256"));
+    const json_t *jlen = json_object_get(o, "length");
+    const json_t *jtrunc = json_object_get(o, "truncated");
+    if (!json_is_object(o) || !json_is_string(jb) || !enc || !sha || !json_is_integer(jlen) ||
+        !json_is_boolean(jtrunc)) {
+        snprintf(errstr, errstr_size,
+                 "not a dlq/1 record: 'original' needs bytes, encoding, sha256, length and "
+                 "truncated");
+        return -1;
+    }
+    const char *s = json_string_value(jb);
+    size_t slen = json_string_length(jb);
+    unsigned char *out = NULL;
+    size_t n = 0;
+    if (!strcmp(enc, "utf8")) {
+        out = xmalloc(slen + 1);
+        memcpy(out, s, slen);
+        n = slen;
+    } else if (!strcmp(enc, "base64")) {
+        if (slen % 4) {
+            snprintf(errstr, errstr_size,
+                     "original.bytes: base64 length %zu is not a multiple of 4", slen);
+            return -1;
+        }
+        out = xmalloc(slen / 4 * 3 + 1);
+        int got = slen ? EVP_DecodeBlock(out, (const unsigned char *)s, (int)slen) : 0;
+        if (got < 0) {
+            free(out);
+            snprintf(errstr, errstr_size, "original.bytes: not valid base64");
+            return -1;
+        }
+        n = (size_t)got;
+        /* EVP_DecodeBlock counts the padding as zero bytes */
+        for (size_t i = slen; i > 0 && s[i - 1] == '=' && n > 0; i--)
+            n--;
+    } else {
+        snprintf(errstr, errstr_size, "original.encoding '%s' is neither utf8 nor base64", enc);
+        return -1;
+    }
+    *truncated = json_is_true(jtrunc);
+    if (!*truncated) {
+        char hex[65];
+        sha256_hex(out, n, hex);
+        if ((json_int_t)n != json_integer_value(jlen) || strcmp(hex, sha)) {
+            free(out);
+            snprintf(errstr, errstr_size,
+                     "original bytes do not match their recorded length and sha256 (damaged "
+                     "record)");
+            return -1;
+        }
+    }
+    out[n] = '\0';
+    *bytes = out;
+    *lenp = n;
+    return 0;
 }

@@ -9,6 +9,8 @@
 #ifndef MLOPS_RECORDS_H
 #define MLOPS_RECORDS_H
 
+#include <jansson.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "spec.h"
@@ -22,6 +24,10 @@ typedef struct rec_source {
     const char *file; /**< when topic is NULL */
     int64_t record;   /**< 1-based record (line) in the file */
 } rec_source_t;
+
+/** The dlq/1 reasons (schemas/dlq.schema.json), in the schema's order. */
+#define REC_DLQ_NREASONS 11
+extern const char *const rec_dlq_reasons[REC_DLQ_NREASONS];
 
 #define REC_ORIGINAL_MAX (64 * 1024) /**< original bytes kept in a DLQ record */
 
@@ -41,6 +47,17 @@ int rec_features(const spec_t *spec, const spec_row_t *row, const rec_source_t *
 void rec_dlq(const char *reason, const char *field, const char *detail, const char *spec_name,
              const rec_source_t *src, const void *original, size_t original_len, int64_t at_us,
              strbuf_t *out);
+
+/**
+ * The original input bytes of a parsed dlq/1 record (the reverse of
+ * rec_dlq()): decoded from text or base64 and, unless the record says they
+ * were truncated, checked against the recorded length and sha256. On
+ * success *bytes is a new NUL-terminated buffer the caller frees, *lenp its
+ * length (without the NUL) and *truncated whether only the first 64 KiB
+ * were kept. Returns 0, or -1 with errstr (nothing allocated).
+ */
+int rec_dlq_original(const json_t *dlq, unsigned char **bytes, size_t *lenp, bool *truncated,
+                     char *errstr, size_t errstr_size) MLOPS_WUR;
 
 /** True if the bytes are valid UTF-8 with no NUL. */
 bool rec_is_text(const void *data, size_t len);

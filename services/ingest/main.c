@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "ingest.h"
+#include "records.h"
 #include "log.h"
 
 static const cfg_item_t ingest_items[] = {
@@ -40,11 +41,6 @@ static const cfg_item_t ingest_items[] = {
     CFG_ITEM_RANGE(ingest_conf_t, cache_entities, CFG_T_INT, "200000", 0,
                    "entity states kept in memory", 100, 100000000),
 };
-
-static const char *const dlq_reasons[] = {"bad_json",        "duplicate_key",    "not_object",
-                                          "too_large",       "missing_field",    "wrong_type",
-                                          "out_of_range",    "unknown_category", "non_finite",
-                                          "duplicate_event", "spec_mismatch"};
 
 static void fatal_check(ingest_t *ig)
 {
@@ -175,14 +171,14 @@ static int setup(service_t *svc, void *opaque)
     /* 2. metrics */
     ig->m_features = metrics_counter(m, "mlops_ingest_features_total",
                                      "Events written to the features topic.", NULL);
-    for (size_t i = 0; i < MLOPS_ARRAY_LEN(dlq_reasons); i++) {
+    for (size_t i = 0; i < REC_DLQ_NREASONS; i++) {
         char l[64];
-        ig->dlq_reasons[i] = dlq_reasons[i];
+        ig->dlq_reasons[i] = rec_dlq_reasons[i];
         ig->m_dlq[i] =
             metrics_counter(m, "mlops_ingest_dlq_total", "Events sent to the DLQ, by reason.",
-                            metrics_labels(l, sizeof(l), "reason", dlq_reasons[i], NULL));
+                            metrics_labels(l, sizeof(l), "reason", rec_dlq_reasons[i], NULL));
     }
-    ig->ndlq_reasons = MLOPS_ARRAY_LEN(dlq_reasons);
+    ig->ndlq_reasons = REC_DLQ_NREASONS;
     ig->m_replays =
         metrics_counter(m, "mlops_ingest_dedup_replays_total",
                         "Redelivered offsets recognised as replays (not duplicates).", NULL);
