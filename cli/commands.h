@@ -7,5 +7,7 @@ int cmd_features(int argc, char **argv);
 int cmd_datagen(int argc, char **argv);
 int cmd_produce(int argc, char **argv);
 int cmd_spec(int argc, char **argv);
+int cmd_replay(int argc, char **argv);
+int cmd_dlq(int argc, char **argv);
 
 #endif

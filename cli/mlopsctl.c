@@ -78,6 +78,8 @@ static const command_t commands[] = {
     {"produce", "produce a CSV/JSONL file to a topic as JSON events (labels split off)",
      cmd_produce},
     {"spec", "infer a feature spec from a CSV, check one, or diff two versions", cmd_spec},
+    {"dlq", "list, show and redrive the events ingest refused (events.dlq)", cmd_dlq},
+    {"replay", "copy a topic's offset or time range into another topic (backfills)", cmd_replay},
     {"version", "print the version", cmd_version},
     {"help", "this help", cmd_help},
 };
