@@ -202,7 +202,7 @@ int cmd_features(int argc, char **argv)
         view.event_id = k->event_id;
         view.entity = k->entity;
         view.event_time_ms = k->t;
-        rolling_apply(spec, st, &view, -1, (int64_t)k->record);
+        rolling_apply(spec, st, &view, 0, -1, (int64_t)k->record);
         rec_source_t src = {.file = input_path(in), .record = (int64_t)k->record};
         strbuf_reset(&sb);
         if (rec_features(spec, &view, &src, wall_us(), &sb)) {

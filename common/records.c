@@ -16,10 +16,8 @@ static int put_num(strbuf_t *out, double v)
 {
     if (!isfinite(v))
         return -1;
-    if (v == floor(v) && fabs(v) < 9007199254740992.0)
-        strbuf_appendf(out, "%.0f", v);
-    else
-        strbuf_appendf(out, "%.17g", v);
+    char buf[32];
+    strbuf_append(out, buf, fmt_double_rt(v, buf));
     return 0;
 }
 

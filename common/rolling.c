@@ -5,13 +5,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAGIC "RLS1"
+#define MAGIC "RLS2"
 
 typedef struct entry {
     int64_t t_ms;
     int64_t offset;
     uint64_t seq;
     int32_t partition;
+    uint32_t source; /* rolling_source_id() of the input topic */
 } entry_t;
 
 struct rolling_state {
@@ -134,11 +135,17 @@ static void aggregate(const spec_t *spec, const rolling_state_t *st, size_t k, s
     }
 }
 
-int rolling_apply(const spec_t *spec, rolling_state_t *st, spec_row_t *row, int32_t partition,
-                  int64_t offset)
+uint32_t rolling_source_id(const char *topic)
+{
+    return topic ? (uint32_t)spec_murmur3_32(topic, strlen(topic), 0) : 0;
+}
+
+int rolling_apply(const spec_t *spec, rolling_state_t *st, spec_row_t *row, uint32_t source,
+                  int32_t partition, int64_t offset)
 {
     for (size_t k = st->n; k-- > 0;) {
-        if (st->e[k].partition == partition && st->e[k].offset == offset) {
+        if (st->e[k].partition == partition && st->e[k].offset == offset &&
+            st->e[k].source == source) {
             aggregate(spec, st, k, row);
             return 1;
         }
@@ -147,6 +154,7 @@ int rolling_apply(const spec_t *spec, rolling_state_t *st, spec_row_t *row, int3
     entry_t *e = &st->e[st->n];
     e->t_ms = row->event_time_ms;
     e->partition = partition;
+    e->source = source;
     e->offset = offset;
     e->seq = st->next_seq++;
     size_t slot = 0;
@@ -168,7 +176,8 @@ int rolling_apply(const spec_t *spec, rolling_state_t *st, spec_row_t *row, int3
 }
 
 /* ---- encoding: MAGIC, u32 nvals, u32 n, u64 next_seq, i64 max_t, then per entry
- *      i64 t, i64 offset, u64 seq, i32 partition, f64 x nvals (host byte order) ---- */
+ *      i64 t, i64 offset, u64 seq, i32 partition, u32 source, f64 x nvals
+ *      (host byte order) ---- */
 
 static void put(strbuf_t *out, const void *p, size_t n) { strbuf_append(out, p, n); }
 
@@ -185,6 +194,7 @@ void rolling_encode(const rolling_state_t *st, strbuf_t *out)
         put(out, &st->e[i].offset, 8);
         put(out, &st->e[i].seq, 8);
         put(out, &st->e[i].partition, 4);
+        put(out, &st->e[i].source, 4);
         if (st->nvals)
             put(out, st->vals + i * st->nvals, st->nvals * 8);
     }
@@ -207,7 +217,7 @@ rolling_state_t *rolling_decode(const spec_t *spec, const void *buf, size_t len,
                  nvals_of(spec));
         return NULL;
     }
-    size_t per = 28 + (size_t)nv * 8;
+    size_t per = 32 + (size_t)nv * 8;
     if (n > ROLLING_MAX_ENTRIES * 2 || len != 28 + (size_t)n * per) {
         snprintf(errstr, errstr_size, "rolling state: size %zu does not match %u entries", len, n);
         return NULL;
@@ -222,8 +232,9 @@ rolling_state_t *rolling_decode(const spec_t *spec, const void *buf, size_t len,
         memcpy(&st->e[i].offset, q + 8, 8);
         memcpy(&st->e[i].seq, q + 16, 8);
         memcpy(&st->e[i].partition, q + 24, 4);
+        memcpy(&st->e[i].source, q + 28, 4);
         if (nv)
-            memcpy(st->vals + (size_t)i * nv, q + 28, (size_t)nv * 8);
+            memcpy(st->vals + (size_t)i * nv, q + 32, (size_t)nv * 8);
     }
     st->n = n;
     return st;

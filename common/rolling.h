@@ -10,7 +10,7 @@
  * t - window < t' <= t (pandas' rolling window, closed on the right). Sum and
  * mean are over the non-missing inputs and missing when there are none.
  *
- * Replay-safe: applying a (partition, offset) that is already in the state
+ * Replay-safe: applying a (source, partition, offset) that is already in the state
  * (a redelivery after a crash, an abort or a rebalance) adds nothing and
  * gives the aggregates it got the first time. Exact while the entity's
  * history back to (latest event time - 2 x the longest window) holds at
@@ -35,12 +35,20 @@ rolling_state_t *rolling_new(const spec_t *spec);
 void rolling_destroy(rolling_state_t *st);
 
 /**
- * Apply a cleaned row as of source (@p partition, @p offset) and fill its
- * rolling columns. Returns 0 if the event was new, 1 if that source
- * position had been applied before (nothing added; replayed aggregates).
+ * The id of an input topic in the state (a 32-bit hash of its name; 0 for
+ * NULL): offsets restart at 0 on another or a recreated topic, so the
+ * position of an event is (source, partition, offset).
  */
-int rolling_apply(const spec_t *spec, rolling_state_t *st, spec_row_t *row, int32_t partition,
-                  int64_t offset);
+uint32_t rolling_source_id(const char *topic);
+
+/**
+ * Apply a cleaned row as of its position (@p source, @p partition,
+ * @p offset) and fill its rolling columns. Returns 0 if the event was new,
+ * 1 if that position had been applied before (nothing added; replayed
+ * aggregates).
+ */
+int rolling_apply(const spec_t *spec, rolling_state_t *st, spec_row_t *row, uint32_t source,
+                  int32_t partition, int64_t offset);
 
 /** Number of events held. */
 size_t rolling_size(const rolling_state_t *st);

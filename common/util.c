@@ -372,3 +372,30 @@ char *strbuf_detach(strbuf_t *sb, size_t *lenp)
     sb->len = sb->cap = 0;
     return p;
 }
+
+size_t fmt_double_rt(double v, char buf[32])
+{
+    if (v == floor(v) && fabs(v) < 9007199254740992.0) {
+        if (v == 0) { /* -0.0 prints as "0": strtod("0") == -0.0 holds */
+            buf[0] = '0';
+            buf[1] = '\0';
+            return 1;
+        }
+        char tmp[24];
+        size_t n = 0;
+        uint64_t u = (uint64_t)fabs(v);
+        while (u) {
+            tmp[n++] = (char)('0' + u % 10);
+            u /= 10;
+        }
+        size_t len = 0;
+        if (v < 0)
+            buf[len++] = '-';
+        while (n)
+            buf[len++] = tmp[--n];
+        buf[len] = '\0';
+        return len;
+    }
+    int n = snprintf(buf, 32, "%.17g", v);
+    return n < 0 ? 0 : (size_t)n;
+}

@@ -47,6 +47,15 @@ int64_t wall_ms(void);
  */
 char *fmt_rfc3339(int64_t us, char *buf, size_t size);
 
+/**
+ * Format a finite double so that strtod() gives back the same value: whole
+ * numbers below 2^53 in magnitude as integers ("42", "-7"; no exponent,
+ * and fast: no printf), anything else as "%.17g". Writes into @p buf (32
+ * bytes are enough) and returns the length. NaN and infinities give
+ * "nan"/"inf" text as printf does: check finiteness first where it matters.
+ */
+size_t fmt_double_rt(double v, char buf[32]);
+
 /** Copy @p src into @p dst of @p size bytes, always NUL-terminating. */
 void str_copy(char *dst, const char *src, size_t size);
 

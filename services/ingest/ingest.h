@@ -106,6 +106,7 @@ struct ingest {
         *m_txn_commits, *m_txn_aborts;
     const char *dlq_reasons[16];
     size_t ndlq_reasons;
+    uint32_t source_id; /* rolling_source_id() of the input topic */
 };
 
 /** Drain and process at most one batch of queued input; called from the loop. */

@@ -179,6 +179,7 @@ static int setup(service_t *svc, void *opaque)
                             metrics_labels(l, sizeof(l), "reason", rec_dlq_reasons[i], NULL));
     }
     ig->ndlq_reasons = REC_DLQ_NREASONS;
+    ig->source_id = rolling_source_id(ig->conf->input_topic);
     ig->m_replays =
         metrics_counter(m, "mlops_ingest_dedup_replays_total",
                         "Redelivered offsets recognised as replays (not duplicates).", NULL);

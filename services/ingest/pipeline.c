@@ -251,8 +251,8 @@ void pipeline_on_input(void *opaque)
     store_states(ig->store, b->entities, b->partitions, k, b->states);
     for (size_t j = 0; j < k; j++) {
         item_t *it = &b->items[b->idx[j]];
-        if (rolling_apply(ig->spec, b->states[j], &it->row, it->rkm->partition, it->rkm->offset) ==
-            0)
+        if (rolling_apply(ig->spec, b->states[j], &it->row, ig->source_id, it->rkm->partition,
+                          it->rkm->offset) == 0)
             store_state_dirty(ig->store, it->row.entity);
     }
     /* 4. render, 5. Redis */

@@ -2,7 +2,7 @@
  * Redis state of mlops-ingest, behind an in-process cache.
  *
  * Keys (spec = the spec's name, h8 = the first 8 hex digits of its hash):
- *   mlops:ingest:<spec>:dedup:<event_id>   "<partition>:<offset>", EX dedup window
+ *   mlops:ingest:<spec>:dedup:<event_id>   "<topic>:<partition>:<offset>", EX dedup window
  *   mlops:ingest:<spec>:<h8>:roll:<entity> rolling state bytes, PX 2 x longest window + 1 day
  *   mlops:online:<view>:<entity>           hash: latest values, _ts, _event_id, PX ttl
  *
@@ -23,12 +23,6 @@
 #include "log.h"
 #include "redis.h"
 
-static const char DEDUP_LUA[] =
-    "local ok = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2])\n"
-    "if ok then return 0 end\n"
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then return 1 end\n"
-    "return 2\n";
-
 static const char ONLINE_LUA[] = "local cur = redis.call('HGET', KEYS[1], '_ts')\n"
                                  "if cur and tonumber(cur) > tonumber(ARGV[1]) then return 0 end\n"
                                  "redis.call('HSET', KEYS[1], '_ts', ARGV[1], unpack(ARGV, 3))\n"
@@ -36,6 +30,7 @@ static const char ONLINE_LUA[] = "local cur = redis.call('HGET', KEYS[1], '_ts')
                                  "return 1\n";
 
 typedef struct entry {
+    char *key; /* the entity (the cache's key) */
     rolling_state_t *state;
     int32_t partition;
     bool state_dirty;
@@ -44,6 +39,7 @@ typedef struct entry {
     size_t online_pairs;
     int64_t online_ts;
     bool online_dirty;
+    bool listed; /* on the store's dirty list */
 } entry_t;
 
 struct store {
@@ -56,6 +52,9 @@ struct store {
     char online_prefix[256];
     int64_t state_ttl_ms;
     strbuf_t key, tmp;
+    /* entries with a pending write, so a flush does not scan the cache */
+    entry_t **dirty;
+    size_t ndirty, dirty_cap;
     metric_t *m_write_seconds, *m_online_failed, *m_state_failed, *m_dedup_unknown, *m_cold,
         *m_cache_hits, *m_cache_misses, *m_dirty;
 };
@@ -65,6 +64,7 @@ static void entry_free(void *p)
     entry_t *e = p;
     rolling_destroy(e->state);
     strbuf_cleanup(&e->online);
+    free(e->key);
     free(e);
 }
 
@@ -126,6 +126,7 @@ void store_destroy(store_t *st)
     redis_client_destroy(st->rc);
     strbuf_cleanup(&st->key);
     strbuf_cleanup(&st->tmp);
+    free(st->dirty);
     free(st);
 }
 
@@ -154,9 +155,11 @@ void store_dedup(store_t *st, const char *const *event_ids, const int32_t *parti
         strbuf_reset(&kb);
         strbuf_appendf(&kb, "%s:dedup:%s", st->prefix, event_ids[i]);
         strbuf_reset(&vb);
-        strbuf_appendf(&vb, "%d:%" PRId64, partitions[i], offsets[i]);
-        const char *argv[] = {"EVAL", DEDUP_LUA, "1", kb.data, vb.data, window};
-        redis_append_argv(st->rc, 6, argv, NULL);
+        strbuf_appendf(&vb, "%s:%d:%" PRId64, st->conf->input_topic, partitions[i], offsets[i]);
+        /* set if absent, and say what was there (Redis >= 7.0): nil = new,
+         * our own position = a replay of this very message, else a duplicate */
+        const char *argv[] = {"SET", kb.data, vb.data, "NX", "EX", window, "GET"};
+        redis_append_argv(st->rc, 7, argv, NULL);
     }
     strbuf_cleanup(&kb);
     strbuf_cleanup(&vb);
@@ -171,9 +174,16 @@ void store_dedup(store_t *st, const char *const *event_ids, const int32_t *parti
         metric_add(st->m_dedup_unknown, (double)n);
     } else {
         for (size_t i = 0; i < n; i++) {
-            long long v = replies[i]->type == REDIS_REPLY_INTEGER ? replies[i]->integer : 0;
-            out[i] = v == 1 ? DEDUP_REPLAY : v == 2 ? DEDUP_DUPLICATE : DEDUP_NEW;
-            if (replies[i]->type == REDIS_REPLY_ERROR) {
+            redisReply *r = replies[i];
+            if (r->type == REDIS_REPLY_NIL) {
+                out[i] = DEDUP_NEW;
+            } else if (r->type == REDIS_REPLY_STRING) {
+                char pos[320];
+                int len = snprintf(pos, sizeof(pos), "%s:%d:%" PRId64, st->conf->input_topic,
+                                   partitions[i], offsets[i]);
+                out[i] = (size_t)len == r->len && !memcmp(pos, r->str, r->len) ? DEDUP_REPLAY
+                                                                               : DEDUP_DUPLICATE;
+            } else {
                 out[i] = DEDUP_UNKNOWN;
                 metric_inc(st->m_dedup_unknown);
             }
@@ -189,6 +199,7 @@ static entry_t *entry_get(store_t *st, const char *entity, int32_t partition)
     if (e)
         return e;
     e = xcalloc(1, sizeof(*e));
+    e->key = xstrdup(entity);
     e->partition = partition;
     strbuf_init(&e->online);
     hmap_put(st->cache, entity, e);
@@ -275,21 +286,35 @@ void store_states(store_t *st, const char *const *entities, const int32_t *parti
     free(miss);
 }
 
+static void list_dirty(store_t *st, entry_t *e)
+{
+    if (e->listed)
+        return;
+    if (st->ndirty == st->dirty_cap) {
+        st->dirty_cap = st->dirty_cap ? 2 * st->dirty_cap : 256;
+        st->dirty = xrealloc(st->dirty, st->dirty_cap * sizeof(*st->dirty));
+    }
+    st->dirty[st->ndirty++] = e;
+    e->listed = true;
+}
+
 void store_state_dirty(store_t *st, const char *entity)
 {
     entry_t *e = hmap_get(st->cache, entity);
-    if (e && st->spec->nrolling)
+    if (e && st->spec->nrolling) {
         e->state_dirty = true;
+        list_dirty(st, e);
+    }
 }
 
 static void value_text(const spec_value_t *v, strbuf_t *out)
 {
-    if (v->kind == SPEC_V_STR)
+    if (v->kind == SPEC_V_STR) {
         strbuf_puts(out, v->str);
-    else if (v->num == (double)(int64_t)v->num && v->num < 9e15 && v->num > -9e15)
-        strbuf_appendf(out, "%" PRId64, (int64_t)v->num);
-    else
-        strbuf_appendf(out, "%.17g", v->num);
+    } else {
+        char buf[32];
+        strbuf_append(out, buf, fmt_double_rt(v->num, buf));
+    }
 }
 
 void store_online(store_t *st, const spec_row_t *row)
@@ -342,13 +367,12 @@ void store_online(store_t *st, const spec_row_t *row)
     e->online_pairs = pairs;
     e->online_ts = row->event_time_ms;
     e->online_dirty = true;
+    list_dirty(st, e);
 }
 
 void store_flush(store_t *st)
 {
-    size_t it = 0, ncmd = 0, ndirty = 0;
-    const char *key;
-    void *v;
+    size_t ncmd = 0, ndirty = 0;
     strbuf_t enc, ts, ttl, state_ttl;
     strbuf_init(&enc);
     strbuf_init(&ts);
@@ -358,8 +382,9 @@ void store_flush(store_t *st)
     strbuf_appendf(&state_ttl, "%" PRId64, st->state_ttl_ms);
     size_t cap = 64;
     const char **argv = xcalloc(cap, sizeof(char *));
-    while (hmap_next(st->cache, &it, &key, &v)) {
-        entry_t *e = v;
+    for (size_t d = 0; d < st->ndirty; d++) {
+        entry_t *e = st->dirty[d];
+        const char *key = e->key;
         if (e->state_dirty) {
             strbuf_reset(&enc);
             rolling_encode(e->state, &enc);
@@ -419,9 +444,8 @@ void store_flush(store_t *st)
         log_emit(LOG_LVL_WARN, LOG_FIELDS(LOG_INT("entities", (long long)ndirty)),
                  "Redis write failed, keeping %zu entities for a later flush: %s", ndirty, e->msg);
         err_destroy(e);
-        it = 0;
-        while (hmap_next(st->cache, &it, &key, &v)) {
-            entry_t *en = v;
+        for (size_t d = 0; d < st->ndirty; d++) {
+            entry_t *en = st->dirty[d];
             if (en->online_dirty)
                 metric_inc(st->m_online_failed);
             if (en->state_dirty)
@@ -437,12 +461,13 @@ void store_flush(store_t *st)
         freeReplyObject(replies[i]);
     }
     free(replies);
-    it = 0;
-    while (hmap_next(st->cache, &it, &key, &v)) {
-        entry_t *en = v;
+    for (size_t d = 0; d < st->ndirty; d++) {
+        entry_t *en = st->dirty[d];
         en->state_dirty = false;
         en->online_dirty = false;
+        en->listed = false;
     }
+    st->ndirty = 0;
     metric_set(st->m_dirty, 0);
     evict(st);
 }
@@ -464,7 +489,15 @@ void store_forget(store_t *st, const rd_kafka_topic_partition_list_t *parts)
             }
     }
     for (size_t i = 0; i < n; i++) {
-        entry_free(hmap_del(st->cache, drop[i]));
+        entry_t *e = hmap_del(st->cache, drop[i]);
+        if (e && e->listed) { /* a failed flush left it pending: it is not ours now */
+            for (size_t d = 0; d < st->ndirty; d++)
+                if (st->dirty[d] == e) {
+                    st->dirty[d] = st->dirty[--st->ndirty];
+                    break;
+                }
+        }
+        entry_free(e);
         free(drop[i]);
     }
     free(drop);

@@ -122,3 +122,29 @@ def test_replay_copies_an_offset_range_and_a_time_range():
         assert r.returncode == 1 and "does not exist" in r.stderr, r.stderr
     finally:
         delete_topics([t_in, t_out, t_out2])
+
+
+def test_rolling_state_of_one_topic_is_not_mistaken_for_replays_on_another(ingest_factory):
+    """Rolling state remembers the (partition, offset) positions it applied.
+    A second input topic (or a recreated one) starts at offset 0 again; its
+    events are new, not replays of the first topic's, so they count."""
+    shared = f"shared{uuid.uuid4().hex[:8]}"
+
+    def same_spec(s):
+        s["name"] = shared
+        s["online"]["view"] = shared
+
+    t0 = 1767225600000
+    results = []
+    for run in range(2):
+        ig = ingest_factory(spec_patch=same_spec, partitions=1)
+        evs = [valid_event(1000 * run + i, entity="emp-x", t0=t0 + run * 10_000_000)
+               for i in range(3)]
+        produce(ig.input, [(b"emp-x", json.dumps(e).encode()) for e in evs])
+        feats = consume_all(ig.features, expect=3, timeout=60)
+        assert len(feats) == 3
+        results.append(sorted(json.loads(m.value())["values"]["events_30d"] for m in feats))
+        assert ig.stop() == 0
+    # the 30-day count goes on across both topics (one entity, one spec):
+    # 1, 2, 3 on the first and 4, 5, 6 on the second, none skipped as a replay
+    assert results == [[1, 2, 3], [4, 5, 6]], results

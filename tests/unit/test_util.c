@@ -1,5 +1,7 @@
 /* util.c: parsing, strbuf, JSON string escaping, SHA-256, file reading. */
 #include <criterion/criterion.h>
+#include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -134,4 +136,33 @@ Test(util, rfc3339_formats_utc_millis)
     pclose(p);
     fmt_rfc3339(secs * 1000000 + 123456, buf, sizeof(buf));
     cr_assert_str_eq(buf, "2026-11-25T10:00:00.123Z");
+}
+
+Test(util, fmt_num_round_trips_and_prints_whole_numbers_as_integers)
+{
+    char buf[32], want[64];
+    static const double whole[] = {
+        0, 1, -1, 9, 10, 42, -7, 123456789, -9007199254740991.0, 9007199254740991.0, 1e15};
+    for (size_t i = 0; i < sizeof(whole) / sizeof(whole[0]); i++) {
+        size_t n = fmt_double_rt(whole[i], buf);
+        snprintf(want, sizeof(want), "%.0f", whole[i]);
+        cr_assert_str_eq(buf, want);
+        cr_assert_eq(n, strlen(want));
+    }
+    cr_assert_str_eq((fmt_double_rt(-0.0, buf), buf), "0");
+    /* anything else: strtod gives the same double back */
+    uint64_t s = 42;
+    for (int i = 0; i < 200000; i++) {
+        s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+        uint64_t bits = s ^ (s >> 29);
+        double v;
+        memcpy(&v, &bits, sizeof(v));
+        if (!isfinite(v))
+            continue;
+        if (i % 2)
+            v = (double)(int64_t)(bits >> 12) / 1000.0; /* decimals as users write them */
+        size_t n = fmt_double_rt(v, buf);
+        cr_assert_eq(n, strlen(buf));
+        cr_assert_eq(strtod(buf, NULL), v, "%s does not read back as %.17g", buf, v);
+    }
 }
