@@ -20,6 +20,10 @@
 #                     default: the passthrough)
 #   --label NAME      the stage's name in the table ($BENCH_LABEL; default
 #                     passthrough, or stage for a custom --stage)
+#   --with-passthrough
+#                     also run the raw passthrough as a second stage in every
+#                     repetition, and print a second table with the stage's
+#                     figures divided by the passthrough's ($BENCH_WITH_PASSTHROUGH=1)
 #   --count N         events per run ($BENCH_COUNT; default 200000, CI-sized)
 #   --rate R          events/s of the latency mode ($BENCH_RATE; default 20000)
 #   --modes LIST      "flat rate", "flat" or "rate" ($BENCH_MODES; default both)
@@ -65,12 +69,14 @@ REPEAT=${BENCH_REPEAT:-1}
 PARTITIONS=${BENCH_PARTITIONS:-3}
 STAGE=${BENCH_STAGE:-}
 LABEL=${BENCH_LABEL:-}
+WITH_PT=${BENCH_WITH_PASSTHROUGH:-0}
 XPROPS=()
 
 while (($#)); do
     case $1 in
     --stage) STAGE=${2?--stage needs a command}; shift 2 ;;
     --label) LABEL=${2?--label needs a name}; shift 2 ;;
+    --with-passthrough) WITH_PT=1; shift ;;
     --count) COUNT=${2?--count needs a number}; shift 2 ;;
     --rate) RATE=${2?--rate needs a number}; shift 2 ;;
     --modes) MODES=${2?--modes needs a list}; shift 2 ;;
@@ -96,12 +102,24 @@ PASSTHROUGH=$BUILD/bench/mlops-bench-passthrough
 for bin in "$BENCH" "$PASSTHROUGH"; do
     [[ -x $bin ]] || die "$bin not found: build first (cmake -S . -B build -G Ninja && ninja -C build) or set --build"
 done
+PT_CMD="$PASSTHROUGH --brokers {brokers} --in {in} --out {out} --group {group}"
 if [[ -z $STAGE ]]; then
-    STAGE="$PASSTHROUGH --brokers {brokers} --in {in} --out {out} --group {group}"
+    STAGE=$PT_CMD
     LABEL=${LABEL:-passthrough}
+    WITH_PT=0
 fi
 LABEL=${LABEL:-stage}
 [[ $LABEL != broker ]] || die "--label broker is the baseline's name; pick another"
+# the stages of every repetition: labels and commands, in run order
+STAGE_LABELS=()
+STAGE_CMDS=()
+if [[ $WITH_PT == 1 ]]; then
+    [[ $LABEL != passthrough ]] || die "--label passthrough is taken by --with-passthrough"
+    STAGE_LABELS+=(passthrough)
+    STAGE_CMDS+=("$PT_CMD")
+fi
+STAGE_LABELS+=("$LABEL")
+STAGE_CMDS+=("$STAGE")
 
 RUN_ID=$(date -u +%Y%m%dT%H%M%SZ)-$$
 STATE=${MLOPS_STATE_DIR:-$ROOT/.state}
@@ -178,10 +196,14 @@ bench_run() {
     return "$rc"
 }
 
-# one_run MODE REP PATH: run one measurement (PATH: broker or stage).
+# one_run MODE REP PATH: run one measurement (PATH: broker, or the index of a
+# stage in STAGE_CMDS).
 one_run() {
     local mode=$1 rep=$2 path=$3 base=bench-$RUN_ID-$1-$2
-    local rate_args=() log=$DIR/$mode-$rep-$path.out rc=0
+    local rate_args=() rc=0 name=broker
+    [[ $path == broker ]] || name=${STAGE_LABELS[$path]}
+    local log=$DIR/$mode-$rep-$name.out
+    base=$base-$name
     [[ $mode == rate ]] && rate_args=(--rate "$RATE")
     if [[ $path == broker ]]; then
         TOPICS+=("$base")
@@ -190,7 +212,7 @@ one_run() {
         bench_run "$log" --brokers "$BROKERS" --in "$base" --count "$COUNT" \
             "${rate_args[@]}" --label broker --json "$RESULTS" "${XPROPS[@]}" || rc=$?
     else
-        local in=$base-in out=$base-out group=$base-stage cmd=$STAGE
+        local in=$base-in out=$base-out group=$base-stage cmd=${STAGE_CMDS[$path]}
         TOPICS+=("$in" "$out")
         GROUPS_+=("$group")
         "$BENCH" create --brokers "$BROKERS" --partitions "$PARTITIONS" "$in" "$out" ||
@@ -199,15 +221,15 @@ one_run() {
         cmd=${cmd//\{out\}/$out}
         cmd=${cmd//\{group\}/$group}
         cmd=${cmd//\{brokers\}/$BROKERS}
-        printf '%s\n' "$cmd" >"$DIR/$mode-$rep-stage.cmd"
-        bash -c "exec $cmd" >"$DIR/$mode-$rep-stage.log" 2>&1 &
+        printf '%s\n' "$cmd" >"$DIR/$mode-$rep-$name.cmd"
+        bash -c "exec $cmd" >"$DIR/$mode-$rep-$name.log" 2>&1 &
         STAGE_PID=$!
         bench_run "$log" --brokers "$BROKERS" --in "$in" --out "$out" --count "$COUNT" \
-            "${rate_args[@]}" --label "$LABEL" --json "$RESULTS" "${XPROPS[@]}" || rc=$?
+            "${rate_args[@]}" --label "$name" --json "$RESULTS" "${XPROPS[@]}" || rc=$?
         if ! stop_stage; then
             printf 'bench/run.sh: the stage exited with an error; its log (%s) ends:\n' \
-                "$DIR/$mode-$rep-stage.log" >&2
-            tail -n 5 "$DIR/$mode-$rep-stage.log" >&2
+                "$DIR/$mode-$rep-$name.log" >&2
+            tail -n 5 "$DIR/$mode-$rep-$name.log" >&2
             FAILED=1
         fi
     fi
@@ -223,12 +245,16 @@ one_run() {
 
 printf 'bench/run.sh: %s events per run, modes: %s (rate %s/s), %s repetition(s), %s partitions, broker %s\n' \
     "$COUNT" "$MODES" "$RATE" "$REPEAT" "$PARTITIONS" "$BROKERS" >&2
-printf 'bench/run.sh: stage %s: %s\n' "$LABEL" "$STAGE" >&2
+for i in "${!STAGE_CMDS[@]}"; do
+    printf 'bench/run.sh: stage %s: %s\n' "${STAGE_LABELS[$i]}" "${STAGE_CMDS[$i]}" >&2
+done
 printf 'bench/run.sh: logs and results in %s\n' "$DIR" >&2
 for ((rep = 1; rep <= REPEAT; rep++)); do
     for mode in $MODES; do
         one_run "$mode" "$rep" broker
-        one_run "$mode" "$rep" stage
+        for i in "${!STAGE_CMDS[@]}"; do
+            one_run "$mode" "$rep" "$i"
+        done
     done
 done
 
@@ -238,5 +264,9 @@ printf 'Benchmark %s: %s vs broker round trip, %s events per run, %s partitions\
 printf 'host %s (%s cores), librdkafka %s\n\n' "$(uname -n)" "$(nproc)" \
     "$(sed -n 's/.*"librdkafka":"\([^"]*\)".*/\1/p' "$RESULTS" | head -n 1)"
 "$BENCH" report --baseline broker "$RESULTS" || FAILED=1
+if [[ $WITH_PT == 1 ]]; then
+    printf '\n%s vs the raw passthrough (same runs):\n\n' "$LABEL"
+    grep -v -E '"label": ?"broker"' "$RESULTS" | "$BENCH" report --baseline passthrough - || FAILED=1
+fi
 printf '\nresults: %s\n' "$RESULTS"
 exit "$FAILED"

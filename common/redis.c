@@ -280,17 +280,39 @@ redisReply *redis_command_argv(redis_client_t *rc, err_t **errp, int argc, const
     return finish_call(rc, r, errp);
 }
 
+/* "<c><n>\r\n" without printf (hiredis' redisFormatCommandArgv calls
+ * sprintf for every argument, which dominated a pipeline's cost). */
+static void put_len(strbuf_t *sb, char c, size_t n)
+{
+    char tmp[24];
+    size_t k = 0;
+    do {
+        tmp[k++] = (char)('0' + n % 10);
+        n /= 10;
+    } while (n);
+    strbuf_reserve(sb, k + 3);
+    sb->data[sb->len++] = c;
+    while (k)
+        sb->data[sb->len++] = tmp[--k];
+    sb->data[sb->len++] = '\r';
+    sb->data[sb->len++] = '\n';
+    sb->data[sb->len] = '\0';
+}
+
+void redis_format_argv(strbuf_t *sb, int argc, const char **argv, const size_t *argvlen)
+{
+    put_len(sb, '*', (size_t)argc);
+    for (int i = 0; i < argc; i++) {
+        size_t n = argvlen ? argvlen[i] : strlen(argv[i]);
+        put_len(sb, '$', n);
+        strbuf_append(sb, argv[i], n);
+        strbuf_append(sb, "\r\n", 2);
+    }
+}
+
 void redis_append_argv(redis_client_t *rc, int argc, const char **argv, const size_t *argvlen)
 {
-    char *cmd = NULL;
-    int len = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
-    if (len < 0) {
-        /* only fails on OOM */
-        fprintf(stderr, "redis: cannot format command\n");
-        abort();
-    }
-    strbuf_append(&rc->pipeline, cmd, (size_t)len);
-    free(cmd);
+    redis_format_argv(&rc->pipeline, argc, argv, argvlen);
     rc->npipelined++;
 }
 

@@ -72,6 +72,13 @@ redisReply *redis_command_argv(redis_client_t *rc, err_t **errp, int argc, const
  * the whole exchange. On failure every reply is NULL and all are discarded.
  */
 void redis_append_argv(redis_client_t *rc, int argc, const char **argv, const size_t *argvlen);
+
+/**
+ * Append one command in the Redis protocol (RESP) to @p sb: what
+ * redisFormatCommandArgv() makes, without its printf calls. @p argvlen may
+ * be NULL for NUL-terminated arguments.
+ */
+void redis_format_argv(strbuf_t *sb, int argc, const char **argv, const size_t *argvlen);
 /**
  * Send the queued commands and read @p n replies into @p replies (caller
  * frees each). Returns 0, or -1 with *errp (no replies kept).

@@ -373,28 +373,75 @@ char *strbuf_detach(strbuf_t *sb, size_t *lenp)
     return p;
 }
 
+/* Digits of @p m (> 0) into @p out, most significant first; returns the count. */
+static size_t put_digits(uint64_t m, char *out)
+{
+    char tmp[24];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + m % 10);
+        m /= 10;
+    } while (m);
+    for (size_t i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    return n;
+}
+
 size_t fmt_double_rt(double v, char buf[32])
 {
+    static const double pow10[] = {1e0, 1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,
+                                   1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17};
+    size_t len = 0;
     if (v == floor(v) && fabs(v) < 9007199254740992.0) {
         if (v == 0) { /* -0.0 prints as "0": strtod("0") == -0.0 holds */
             buf[0] = '0';
             buf[1] = '\0';
             return 1;
         }
-        char tmp[24];
-        size_t n = 0;
-        uint64_t u = (uint64_t)fabs(v);
-        while (u) {
-            tmp[n++] = (char)('0' + u % 10);
-            u /= 10;
-        }
-        size_t len = 0;
         if (v < 0)
             buf[len++] = '-';
-        while (n)
-            buf[len++] = tmp[--n];
+        len += put_digits((uint64_t)fabs(v), buf + len);
         buf[len] = '\0';
         return len;
+    }
+    /*
+     * Decimals as people write them ("12.34", "0.0425"): the fewest digits d
+     * after the point such that m / 10^d == v for m = round(v * 10^d). With
+     * m < 2^53 and 10^d exact, that IEEE division is the correctly rounded
+     * value of the decimal m * 10^-d, which is what strtod() returns for its
+     * text: the round trip is exact. Anything else takes "%.17g".
+     */
+    double a = fabs(v);
+    if (isfinite(a) && a >= 1e-4 && a < 1e15) {
+        for (int d = 1; d <= 17; d++) {
+            double scaled = a * pow10[d];
+            if (scaled >= 9007199254740992.0)
+                break;
+            double m = floor(scaled + 0.5);
+            if (m / pow10[d] != a)
+                continue;
+            char digits[24];
+            size_t nd = put_digits((uint64_t)m, digits);
+            if (v < 0)
+                buf[len++] = '-';
+            if (nd <= (size_t)d) { /* 0.000ddd */
+                buf[len++] = '0';
+                buf[len++] = '.';
+                for (size_t z = nd; z < (size_t)d; z++)
+                    buf[len++] = '0';
+                memcpy(buf + len, digits, nd);
+                len += nd;
+            } else {
+                size_t ni = nd - (size_t)d;
+                memcpy(buf + len, digits, ni);
+                len += ni;
+                buf[len++] = '.';
+                memcpy(buf + len, digits + ni, (size_t)d);
+                len += (size_t)d;
+            }
+            buf[len] = '\0';
+            return len;
+        }
     }
     int n = snprintf(buf, 32, "%.17g", v);
     return n < 0 ? 0 : (size_t)n;

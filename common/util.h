@@ -48,10 +48,12 @@ int64_t wall_ms(void);
 char *fmt_rfc3339(int64_t us, char *buf, size_t size);
 
 /**
- * Format a finite double so that strtod() gives back the same value: whole
- * numbers below 2^53 in magnitude as integers ("42", "-7"; no exponent,
- * and fast: no printf), anything else as "%.17g". Writes into @p buf (32
- * bytes are enough) and returns the length. NaN and infinities give
+ * Format a finite double so that strtod() gives back the same value, fast
+ * (no printf) for the common cases: whole numbers below 2^53 in magnitude
+ * as integers ("42", "-7"); decimals with the fewest digits after the point
+ * that read back exactly ("12.34", "0.0425"; magnitudes 1e-4 to 1e15);
+ * anything else as "%.17g". Writes into @p buf (32 bytes are enough) and
+ * returns the length. NaN and infinities give
  * "nan"/"inf" text as printf does: check finiteness first where it matters.
  */
 size_t fmt_double_rt(double v, char buf[32]);

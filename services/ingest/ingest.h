@@ -74,8 +74,16 @@ void store_state_dirty(store_t *st, const char *entity);
 /** Queue the entity's online row update from a cleaned, complete row. */
 void store_online(store_t *st, const spec_row_t *row);
 
-/** Write dirty states and online rows (one round trip); on failure keep them for later. */
+/**
+ * Hand dirty states and online rows to the writer thread, which sends them
+ * in one pipelined round trip on its own connection while the caller goes
+ * on (one job in flight: this first waits for the previous one). A job that
+ * failed leaves its entities pending for the next flush.
+ */
 void store_flush(store_t *st);
+
+/** store_flush(), then wait until the writer is done (rebalance, shutdown). */
+void store_sync(store_t *st);
 
 /** Drop cached entities of revoked partitions (after a flush attempt). */
 void store_forget(store_t *st, const rd_kafka_topic_partition_list_t *parts);

@@ -139,7 +139,7 @@ static void on_drain(lifecycle_t *lc, void *opaque)
             err_destroy(e);
         }
     }
-    store_flush(ig->store);
+    store_sync(ig->store);
     lifecycle_drained(lc);
 }
 
@@ -289,7 +289,7 @@ static void teardown(service_t *svc, void *opaque)
         kafka_producer_destroy(ig->kp);
     }
     if (ig->store)
-        store_flush(ig->store);
+        store_sync(ig->store);
     store_destroy(ig->store);
     pipeline_destroy(ig);
     spec_destroy(ig->spec);

@@ -14,6 +14,7 @@
  * newer one; absent fields of a partial event keep their previous value.
  */
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,7 +40,9 @@ typedef struct entry {
     size_t online_pairs;
     int64_t online_ts;
     bool online_dirty;
-    bool listed; /* on the store's dirty list */
+    bool listed;                /* on the store's dirty list */
+    bool inflight;              /* in the writer's current job */
+    bool job_state, job_online; /* what the job writes for it */
 } entry_t;
 
 struct store {
@@ -55,6 +58,19 @@ struct store {
     /* entries with a pending write, so a flush does not scan the cache */
     entry_t **dirty;
     size_t ndirty, dirty_cap;
+    /* The writer thread sends a flush's commands on its own connection while
+     * the next batch is processed (one job in flight). The main thread only
+     * touches wrc and the job list while the writer is idle. */
+    redis_client_t *wrc;
+    pthread_t writer;
+    bool writer_started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool w_go, w_busy, w_quit, w_failed;
+    size_t w_ncmd;
+    char w_err[256];
+    entry_t **job;
+    size_t njob, job_cap;
     metric_t *m_write_seconds, *m_online_failed, *m_state_failed, *m_dedup_unknown, *m_cold,
         *m_cache_hits, *m_cache_misses, *m_dirty;
 };
@@ -68,6 +84,85 @@ static void entry_free(void *p)
     free(e);
 }
 
+static void *writer_main(void *arg)
+{
+    store_t *st = arg;
+    pthread_mutex_lock(&st->mu);
+    for (;;) {
+        while (!st->w_go && !st->w_quit)
+            pthread_cond_wait(&st->cv, &st->mu);
+        if (!st->w_go)
+            break;
+        size_t n = st->w_ncmd;
+        pthread_mutex_unlock(&st->mu);
+        redisReply **replies = xcalloc(n, sizeof(redisReply *));
+        err_t *e = NULL;
+        int64_t t0 = mono_us();
+        int rc = redis_pipeline_exec(st->wrc, replies, n, &e);
+        metric_observe(st->m_write_seconds, (double)(mono_us() - t0) / 1e6);
+        for (size_t i = 0; rc == 0 && i < n; i++) {
+            if (replies[i]->type == REDIS_REPLY_ERROR)
+                log_error("Redis refused a state write: %.*s", (int)replies[i]->len,
+                          replies[i]->str);
+            freeReplyObject(replies[i]);
+        }
+        free(replies);
+        pthread_mutex_lock(&st->mu);
+        st->w_failed = rc != 0;
+        if (e)
+            str_copy(st->w_err, e->msg, sizeof(st->w_err));
+        err_destroy(e);
+        st->w_go = false;
+        st->w_busy = false;
+        pthread_cond_broadcast(&st->cv);
+    }
+    pthread_mutex_unlock(&st->mu);
+    return NULL;
+}
+
+static void list_dirty(store_t *st, entry_t *e);
+
+/* Wait for the writer's job; if it failed, its entries are pending again. */
+static void writer_wait(store_t *st)
+{
+    pthread_mutex_lock(&st->mu);
+    while (st->w_busy)
+        pthread_cond_wait(&st->cv, &st->mu);
+    bool failed = st->w_failed;
+    st->w_failed = false;
+    pthread_mutex_unlock(&st->mu);
+    if (failed)
+        log_emit(LOG_LVL_WARN, LOG_FIELDS(LOG_INT("entities", (long long)st->njob)),
+                 "Redis write failed, keeping %zu entities for a later flush: %s", st->njob,
+                 st->w_err);
+    for (size_t i = 0; i < st->njob; i++) {
+        entry_t *e = st->job[i];
+        e->inflight = false;
+        if (!failed)
+            continue;
+        if (e->job_online) {
+            metric_inc(st->m_online_failed);
+            e->online_dirty = true;
+        }
+        if (e->job_state) {
+            metric_inc(st->m_state_failed);
+            e->state_dirty = true;
+        }
+        list_dirty(st, e);
+    }
+    st->njob = 0;
+}
+
+static void writer_start_job(store_t *st, size_t ncmd)
+{
+    pthread_mutex_lock(&st->mu);
+    st->w_ncmd = ncmd;
+    st->w_go = true;
+    st->w_busy = true;
+    pthread_cond_broadcast(&st->cv);
+    pthread_mutex_unlock(&st->mu);
+}
+
 store_t *store_new(const ingest_conf_t *conf, const spec_t *spec, metrics_t *metrics, char *errstr,
                    size_t errstr_size)
 {
@@ -79,10 +174,21 @@ store_t *store_new(const ingest_conf_t *conf, const spec_t *spec, metrics_t *met
                        .metrics = metrics,
                        .metrics_labels = "client=\"ingest\""};
     st->rc = redis_client_new(&ro, errstr, errstr_size);
-    if (!st->rc) {
+    ro.metrics_labels = "client=\"ingest_writer\"";
+    st->wrc = st->rc ? redis_client_new(&ro, errstr, errstr_size) : NULL;
+    if (!st->wrc) {
+        redis_client_destroy(st->rc);
         free(st);
         return NULL;
     }
+    pthread_mutex_init(&st->mu, NULL);
+    pthread_cond_init(&st->cv, NULL);
+    if (pthread_create(&st->writer, NULL, writer_main, st)) {
+        snprintf(errstr, errstr_size, "cannot start the Redis writer thread");
+        store_destroy(st);
+        return NULL;
+    }
+    st->writer_started = true;
     st->cache = hmap_new(entry_free);
     snprintf(st->prefix, sizeof(st->prefix), "mlops:ingest:%s", spec->name);
     snprintf(st->roll_prefix, sizeof(st->roll_prefix), "mlops:ingest:%s:%.8s:roll:", spec->name,
@@ -122,8 +228,21 @@ void store_destroy(store_t *st)
 {
     if (!st)
         return;
-    hmap_destroy(st->cache);
+    if (st->writer_started) {
+        writer_wait(st);
+        pthread_mutex_lock(&st->mu);
+        st->w_quit = true;
+        pthread_cond_broadcast(&st->cv);
+        pthread_mutex_unlock(&st->mu);
+        pthread_join(st->writer, NULL);
+    }
+    if (st->cache)
+        hmap_destroy(st->cache);
     redis_client_destroy(st->rc);
+    redis_client_destroy(st->wrc);
+    pthread_mutex_destroy(&st->mu);
+    pthread_cond_destroy(&st->cv);
+    free(st->job);
     strbuf_cleanup(&st->key);
     strbuf_cleanup(&st->tmp);
     free(st->dirty);
@@ -219,7 +338,7 @@ static void evict(store_t *st)
     size_t nv = 0, excess = hmap_size(st->cache) - limit + limit / 10;
     while (nv < excess && hmap_next(st->cache, &it, &key, &v)) {
         entry_t *e = v;
-        if (!e->state_dirty && !e->online_dirty)
+        if (!e->state_dirty && !e->online_dirty && !e->inflight)
             victims[nv++] = xstrdup(key);
     }
     for (size_t i = 0; i < nv; i++) {
@@ -324,7 +443,7 @@ void store_online(store_t *st, const spec_row_t *row)
     entry_t *e = hmap_get(st->cache, row->entity);
     if (!e || (e->online_dirty && row->event_time_ms < e->online_ts))
         return; /* a newer row is already queued */
-    if (!e->online_dirty) {
+    if (!e->online_dirty && !e->inflight) {
         strbuf_reset(&e->online);
         e->online_pairs = 0;
     }
@@ -372,7 +491,8 @@ void store_online(store_t *st, const spec_row_t *row)
 
 void store_flush(store_t *st)
 {
-    size_t ncmd = 0, ndirty = 0;
+    writer_wait(st); /* one job in flight at most; a failed one is pending again */
+    size_t ncmd = 0;
     strbuf_t enc, ts, ttl, state_ttl;
     strbuf_init(&enc);
     strbuf_init(&ts);
@@ -382,16 +502,22 @@ void store_flush(store_t *st)
     strbuf_appendf(&state_ttl, "%" PRId64, st->state_ttl_ms);
     size_t cap = 64;
     const char **argv = xcalloc(cap, sizeof(char *));
+    if (st->job_cap < st->ndirty) {
+        st->job_cap = st->ndirty;
+        st->job = xrealloc(st->job, st->job_cap * sizeof(*st->job));
+    }
     for (size_t d = 0; d < st->ndirty; d++) {
         entry_t *e = st->dirty[d];
         const char *key = e->key;
+        e->job_state = e->state_dirty;
+        e->job_online = e->online_dirty;
         if (e->state_dirty) {
             strbuf_reset(&enc);
             rolling_encode(e->state, &enc);
             char *k = xstrdup(key_of(st, st->roll_prefix, key));
             const char *a[] = {"SET", k, enc.data, "PX", state_ttl.data};
             size_t lens[] = {3, strlen(k), enc.len, 2, state_ttl.len};
-            redis_append_argv(st->rc, 5, a, lens);
+            redis_append_argv(st->wrc, 5, a, lens);
             free(k);
             ncmd++;
         }
@@ -418,63 +544,38 @@ void store_flush(store_t *st)
                 p += strlen(p) + 1;
             }
             pairs[0] = ttl.data;
-            redis_append_argv(st->rc, (int)argc, argv, NULL);
+            redis_append_argv(st->wrc, (int)argc, argv, NULL);
             free(k);
             ncmd++;
         }
-        if (e->state_dirty || e->online_dirty)
-            ndirty++;
+        e->state_dirty = false;
+        e->online_dirty = false;
+        e->listed = false;
+        e->inflight = true;
+        st->job[st->njob++] = e;
     }
+    st->ndirty = 0;
     strbuf_cleanup(&enc);
     strbuf_cleanup(&ts);
     strbuf_cleanup(&ttl);
     strbuf_cleanup(&state_ttl);
     free(argv);
-    if (ncmd == 0) {
-        metric_set(st->m_dirty, 0);
-        evict(st);
-        return;
-    }
-    redisReply **replies = xcalloc(ncmd, sizeof(redisReply *));
-    err_t *e = NULL;
-    int64_t t0 = mono_us();
-    int rc = redis_pipeline_exec(st->rc, replies, ncmd, &e);
-    metric_observe(st->m_write_seconds, (double)(mono_us() - t0) / 1e6);
-    if (rc) {
-        log_emit(LOG_LVL_WARN, LOG_FIELDS(LOG_INT("entities", (long long)ndirty)),
-                 "Redis write failed, keeping %zu entities for a later flush: %s", ndirty, e->msg);
-        err_destroy(e);
-        for (size_t d = 0; d < st->ndirty; d++) {
-            entry_t *en = st->dirty[d];
-            if (en->online_dirty)
-                metric_inc(st->m_online_failed);
-            if (en->state_dirty)
-                metric_inc(st->m_state_failed);
-        }
-        metric_set(st->m_dirty, (double)ndirty);
-        free(replies);
-        return;
-    }
-    for (size_t i = 0; i < ncmd; i++) {
-        if (replies[i]->type == REDIS_REPLY_ERROR)
-            log_error("Redis refused a state write: %.*s", (int)replies[i]->len, replies[i]->str);
-        freeReplyObject(replies[i]);
-    }
-    free(replies);
-    for (size_t d = 0; d < st->ndirty; d++) {
-        entry_t *en = st->dirty[d];
-        en->state_dirty = false;
-        en->online_dirty = false;
-        en->listed = false;
-    }
-    st->ndirty = 0;
-    metric_set(st->m_dirty, 0);
+    metric_set(st->m_dirty, (double)st->njob);
+    if (ncmd)
+        writer_start_job(st, ncmd);
     evict(st);
+}
+
+void store_sync(store_t *st)
+{
+    store_flush(st);
+    writer_wait(st);
+    metric_set(st->m_dirty, (double)st->ndirty);
 }
 
 void store_forget(store_t *st, const rd_kafka_topic_partition_list_t *parts)
 {
-    store_flush(st);
+    store_sync(st);
     size_t it = 0;
     const char *key;
     void *v;

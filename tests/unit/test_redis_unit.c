@@ -218,3 +218,36 @@ Test(redis_unit, recovers_and_closes_breaker_when_redis_answers_again)
     pthread_join(t, NULL);
     close(fake_fd);
 }
+
+/* Our RESP formatter makes the same bytes as hiredis' own (the oracle), for
+ * empty, binary and long arguments. */
+Test(redis_unit, format_argv_matches_hiredis)
+{
+    char big[70000];
+    memset(big, 'v', sizeof(big));
+    const char *argv[] = {"SET", "k\r\n\0x", "", big, "PX", "86400000"};
+    size_t lens[] = {3, 6, 0, sizeof(big), 2, 8};
+    for (int argc = 1; argc <= 6; argc++) {
+        char *want = NULL;
+        int wlen = redisFormatCommandArgv(&want, argc, argv, lens);
+        cr_assert_gt(wlen, 0);
+        strbuf_t sb;
+        strbuf_init(&sb);
+        strbuf_append(&sb, "x", 1); /* appends after what is there */
+        redis_format_argv(&sb, argc, argv, lens);
+        cr_assert_eq(sb.len, (size_t)wlen + 1);
+        cr_assert(!memcmp(sb.data + 1, want, (size_t)wlen), "argc %d differs", argc);
+        free(want);
+        strbuf_cleanup(&sb);
+    }
+    const char *plain[] = {"GET", "key"};
+    char *want = NULL;
+    int wlen = redisFormatCommandArgv(&want, 2, plain, NULL);
+    strbuf_t sb;
+    strbuf_init(&sb);
+    redis_format_argv(&sb, 2, plain, NULL);
+    cr_assert_eq(sb.len, (size_t)wlen);
+    cr_assert(!memcmp(sb.data, want, (size_t)wlen));
+    free(want);
+    strbuf_cleanup(&sb);
+}

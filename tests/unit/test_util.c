@@ -150,6 +150,23 @@ Test(util, fmt_num_round_trips_and_prints_whole_numbers_as_integers)
         cr_assert_eq(n, strlen(want));
     }
     cr_assert_str_eq((fmt_double_rt(-0.0, buf), buf), "0");
+    /* decimals come out as written; what has no short form stays exact */
+    static const struct {
+        double v;
+        const char *text;
+    } dec[] = {{0.1, "0.1"},
+               {12.34, "12.34"},
+               {-0.5, "-0.5"},
+               {0.0425, "0.0425"},
+               {1234.5678, "1234.5678"},
+               {0.0001, "0.0001"},
+               {0.1 + 0.2, "0.30000000000000004"},
+               {1e-5, "1.0000000000000001e-05"},
+               {2.5e15 + 0.5, "2500000000000000.5"}};
+    for (size_t i = 0; i < sizeof(dec) / sizeof(dec[0]); i++) {
+        fmt_double_rt(dec[i].v, buf);
+        cr_assert_str_eq(buf, dec[i].text);
+    }
     /* anything else: strtod gives the same double back */
     uint64_t s = 42;
     for (int i = 0; i < 200000; i++) {
@@ -159,8 +176,10 @@ Test(util, fmt_num_round_trips_and_prints_whole_numbers_as_integers)
         memcpy(&v, &bits, sizeof(v));
         if (!isfinite(v))
             continue;
-        if (i % 2)
+        if (i % 3 == 1)
             v = (double)(int64_t)(bits >> 12) / 1000.0; /* decimals as users write them */
+        else if (i % 3 == 2)
+            v = (double)(bits >> 20) * 1e-9; /* small ones, many digits */
         size_t n = fmt_double_rt(v, buf);
         cr_assert_eq(n, strlen(buf));
         cr_assert_eq(strtod(buf, NULL), v, "%s does not read back as %.17g", buf, v);
