@@ -11,6 +11,85 @@
 #include <pthread.h>
 #include <time.h>
 #include <wctype.h>
+#include "jflat.h"
+
+/* An input value seen through one small type, whether it came from a jansson
+ * tree (spec_clean) or from the flat fast path (spec_clean_flat), so both
+ * run the same cleaning code. */
+typedef enum jv_kind {
+    JV_ABSENT = 0,
+    JV_NULL,
+    JV_FALSE,
+    JV_TRUE,
+    JV_INT,
+    JV_REAL,
+    JV_STRING,
+    JV_OBJECT,
+    JV_ARRAY,
+} jv_kind_t;
+
+typedef struct jv {
+    jv_kind_t kind;
+    int64_t i;
+    double d;
+    const char *s; /* NUL-terminated */
+} jv_t;
+
+static jv_t jv_of_json(const json_t *v)
+{
+    jv_t r = {0};
+    if (!v)
+        return r;
+    switch (json_typeof(v)) {
+    case JSON_NULL: r.kind = JV_NULL; break;
+    case JSON_FALSE: r.kind = JV_FALSE; break;
+    case JSON_TRUE: r.kind = JV_TRUE; break;
+    case JSON_INTEGER:
+        r.kind = JV_INT;
+        r.i = (int64_t)json_integer_value(v);
+        break;
+    case JSON_REAL:
+        r.kind = JV_REAL;
+        r.d = json_real_value(v);
+        break;
+    case JSON_STRING:
+        r.kind = JV_STRING;
+        r.s = json_string_value(v);
+        break;
+    case JSON_OBJECT: r.kind = JV_OBJECT; break;
+    case JSON_ARRAY: r.kind = JV_ARRAY; break;
+    }
+    return r;
+}
+
+static jv_t jv_of_flat(const jflat_field_t *f)
+{
+    jv_t r = {0};
+    if (!f)
+        return r;
+    switch (f->type) {
+    case JFLAT_NULL: r.kind = JV_NULL; break;
+    case JFLAT_FALSE: r.kind = JV_FALSE; break;
+    case JFLAT_TRUE: r.kind = JV_TRUE; break;
+    case JFLAT_INT:
+        r.kind = JV_INT;
+        r.i = f->i;
+        break;
+    case JFLAT_REAL:
+        r.kind = JV_REAL;
+        r.d = f->d;
+        break;
+    case JFLAT_STRING:
+        r.kind = JV_STRING;
+        r.s = f->s;
+        break;
+    }
+    return r;
+}
+
+#define JV_IS_BOOL(v) ((v)->kind == JV_TRUE || (v)->kind == JV_FALSE)
+#define JV_IS_NUM(v) ((v)->kind == JV_INT || (v)->kind == JV_REAL)
+#define JV_NUM(v) ((v)->kind == JV_INT ? (double)(v)->i : (v)->d)
 
 #define SPEC_FILE_MAX (1 << 20)
 #define ID_MAX_LEN 256
@@ -226,22 +305,27 @@ static void normalise_category(const char *in, size_t len, spec_case_t rule, str
 }
 
 /* Text form of a label/constant/category given as any JSON scalar. */
-static int scalar_text(const json_t *v, strbuf_t *out)
+static int jv_scalar_text(const jv_t *v, strbuf_t *out)
 {
-    if (json_is_string(v))
-        strbuf_puts(out, json_string_value(v));
-    else if (json_is_integer(v))
-        strbuf_appendf(out, "%lld", (long long)json_integer_value(v));
-    else if (json_is_real(v) && json_real_value(v) == floor(json_real_value(v)) &&
-             fabs(json_real_value(v)) < 9e15)
-        strbuf_appendf(out, "%.0f", json_real_value(v));
-    else if (json_is_real(v))
-        strbuf_appendf(out, "%.17g", json_real_value(v));
-    else if (json_is_boolean(v))
-        strbuf_puts(out, json_is_true(v) ? "true" : "false");
+    if ((v->kind == JV_STRING))
+        strbuf_puts(out, v->s);
+    else if ((v->kind == JV_INT))
+        strbuf_appendf(out, "%lld", (long long)v->i);
+    else if ((v->kind == JV_REAL) && v->d == floor(v->d) && fabs(v->d) < 9e15)
+        strbuf_appendf(out, "%.0f", v->d);
+    else if ((v->kind == JV_REAL))
+        strbuf_appendf(out, "%.17g", v->d);
+    else if (JV_IS_BOOL(v))
+        strbuf_puts(out, (v->kind == JV_TRUE) ? "true" : "false");
     else
         return -1;
     return 0;
+}
+
+static int scalar_text(const json_t *j, strbuf_t *out)
+{
+    jv_t v = jv_of_json(j);
+    return jv_scalar_text(&v, out);
 }
 
 static int parse_field(perr_t *pe, const char *path, const json_t *f, spec_field_t *sf)
@@ -912,21 +996,21 @@ static int parse_rfc3339(const char *s, int64_t *ms_out)
     return 0;
 }
 
-int spec_parse_time(const json_t *v, int64_t *ms_out)
+static int jv_parse_time(const jv_t *v, int64_t *ms_out)
 {
-    if (json_is_integer(v)) {
-        *ms_out = json_integer_value(v);
+    if ((v->kind == JV_INT)) {
+        *ms_out = v->i;
         return 0;
     }
-    if (json_is_real(v)) {
-        double d = json_real_value(v);
+    if ((v->kind == JV_REAL)) {
+        double d = v->d;
         if (!isfinite(d) || fabs(d) > 9e15)
             return -1;
         *ms_out = (int64_t)llround(d);
         return 0;
     }
-    if (json_is_string(v)) {
-        const char *s = json_string_value(v);
+    if ((v->kind == JV_STRING)) {
+        const char *s = v->s;
         if (parse_rfc3339(s, ms_out) == 0)
             return 0;
         /* a number written as text (every CSV value is text): epoch ms */
@@ -945,6 +1029,12 @@ int spec_parse_time(const json_t *v, int64_t *ms_out)
         }
     }
     return -1;
+}
+
+int spec_parse_time(const json_t *j, int64_t *ms_out)
+{
+    jv_t v = jv_of_json(j);
+    return jv_parse_time(&v, ms_out);
 }
 
 int spec_time_part(int64_t ms, spec_time_part_t part)
@@ -1001,22 +1091,21 @@ static int reject(spec_error_t *err, mjson_code_t code, const char *field, const
 }
 
 /* Short, safe rendering of an input value for messages. */
-static void show(const json_t *v, char *buf, size_t size)
+static void show(const jv_t *v, char *buf, size_t size)
 {
-    if (json_is_string(v)) {
-        snprintf(buf, size, "'%.40s%s'", json_string_value(v),
-                 strlen(json_string_value(v)) > 40 ? "..." : "");
+    if ((v->kind == JV_STRING)) {
+        snprintf(buf, size, "'%.40s%s'", v->s, strlen(v->s) > 40 ? "..." : "");
         for (char *p = buf; *p; p++)
             if ((unsigned char)*p < 0x20)
                 *p = '?';
-    } else if (json_is_integer(v)) {
-        snprintf(buf, size, "%lld", (long long)json_integer_value(v));
-    } else if (json_is_real(v)) {
-        snprintf(buf, size, "%g", json_real_value(v));
-    } else if (json_is_boolean(v)) {
-        snprintf(buf, size, "%s", json_is_true(v) ? "true" : "false");
+    } else if ((v->kind == JV_INT)) {
+        snprintf(buf, size, "%lld", (long long)v->i);
+    } else if ((v->kind == JV_REAL)) {
+        snprintf(buf, size, "%g", v->d);
+    } else if (JV_IS_BOOL(v)) {
+        snprintf(buf, size, "%s", (v->kind == JV_TRUE) ? "true" : "false");
     } else {
-        snprintf(buf, size, "an %s", json_is_object(v) ? "object" : "array");
+        snprintf(buf, size, "an %s", (v->kind == JV_OBJECT) ? "object" : "array");
     }
 }
 
@@ -1029,17 +1118,16 @@ static void arena_put(spec_row_t *row, size_t slot, const char *s, size_t len)
 }
 
 /* The id or entity: a non-empty string (trimmed) or an integer. */
-static int clean_id(const json_t *event, const char *name, spec_row_t *row, size_t slot,
+static int clean_id(const jv_t *v, const char *name, spec_row_t *row, size_t slot,
                     spec_error_t *err)
 {
-    const json_t *v = json_object_get(event, name);
-    if (!v || json_is_null(v))
+    if (v->kind == JV_ABSENT || v->kind == JV_NULL)
         return reject(err, MJSON_E_MISSING_FIELD, name, "field '%s' is missing", name);
     char num[32];
     const char *s;
     size_t len;
-    if (json_is_string(v)) {
-        s = json_string_value(v);
+    if ((v->kind == JV_STRING)) {
+        s = v->s;
         len = strlen(s);
         while (len && isspace((unsigned char)*s))
             s++, len--;
@@ -1047,8 +1135,8 @@ static int clean_id(const json_t *event, const char *name, spec_row_t *row, size
             len--;
         if (!len)
             return reject(err, MJSON_E_MISSING_FIELD, name, "field '%s' is empty", name);
-    } else if (json_is_integer(v)) {
-        len = (size_t)snprintf(num, sizeof(num), "%lld", (long long)json_integer_value(v));
+    } else if ((v->kind == JV_INT)) {
+        len = (size_t)snprintf(num, sizeof(num), "%lld", (long long)v->i);
         s = num;
     } else {
         char shown[64];
@@ -1087,14 +1175,14 @@ int spec_bool_text(const char *s)
     return -1;
 }
 
-static int clean_field(const spec_field_t *f, const json_t *v, spec_row_t *row, size_t col,
+static int clean_field(const spec_field_t *f, const jv_t *v, spec_row_t *row, size_t col,
                        strbuf_t *tmp, spec_error_t *err)
 {
     spec_value_t *out = &row->values[col];
     out->kind = SPEC_V_MISSING;
-    bool absent = !v || json_is_null(v);
-    if (!absent && json_is_string(v)) {
-        const char *s = json_string_value(v);
+    bool absent = v->kind == JV_ABSENT || v->kind == JV_NULL;
+    if (!absent && (v->kind == JV_STRING)) {
+        const char *s = v->s;
         while (isspace((unsigned char)*s))
             s++;
         absent = !*s; /* an empty or blank string is a missing value */
@@ -1112,7 +1200,7 @@ static int clean_field(const spec_field_t *f, const json_t *v, spec_row_t *row, 
         return 0;
     }
     char shown[64];
-    if (json_is_object(v) || json_is_array(v)) {
+    if ((v->kind == JV_OBJECT) || (v->kind == JV_ARRAY)) {
         show(v, shown, sizeof(shown));
         return reject(err, MJSON_E_WRONG_TYPE, f->name, "field '%s' is %s, expected %s", f->name,
                       shown, type_names[f->type]);
@@ -1121,10 +1209,10 @@ static int clean_field(const spec_field_t *f, const json_t *v, spec_row_t *row, 
     switch (f->type) {
     case SPEC_T_NUMERIC:
     case SPEC_T_INTEGER:
-        if (json_is_number(v)) {
-            d = json_number_value(v);
-        } else if (json_is_string(v)) {
-            const char *s = json_string_value(v);
+        if (JV_IS_NUM(v)) {
+            d = JV_NUM(v);
+        } else if ((v->kind == JV_STRING)) {
+            const char *s = v->s;
             while (isspace((unsigned char)*s))
                 s++;
             strbuf_reset(tmp);
@@ -1148,12 +1236,11 @@ static int clean_field(const spec_field_t *f, const json_t *v, spec_row_t *row, 
         }
         break;
     case SPEC_T_BOOLEAN:
-        if (json_is_boolean(v)) {
-            d = json_is_true(v);
-        } else if (json_is_integer(v) &&
-                   (json_integer_value(v) == 0 || json_integer_value(v) == 1)) {
-            d = (double)json_integer_value(v);
-        } else if (!json_is_string(v) || (d = spec_bool_text(json_string_value(v))) < 0) {
+        if (JV_IS_BOOL(v)) {
+            d = (v->kind == JV_TRUE);
+        } else if ((v->kind == JV_INT) && (v->i == 0 || v->i == 1)) {
+            d = (double)v->i;
+        } else if (!(v->kind == JV_STRING) || (d = spec_bool_text(v->s)) < 0) {
             show(v, shown, sizeof(shown));
             return reject(err, MJSON_E_WRONG_TYPE, f->name,
                           "field '%s' is %s, expected a boolean (true/false, yes/no, 1/0)", f->name,
@@ -1164,7 +1251,7 @@ static int clean_field(const spec_field_t *f, const json_t *v, spec_row_t *row, 
         return 0;
     case SPEC_T_TIMESTAMP: {
         int64_t ms;
-        if (spec_parse_time(v, &ms)) {
+        if (jv_parse_time(v, &ms)) {
             show(v, shown, sizeof(shown));
             return reject(err, MJSON_E_WRONG_TYPE, f->name,
                           "field '%s' is %s, expected an RFC 3339 time or epoch milliseconds",
@@ -1177,7 +1264,7 @@ static int clean_field(const spec_field_t *f, const json_t *v, spec_row_t *row, 
         strbuf_reset(tmp);
         strbuf_t raw;
         strbuf_init(&raw);
-        scalar_text(v, &raw); /* scalars only: objects and arrays were refused above */
+        jv_scalar_text(v, &raw); /* scalars only: objects and arrays were refused above */
         if (raw.len > f->max_length * 4 + 64) {
             size_t n = raw.len;
             strbuf_cleanup(&raw);
@@ -1305,24 +1392,33 @@ int spec_derive(const spec_t *spec, spec_row_t *row, spec_error_t *err)
     return 0;
 }
 
-int spec_clean(const spec_t *spec, const json_t *event, spec_row_t *row, spec_error_t *err)
+/* A field of the event by name, as a jv_t (JV_ABSENT when there is none). */
+typedef jv_t(event_get_fn)(const void *event, const char *name);
+
+static jv_t get_json(const void *event, const char *name)
 {
-    strbuf_reset(&row->arena);
-    memset(err, 0, sizeof(*err));
-    if (!json_is_object(event))
-        return reject(err, MJSON_E_NOT_OBJECT, "", "the event is not a JSON object");
-    /* slots 0 and 1 of offsets hold event id and entity; 2.. the columns */
-    if (clean_id(event, spec->event_id, row, 0, err) || clean_id(event, spec->entity, row, 1, err))
+    return jv_of_json(json_object_get(event, name));
+}
+
+static jv_t get_flat(const void *event, const char *name)
+{
+    return jv_of_flat(jflat_get(event, name, strlen(name)));
+}
+
+static int clean_event(const spec_t *spec, const void *event, event_get_fn *get, spec_row_t *row,
+                       spec_error_t *err)
+{
+    jv_t id = get(event, spec->event_id), entity = get(event, spec->entity);
+    if (clean_id(&id, spec->event_id, row, 0, err) || clean_id(&entity, spec->entity, row, 1, err))
         return -1;
-    const json_t *t = json_object_get(event, spec->event_time);
-    bool blank =
-        json_is_string(t) && !json_string_value(t)[strspn(json_string_value(t), " \t\r\n")];
-    if (!t || json_is_null(t) || blank) /* a blank time is missing, as for fields */
+    jv_t t = get(event, spec->event_time);
+    bool blank = t.kind == JV_STRING && !t.s[strspn(t.s, " \t\r\n")];
+    if (t.kind == JV_ABSENT || t.kind == JV_NULL || blank) /* a blank time is missing */
         return reject(err, MJSON_E_MISSING_FIELD, spec->event_time, "field '%s' is missing",
                       spec->event_time);
-    if (spec_parse_time(t, &row->event_time_ms)) {
+    if (jv_parse_time(&t, &row->event_time_ms)) {
         char shown[64];
-        show(t, shown, sizeof(shown));
+        show(&t, shown, sizeof(shown));
         return reject(err, MJSON_E_WRONG_TYPE, spec->event_time,
                       "field '%s' is %s, expected an RFC 3339 time or epoch milliseconds",
                       spec->event_time, shown);
@@ -1330,9 +1426,10 @@ int spec_clean(const spec_t *spec, const json_t *event, spec_row_t *row, spec_er
     strbuf_t tmp;
     strbuf_init(&tmp);
     int rc = 0;
-    for (size_t i = 0; i < spec->nfields && rc == 0; i++)
-        rc = clean_field(&spec->fields[i], json_object_get(event, spec->fields[i].name), row, i,
-                         &tmp, err);
+    for (size_t i = 0; i < spec->nfields && rc == 0; i++) {
+        jv_t v = get(event, spec->fields[i].name);
+        rc = clean_field(&spec->fields[i], &v, row, i, &tmp, err);
+    }
     strbuf_cleanup(&tmp);
     if (rc)
         return -1;
@@ -1343,6 +1440,23 @@ int spec_clean(const spec_t *spec, const json_t *event, spec_row_t *row, spec_er
         if (row->values[i].kind == SPEC_V_STR)
             row->values[i].str = row->arena.data + row->offsets[i + 2];
     return spec_derive(spec, row, err);
+}
+
+int spec_clean(const spec_t *spec, const json_t *event, spec_row_t *row, spec_error_t *err)
+{
+    strbuf_reset(&row->arena);
+    memset(err, 0, sizeof(*err));
+    if (!json_is_object(event))
+        return reject(err, MJSON_E_NOT_OBJECT, "", "the event is not a JSON object");
+    /* slots 0 and 1 of offsets hold event id and entity; 2.. the columns */
+    return clean_event(spec, event, get_json, row, err);
+}
+
+int spec_clean_flat(const spec_t *spec, const jflat_t *event, spec_row_t *row, spec_error_t *err)
+{
+    strbuf_reset(&row->arena);
+    memset(err, 0, sizeof(*err));
+    return clean_event(spec, event, get_flat, row, err);
 }
 
 int spec_value_to_json(const spec_value_t *v, json_t *obj, const char *key)

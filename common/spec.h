@@ -29,6 +29,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "jflat.h"
 #include "mjson.h"
 #include "util.h"
 
@@ -200,6 +201,14 @@ const char *spec_reason_name(const spec_error_t *err);
  */
 int spec_clean(const spec_t *spec, const json_t *event, spec_row_t *row,
                spec_error_t *err) MLOPS_WUR;
+
+/**
+ * spec_clean() on an event parsed by jflat_parse() (the hot path): the same
+ * cleaning code, the same results and errors as spec_clean() on the jansson
+ * tree of the same bytes.
+ */
+int spec_clean_flat(const spec_t *spec, const jflat_t *event, spec_row_t *row,
+                    spec_error_t *err) MLOPS_WUR;
 
 /**
  * Compute the stateless derived features of a cleaned row (done by

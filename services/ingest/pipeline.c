@@ -42,6 +42,7 @@ typedef struct batch {
     dedup_verdict_t *verdicts;
     rolling_state_t **states;
     size_t *idx;
+    jflat_t flat; /* the fast parse of the current event (reused) */
 } batch_t;
 
 static batch_t *batch_get(ingest_t *ig)
@@ -63,6 +64,7 @@ static batch_t *batch_get(ingest_t *ig)
     b->verdicts = xcalloc(cap, sizeof(dedup_verdict_t));
     b->states = xcalloc(cap, sizeof(rolling_state_t *));
     b->idx = xcalloc(cap, sizeof(size_t));
+    jflat_init(&b->flat);
     return b;
 }
 
@@ -85,6 +87,7 @@ void pipeline_destroy(ingest_t *ig)
     free(b->verdicts);
     free(b->states);
     free(b->idx);
+    jflat_cleanup(&b->flat);
     free(b);
     ig->batch = NULL;
 }
@@ -105,12 +108,21 @@ static void refuse(item_t *it, const char *reason, const char *field, const char
     str_copy(it->detail, detail ? detail : "", sizeof(it->detail));
 }
 
-static void parse_and_clean(ingest_t *ig, item_t *it)
+static void parse_and_clean(ingest_t *ig, batch_t *b, item_t *it)
 {
     rd_kafka_message_t *m = it->rkm;
     it->ok = true;
     if (!m->payload || m->len == 0) {
         refuse(it, "bad_json", "", "empty payload");
+        return;
+    }
+    spec_error_t se;
+    /* the fast path takes flat objects of scalars; anything else (and every
+     * error) goes through jansson, which gives the reason and message */
+    if (m->len <= (size_t)ig->conf->max_event_bytes &&
+        jflat_parse(&b->flat, m->payload, m->len) == 0) {
+        if (spec_clean_flat(ig->spec, &b->flat, &it->row, &se))
+            refuse(it, spec_reason_name(&se), se.field, se.detail);
         return;
     }
     err_t *e = NULL;
@@ -120,7 +132,6 @@ static void parse_and_clean(ingest_t *ig, item_t *it)
         err_destroy(e);
         return;
     }
-    spec_error_t se;
     if (spec_clean(ig->spec, obj, &it->row, &se))
         refuse(it, spec_reason_name(&se), se.field, se.detail);
     json_decref(obj);
@@ -214,7 +225,7 @@ void pipeline_on_input(void *opaque)
         if (!ig->txn)
             it->handle = kafka_tracker_begin(ig->tracker, rd_kafka_topic_name(it->rkm->rkt),
                                              it->rkm->partition, it->rkm->offset);
-        parse_and_clean(ig, it);
+        parse_and_clean(ig, b, it);
     }
     /* 2. dedup the clean ones */
     size_t k = 0;
