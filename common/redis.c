@@ -81,6 +81,7 @@ redis_client_t *redis_client_new(const redis_opts_t *opts, char *errstr, size_t 
     redis_client_t *rc = xcalloc(1, sizeof(*rc));
     rc->o = *opts;
     rc->o.timeout_ms = def(opts->timeout_ms, 50);
+    rc->o.pipeline_us_per_command = def(opts->pipeline_us_per_command, 100);
     rc->o.connect_timeout_ms = def(opts->connect_timeout_ms, 200);
     rc->o.breaker_failures = def(opts->breaker_failures, 5);
     rc->o.breaker_cooldown_ms = def(opts->breaker_cooldown_ms, 2000);
@@ -331,7 +332,8 @@ int redis_pipeline_exec(redis_client_t *rc, redisReply **replies, size_t n, err_
         metric_add(rc->m_calls, (double)n);
     if (n == 0)
         return 0;
-    int64_t deadline = mono_ms() + rc->o.timeout_ms;
+    int64_t deadline =
+        mono_ms() + rc->o.timeout_ms + (int64_t)n * rc->o.pipeline_us_per_command / 1000;
     if (ensure_connected(rc, errp)) {
         strbuf_reset(&rc->pipeline);
         return -1;

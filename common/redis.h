@@ -30,6 +30,7 @@
 typedef struct redis_opts {
     const char *url;            /**< redis://[:password@]host:port[/db] or host:port */
     int timeout_ms;             /**< per-call deadline; default 50 */
+    int pipeline_us_per_command; /**< a pipeline's deadline grows by this per command; default 100 */
     int connect_timeout_ms;     /**< default 200 */
     int breaker_failures;       /**< consecutive failures that open it; default 5 */
     int breaker_cooldown_ms;    /**< default 2000 */
@@ -69,7 +70,10 @@ redisReply *redis_command_argv(redis_client_t *rc, err_t **errp, int argc, const
 /**
  * Pipelining: queue commands with redis_append_argv(), then read all their
  * replies with redis_pipeline_exec() in one round trip. The deadline covers
- * the whole exchange. On failure every reply is NULL and all are discarded.
+ * the whole exchange: timeout_ms plus pipeline_us_per_command for each
+ * command (Redis needs time in proportion to the work; a fixed deadline
+ * would fail every large batch). On failure every reply is NULL and all are
+ * discarded.
  */
 void redis_append_argv(redis_client_t *rc, int argc, const char **argv, const size_t *argvlen);
 

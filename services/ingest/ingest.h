@@ -34,6 +34,7 @@ typedef struct ingest_conf {
     char *transactional_id;
     char *redis_url;
     int64_t redis_timeout_ms;
+    int64_t redis_write_timeout_ms;
     bool online_store;
     int64_t max_event_bytes;
     int64_t batch_size;
