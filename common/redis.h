@@ -28,16 +28,16 @@
 #include "util.h"
 
 typedef struct redis_opts {
-    const char *url;            /**< redis://[:password@]host:port[/db] or host:port */
-    int timeout_ms;             /**< per-call deadline; default 50 */
+    const char *url;             /**< redis://[:password@]host:port[/db] or host:port */
+    int timeout_ms;              /**< per-call deadline; default 50 */
     int pipeline_us_per_command; /**< a pipeline's deadline grows by this per command; default 100 */
-    int connect_timeout_ms;     /**< default 200 */
-    int breaker_failures;       /**< consecutive failures that open it; default 5 */
-    int breaker_cooldown_ms;    /**< default 2000 */
-    int backoff_min_ms;         /**< first reconnect delay; default 50 */
-    int backoff_max_ms;         /**< default 2000 */
-    metrics_t *metrics;         /**< optional */
-    const char *metrics_labels; /**< e.g. client="online_store"; optional */
+    int connect_timeout_ms;      /**< default 200 */
+    int breaker_failures;        /**< consecutive failures that open it; default 5 */
+    int breaker_cooldown_ms;     /**< default 2000 */
+    int backoff_min_ms;          /**< first reconnect delay; default 50 */
+    int backoff_max_ms;          /**< default 2000 */
+    metrics_t *metrics;          /**< optional */
+    const char *metrics_labels;  /**< e.g. client="online_store"; optional */
 } redis_opts_t;
 
 typedef enum redis_breaker {
