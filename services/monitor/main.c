@@ -1,4 +1,7 @@
 /* mlops-monitor: drift and performance monitoring, alerts. */
+#include <string.h>
+
+#include "monitor.h"
 #include "service.h"
 
 typedef struct monitor_conf {
@@ -11,10 +14,13 @@ static const cfg_item_t monitor_items[] = {
 
 int main(int argc, char **argv)
 {
+    if (argc > 1 && !strcmp(argv[1], "notify"))
+        return notify_main(argc - 1, argv + 1);
     monitor_conf_t conf;
     service_def_t def = {
         .name = "monitor",
-        .usage = "\n  drift and performance monitoring, alerts (pipeline: issue #8)",
+        .usage = "\n  drift and performance monitoring, alerts (pipeline: issue #8);\n"
+                 "  `mlops-monitor notify --help`: the Slack notifier",
         .items = monitor_items,
         .nitems = MLOPS_ARRAY_LEN(monitor_items),
         .conf = &conf,
