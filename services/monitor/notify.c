@@ -75,13 +75,13 @@ static const cfg_item_t notify_items[] = {
     CFG_ITEM_RANGE(notify_conf_t, burst, CFG_T_INT, "2", 0,
                    "messages a webhook may send at once after a quiet period", 1, 100),
     CFG_ITEM_RANGE(notify_conf_t, group_wait_ms, CFG_T_INT, "500", 0,
-                   "wait this long after the first alert of a quiet period, to send a digest",
-                   0, 600000),
+                   "wait this long after the first alert of a quiet period, to send a digest", 0,
+                   600000),
     CFG_ITEM_RANGE(notify_conf_t, retry_base_ms, CFG_T_INT, "1000", 0,
                    "first retry delay after a 5xx or network error (doubles, with jitter)", 10,
                    600000),
-    CFG_ITEM_RANGE(notify_conf_t, retry_max_ms, CFG_T_INT, "60000", 0,
-                   "cap of the retry delay", 10, 3600000),
+    CFG_ITEM_RANGE(notify_conf_t, retry_max_ms, CFG_T_INT, "60000", 0, "cap of the retry delay", 10,
+                   3600000),
     CFG_ITEM_RANGE(notify_conf_t, max_retry_after_ms, CFG_T_INT, "600000", 0,
                    "longest Retry-After honoured (longer ones wait this long)", 0, 86400000),
     CFG_ITEM_RANGE(notify_conf_t, connect_timeout_ms, CFG_T_INT, "3000", 0,
@@ -236,15 +236,14 @@ static void *sender_main(void *arg)
         log_emit(v == SLACK_DELIVERED ? LOG_LVL_INFO : LOG_LVL_WARN,
                  LOG_FIELDS(LOG_STR("webhook", h->redacted), LOG_INT("alerts", (long long)n),
                             LOG_INT("shown", (long long)shown), LOG_INT("status", r.status),
-                            LOG_STR("outcome", slack_verdict_name(v)),
-                            LOG_STR("error", r.error)),
+                            LOG_STR("outcome", slack_verdict_name(v)), LOG_STR("error", r.error)),
                  "slack message: %zu alert(s), %s", n, slack_verdict_name(v));
 
         pthread_mutex_lock(&nt->mu);
         if (v == SLACK_RETRY) {
             metric_inc(h->m_retry);
-            int64_t delay = slack_backoff_ms(h->attempt++, c->retry_base_ms, c->retry_max_ms,
-                                             &h->rng);
+            int64_t delay =
+                slack_backoff_ms(h->attempt++, c->retry_base_ms, c->retry_max_ms, &h->rng);
             if (r.retry_after_ms >= 0)
                 delay = r.retry_after_ms < c->max_retry_after_ms ? r.retry_after_ms
                                                                  : c->max_retry_after_ms;
@@ -301,29 +300,28 @@ static void tracker_release(notify_t *nt, void *handle)
 
 /* Produce an alert_dlq/1 record; its delivery report releases @p handle. */
 static void dead_letter(notify_t *nt, const char *key, size_t keylen, json_t *alert,
-                        const char *original, size_t original_len, const char *webhook,
-                        long status, const char *body, const char *error, void *handle)
+                        const char *original, size_t original_len, const char *webhook, long status,
+                        const char *body, const char *error, void *handle)
 {
     char ts[32];
-    json_t *rec = json_pack("{s:s,s:s,s:I,s:s,s:s,s:s}", "schema", "alert_dlq/1", "webhook",
-                            webhook, "status", (json_int_t)status, "body", body ? body : "",
-                            "error", error ? error : "", "failed_at",
-                            fmt_rfc3339(wall_us(), ts, sizeof(ts)));
+    json_t *rec =
+        json_pack("{s:s,s:s,s:I,s:s,s:s,s:s}", "schema", "alert_dlq/1", "webhook", webhook,
+                  "status", (json_int_t)status, "body", body ? body : "", "error",
+                  error ? error : "", "failed_at", fmt_rfc3339(wall_us(), ts, sizeof(ts)));
     if (alert)
         json_object_set(rec, "alert", alert);
     else
-        json_object_set_new(rec, "original",
-                            json_stringn_nocheck(original, original_len > 65536 ? 65536
-                                                                                : original_len));
+        json_object_set_new(
+            rec, "original",
+            json_stringn_nocheck(original, original_len > 65536 ? 65536 : original_len));
     char *out = json_dumps(rec, JSON_COMPACT | JSON_ENSURE_ASCII);
     json_decref(rec);
     kafka_tracker_hold(handle);
     err_t *e = NULL;
     if (!out || kafka_produce(nt->kp, nt->conf->alerts_dlq_topic, RD_KAFKA_PARTITION_UA, key,
                               keylen, out, strlen(out), handle, &e)) {
-        lifecycle_fail(service_lifecycle(nt->svc), MLOPS_EXIT_FAILURE,
-                       "cannot produce to %s: %s", nt->conf->alerts_dlq_topic,
-                       e ? e->msg : "JSON encoding failed");
+        lifecycle_fail(service_lifecycle(nt->svc), MLOPS_EXIT_FAILURE, "cannot produce to %s: %s",
+                       nt->conf->alerts_dlq_topic, e ? e->msg : "JSON encoding failed");
         err_destroy(e);
     }
     free(out);
@@ -386,8 +384,8 @@ static void on_delivery(const rd_kafka_message_t *rkm, void *msg_opaque, void *o
 /* One input message: validate, then queue it on every webhook. */
 static void handle_message(notify_t *nt, rd_kafka_message_t *m)
 {
-    void *handle = kafka_tracker_begin(nt->tr, rd_kafka_topic_name(m->rkt), m->partition,
-                                       m->offset);
+    void *handle =
+        kafka_tracker_begin(nt->tr, rd_kafka_topic_name(m->rkt), m->partition, m->offset);
     const char *key = m->key ? m->key : "";
     size_t keylen = m->key ? m->key_len : 0;
     err_t *e = NULL;
@@ -403,8 +401,8 @@ static void handle_message(notify_t *nt, rd_kafka_message_t *m)
         snprintf(whybuf, sizeof(whybuf), "not a JSON object: %s", e ? e->msg : "?");
         why = whybuf;
     } else if (mjson_get_str(a, "schema", true, &schema, &e) || strcmp(schema, "alert/1")) {
-        snprintf(whybuf, sizeof(whybuf), "field schema: expected \"alert/1\"%s%s",
-                 e ? ": " : "", e ? e->msg : "");
+        snprintf(whybuf, sizeof(whybuf), "field schema: expected \"alert/1\"%s%s", e ? ": " : "",
+                 e ? e->msg : "");
         why = whybuf;
     } else if (mjson_get_str(a, "state", true, &state, &e)) {
         snprintf(whybuf, sizeof(whybuf), "field state: %s", e->msg);
@@ -573,14 +571,17 @@ static int setup(service_t *svc, void *opaque)
     }
     metrics_t *m = service_metrics(svc);
     char l[96];
-    nt->m_delivered = metrics_counter(m, "mlops_notify_alerts_total",
-                                      "Alerts by outcome (per webhook).", metrics_labels(l, sizeof(l), "outcome", "delivered", NULL));
+    nt->m_delivered =
+        metrics_counter(m, "mlops_notify_alerts_total", "Alerts by outcome (per webhook).",
+                        metrics_labels(l, sizeof(l), "outcome", "delivered", NULL));
     nt->m_dead = metrics_counter(m, "mlops_notify_alerts_total", "Alerts by outcome (per webhook).",
                                  metrics_labels(l, sizeof(l), "outcome", "dead_lettered", NULL));
-    nt->m_skipped = metrics_counter(m, "mlops_notify_alerts_total",
-                                    "Alerts by outcome (per webhook).", metrics_labels(l, sizeof(l), "outcome", "skipped", NULL));
-    nt->m_malformed = metrics_counter(m, "mlops_notify_alerts_total",
-                                      "Alerts by outcome (per webhook).", metrics_labels(l, sizeof(l), "outcome", "malformed", NULL));
+    nt->m_skipped =
+        metrics_counter(m, "mlops_notify_alerts_total", "Alerts by outcome (per webhook).",
+                        metrics_labels(l, sizeof(l), "outcome", "skipped", NULL));
+    nt->m_malformed =
+        metrics_counter(m, "mlops_notify_alerts_total", "Alerts by outcome (per webhook).",
+                        metrics_labels(l, sizeof(l), "outcome", "malformed", NULL));
     nt->m_pending =
         metrics_gauge(m, "mlops_notify_pending", "Alerts not yet finished on every webhook.", NULL);
     slack_http_opts_t ho = {.connect_timeout_ms = c->connect_timeout_ms,
@@ -590,26 +591,23 @@ static int setup(service_t *svc, void *opaque)
         hook_t *h = &nt->hooks[i];
         char idx[16];
         snprintf(idx, sizeof(idx), "%d", i);
-        h->m_ok = metrics_counter(m, "mlops_notify_requests_total", "Webhook requests by result.",
-                                  metrics_labels(l, sizeof(l), "webhook", idx, "result",
-                                                 "delivered", NULL));
-        h->m_retry = metrics_counter(m, "mlops_notify_requests_total",
-                                     "Webhook requests by result.",
-                                     metrics_labels(l, sizeof(l), "webhook", idx, "result",
-                                                    "retry", NULL));
-        h->m_perm = metrics_counter(m, "mlops_notify_requests_total",
-                                    "Webhook requests by result.",
-                                    metrics_labels(l, sizeof(l), "webhook", idx, "result",
-                                                   "permanent", NULL));
+        h->m_ok = metrics_counter(
+            m, "mlops_notify_requests_total", "Webhook requests by result.",
+            metrics_labels(l, sizeof(l), "webhook", idx, "result", "delivered", NULL));
+        h->m_retry =
+            metrics_counter(m, "mlops_notify_requests_total", "Webhook requests by result.",
+                            metrics_labels(l, sizeof(l), "webhook", idx, "result", "retry", NULL));
+        h->m_perm = metrics_counter(
+            m, "mlops_notify_requests_total", "Webhook requests by result.",
+            metrics_labels(l, sizeof(l), "webhook", idx, "result", "permanent", NULL));
         h->m_alerts_sent = metrics_counter(m, "mlops_notify_alerts_sent_total",
                                            "Alerts carried by delivered messages.",
                                            metrics_labels(l, sizeof(l), "webhook", idx, NULL));
         h->m_queue = metrics_gauge(m, "mlops_notify_queue", "Alerts queued for a webhook.",
                                    metrics_labels(l, sizeof(l), "webhook", idx, NULL));
-        h->m_seconds = metrics_histogram(m, "mlops_notify_request_seconds",
-                                         "Duration of webhook requests.",
-                                         metrics_labels(l, sizeof(l), "webhook", idx, NULL), NULL,
-                                         0);
+        h->m_seconds =
+            metrics_histogram(m, "mlops_notify_request_seconds", "Duration of webhook requests.",
+                              metrics_labels(l, sizeof(l), "webhook", idx, NULL), NULL, 0);
         pthread_condattr_t ca;
         pthread_condattr_init(&ca);
         pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);

@@ -118,12 +118,9 @@ slack_verdict_t slack_classify(long status)
 const char *slack_verdict_name(slack_verdict_t v)
 {
     switch (v) {
-    case SLACK_DELIVERED:
-        return "delivered";
-    case SLACK_RETRY:
-        return "retry";
-    case SLACK_PERMANENT:
-        return "permanent";
+    case SLACK_DELIVERED: return "delivered";
+    case SLACK_RETRY: return "retry";
+    case SLACK_PERMANENT: return "permanent";
     }
     return "?";
 }
@@ -365,16 +362,15 @@ char *slack_render(json_t *const *alerts, size_t n, size_t budget, size_t *shown
     }
     if (i < n) {
         char more[128];
-        snprintf(more, sizeof(more), "… and %zu more alert%s not shown (%zu in this digest)",
-                 n - i, n - i == 1 ? "" : "s", n);
-        json_array_append_new(
-            blocks, json_pack("{s:s,s:[o]}", "type", "context", "elements",
-                              text_obj("mrkdwn", more)));
+        snprintf(more, sizeof(more), "… and %zu more alert%s not shown (%zu in this digest)", n - i,
+                 n - i == 1 ? "" : "s", n);
+        json_array_append_new(blocks, json_pack("{s:s,s:[o]}", "type", "context", "elements",
+                                                text_obj("mrkdwn", more)));
     }
     if (shown)
         *shown = i;
-    json_t *msg = json_pack("{s:s,s:o}", "text", head.data ? head.data : "alerts", "blocks",
-                            blocks);
+    json_t *msg =
+        json_pack("{s:s,s:o}", "text", head.data ? head.data : "alerts", "blocks", blocks);
     char *out = json_dumps(msg, JSON_COMPACT);
     json_decref(msg);
     strbuf_cleanup(&head);

@@ -105,8 +105,8 @@ typedef struct slack_http_opts {
 } slack_http_opts_t;
 
 typedef struct slack_result {
-    long status;            /**< HTTP status, 0 if none */
-    char error[256];        /**< transport error (curl's words), "" if none */
+    long status;     /**< HTTP status, 0 if none */
+    char error[256]; /**< transport error (curl's words), "" if none */
     char body[SLACK_BODY_KEEP + 1];
     size_t body_len;        /**< bytes kept in body (the rest was read and dropped) */
     int64_t retry_after_ms; /**< from a Retry-After header, -1 if none */
