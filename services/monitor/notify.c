@@ -17,6 +17,15 @@
  * by the broker, so a restart re-reads and re-sends what was pending (at
  * least once: Slack may see a message twice, never zero times).
  *
+ * Alertmanager's notification rules on top: a silence (kept in Redis by
+ * the monitor's API, `mlopsctl alerts silence`) mutes matching alerts; an
+ * inhibit rule (default: a firing dataset_drift mutes feature_drift of the
+ * same model) mutes while its source fires; a firing alert is repeated
+ * every repeat_interval_ms until it resolves, and one that was muted goes
+ * out once its silence or inhibitor is gone. The set of firing alerts and
+ * when each was last sent live in Redis, so a restart neither forgets a
+ * firing alert nor re-sends one that was already delivered.
+ *
  * Threads: the libevent loop (Kafka, HTTP, completions) and the senders. A
  * sender touches only its queue (under the mutex) and its own client; it
  * hands outcomes back through a completion list and a pipe, so the tracker
@@ -36,8 +45,11 @@
 
 #include "kafka.h"
 #include "log.h"
+#include "alerts.h"
+#include "hmap.h"
 #include "mjson.h"
 #include "monitor.h"
+#include "redis.h"
 #include "service.h"
 #include "slack.h"
 
@@ -58,6 +70,12 @@ typedef struct notify_conf {
     int64_t timeout_ms;
     int64_t max_alert_bytes;
     int64_t digest_budget;
+    char *redis_url;
+    int64_t redis_timeout_ms;
+    char *rules;
+    char *silences_key;
+    int64_t repeat_interval_ms;
+    int64_t silence_refresh_ms;
 } notify_conf_t;
 
 static const cfg_item_t notify_items[] = {
@@ -92,10 +110,25 @@ static const cfg_item_t notify_items[] = {
                    "larger alert records are dead-lettered unread", 256, 16777216),
     CFG_ITEM_RANGE(notify_conf_t, digest_budget, CFG_T_INT, "11000", 0,
                    "characters of one message's blocks (Slack refuses much more)", 500, 40000),
+    CFG_ITEM(notify_conf_t, redis_url, CFG_T_STR, "redis://127.0.0.1:6380", CFG_SECRET,
+             "Redis holding silences and the notifier's firing set"),
+    CFG_ITEM_RANGE(notify_conf_t, redis_timeout_ms, CFG_T_INT, "200", 0,
+                   "deadline of each Redis call", 1, 60000),
+    CFG_ITEM(notify_conf_t, rules, CFG_T_STR, NULL, 0,
+             "alert rules file (its inhibit list applies; default: the built-in rules)"),
+    CFG_ITEM(notify_conf_t, silences_key, CFG_T_STR, "mlops:monitor:silences", 0,
+             "Redis hash of silences (written by the monitor's API)"),
+    CFG_ITEM_RANGE(notify_conf_t, repeat_interval_ms, CFG_T_INT, "14400000", 0,
+                   "send a still-firing alert again after this long (Alertmanager: 4h)", 1000,
+                   604800000),
+    CFG_ITEM_RANGE(notify_conf_t, silence_refresh_ms, CFG_T_INT, "2000", 0,
+                   "how often silences are re-read from Redis", 100, 600000),
 };
 
 typedef struct ditem {
     json_t *alert;
+    char fp[129]; /* the alert's fingerprint */
+    bool firing;
     char *key;
     size_t keylen;
     void *handle; /* tracker handle: one hold per webhook */
@@ -150,8 +183,26 @@ struct notify {
     kafka_watch_t *watch, *pwatch;
     size_t in_flight; /* items not yet finished on every webhook */
     bool draining;
-    metric_t *m_delivered, *m_dead, *m_skipped, *m_malformed, *m_pending;
+    alert_rules_t *rules;
+    redis_client_t *rc;
+    char *firing_key;
+    hmap_t *firing; /* fingerprint -> firing_t */
+    alert_silence_t **silences;
+    size_t nsilences;
+    int64_t silences_at;
+    struct event *ev_tick;
+    metric_t *m_delivered, *m_dead, *m_skipped, *m_malformed, *m_pending, *m_silenced, *m_inhibited,
+        *m_repeated, *m_duplicate, *m_firing, *m_state_failed;
 };
+
+/* A firing alert the notifier knows of. */
+typedef struct firing {
+    json_t *alert;
+    json_t *labels;       /* alert_match_labels() */
+    int64_t last_sent_ms; /* wall clock; 0 = never delivered */
+    bool muted;           /* not sent when it arrived: silenced or inhibited */
+    int queued;           /* items of it not yet finished */
+} firing_t;
 
 /* ---- sender threads ---------------------------------------------------------------- */
 
@@ -294,7 +345,7 @@ static void item_free(ditem_t *it)
 
 static void tracker_release(notify_t *nt, void *handle)
 {
-    if (kafka_tracker_done(nt->tr, handle))
+    if (handle && kafka_tracker_done(nt->tr, handle))
         lifecycle_fail(service_lifecycle(nt->svc), MLOPS_EXIT_FAILURE, "cannot store an offset");
 }
 
@@ -326,6 +377,173 @@ static void dead_letter(notify_t *nt, const char *key, size_t keylen, json_t *al
     }
     free(out);
     metric_inc(nt->m_dead);
+}
+
+/* ---- firing set, silences, inhibition ---------------------------------------------- */
+
+static void firing_free(void *p)
+{
+    firing_t *f = p;
+    if (!f)
+        return;
+    json_decref(f->alert);
+    json_decref(f->labels);
+    free(f);
+}
+
+static void state_failed(notify_t *nt, const char *what, err_t *e)
+{
+    metric_inc(nt->m_state_failed);
+    log_warn("Redis: cannot %s (kept in memory only): %s", what, e ? e->msg : "?");
+    err_destroy(e);
+}
+
+static void firing_store(notify_t *nt, const char *fp, const firing_t *f)
+{
+    json_t *j = json_pack("{s:O,s:I,s:b}", "alert", f->alert, "last_sent_ms",
+                          (json_int_t)f->last_sent_ms, "muted", f->muted);
+    char *txt = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    const char *argv[] = {"HSET", nt->firing_key, fp, txt};
+    err_t *e = NULL;
+    redisReply *r = redis_command_argv(nt->rc, &e, 4, argv, NULL);
+    if (!r)
+        state_failed(nt, "store a firing alert", e);
+    else
+        freeReplyObject(r);
+    free(txt);
+}
+
+static void firing_forget(notify_t *nt, const char *fp)
+{
+    const char *argv[] = {"HDEL", nt->firing_key, fp};
+    err_t *e = NULL;
+    redisReply *r = redis_command_argv(nt->rc, &e, 3, argv, NULL);
+    if (!r)
+        state_failed(nt, "forget a resolved alert", e);
+    else
+        freeReplyObject(r);
+}
+
+static void firing_load(notify_t *nt)
+{
+    const char *argv[] = {"HGETALL", nt->firing_key};
+    err_t *e = NULL;
+    redisReply *r = redis_command_argv(nt->rc, &e, 2, argv, NULL);
+    if (!r) {
+        state_failed(nt, "load the firing set at start", e);
+        return;
+    }
+    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2) {
+        json_t *j = json_loadb(r->element[i + 1]->str, r->element[i + 1]->len, 0, NULL);
+        json_t *a = json_object_get(j, "alert");
+        if (json_is_object(a)) {
+            firing_t *f = xcalloc(1, sizeof(*f));
+            f->alert = json_incref(a);
+            f->labels = alert_match_labels(a);
+            f->last_sent_ms = json_integer_value(json_object_get(j, "last_sent_ms"));
+            f->muted = json_is_true(json_object_get(j, "muted"));
+            firing_free(hmap_put(nt->firing, r->element[i]->str, f));
+        }
+        json_decref(j);
+    }
+    freeReplyObject(r);
+    metric_set(nt->m_firing, (double)hmap_size(nt->firing));
+    if (hmap_size(nt->firing))
+        log_info("restored %zu firing alert(s) from Redis", hmap_size(nt->firing));
+}
+
+static void silences_refresh(notify_t *nt, bool force)
+{
+    int64_t now = mono_ms();
+    if (!force && now - nt->silences_at < nt->conf->silence_refresh_ms)
+        return;
+    nt->silences_at = now;
+    const char *argv[] = {"HGETALL", nt->conf->silences_key};
+    err_t *e = NULL;
+    redisReply *r = redis_command_argv(nt->rc, &e, 2, argv, NULL);
+    if (!r) {
+        state_failed(nt, "read silences (the last ones read still apply)", e);
+        return;
+    }
+    for (size_t i = 0; i < nt->nsilences; i++)
+        alert_silence_destroy(nt->silences[i]);
+    free(nt->silences);
+    nt->silences =
+        xcalloc(r->type == REDIS_REPLY_ARRAY ? r->elements / 2 + 1 : 1, sizeof(*nt->silences));
+    nt->nsilences = 0;
+    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2) {
+        json_t *j = json_loadb(r->element[i + 1]->str, r->element[i + 1]->len, 0, NULL);
+        char err[256];
+        alert_silence_t *s = j ? alert_silence_parse(j, err, sizeof(err)) : NULL;
+        if (s)
+            nt->silences[nt->nsilences++] = s;
+        else
+            log_warn("ignoring silence %s: %s", r->element[i]->str, j ? err : "not JSON");
+        json_decref(j);
+    }
+    freeReplyObject(r);
+}
+
+static const char *muted_by(notify_t *nt, const json_t *labels, const char *fp)
+{
+    int64_t now = wall_ms();
+    for (size_t i = 0; i < nt->nsilences; i++)
+        if (alert_silence_mutes(nt->silences[i], labels, now))
+            return "silenced";
+    size_t n = hmap_size(nt->firing), k = 0, it = 0;
+    json_t **firing = xcalloc(n + 1, sizeof(json_t *));
+    const char *key;
+    void *v;
+    while (hmap_next(nt->firing, &it, &key, &v))
+        if (!fp || strcmp(key, fp))
+            firing[k++] = ((firing_t *)v)->labels;
+    bool inh = alert_inhibited(nt->rules, labels, firing, k);
+    free(firing);
+    return inh ? "inhibited" : NULL;
+}
+
+static void enqueue(notify_t *nt, json_t *alert, const char *fp, size_t fplen, void *handle);
+
+/* Repeat firing alerts that are due, and send those whose mute ended. */
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    notify_t *nt = arg;
+    if (nt->draining)
+        return;
+    silences_refresh(nt, false);
+    int64_t now = wall_ms();
+    size_t it = 0;
+    const char *fp;
+    void *v;
+    size_t n = hmap_size(nt->firing), k = 0;
+    char **due = xcalloc(n + 1, sizeof(char *));
+    while (hmap_next(nt->firing, &it, &fp, &v)) {
+        firing_t *f = v;
+        if (f->queued)
+            continue;
+        /* never sent and not muted: its input offset is not committed yet,
+         * so it is queued, or comes again from Kafka after a restart */
+        if (f->last_sent_ms == 0 && !f->muted)
+            continue;
+        if (f->last_sent_ms && now - f->last_sent_ms < nt->conf->repeat_interval_ms)
+            continue;
+        if (muted_by(nt, f->labels, fp))
+            continue;
+        due[k++] = xstrdup(fp);
+    }
+    for (size_t i = 0; i < k; i++) {
+        firing_t *f = hmap_get(nt->firing, due[i]);
+        metric_inc(nt->m_repeated);
+        log_emit(LOG_LVL_INFO,
+                 LOG_FIELDS(LOG_STR("fingerprint", due[i]),
+                            LOG_STR("why", f->last_sent_ms ? "repeat_interval" : "unmuted")),
+                 "sending a firing alert again");
+        f->muted = false;
+        enqueue(nt, json_incref(f->alert), due[i], strlen(due[i]), NULL);
+        free(due[i]);
+    }
+    free(due);
 }
 
 static void on_done(evutil_socket_t fd, short what, void *arg)
@@ -360,6 +578,17 @@ static void on_done(evutil_socket_t fd, short what, void *arg)
         }
         tracker_release(nt, it->handle);
         if (--it->refs == 0) {
+            /* finished everywhere: a firing alert was sent (or dead-lettered,
+             * which must not be retried by the repeat timer either) */
+            firing_t *f = it->firing ? hmap_get(nt->firing, it->fp) : NULL;
+            const char *a = f ? json_string_value(json_object_get(f->alert, "starts_at")) : NULL;
+            const char *b = json_string_value(json_object_get(it->alert, "starts_at"));
+            if (f && ((!a && !b) || (a && b && !strcmp(a, b)))) {
+                if (f->queued > 0)
+                    f->queued--;
+                f->last_sent_ms = wall_ms();
+                firing_store(nt, it->fp, f);
+            }
             item_free(it);
             nt->in_flight--;
             metric_set(nt->m_pending, (double)nt->in_flight);
@@ -381,7 +610,8 @@ static void on_delivery(const rd_kafka_message_t *rkm, void *msg_opaque, void *o
     tracker_release(nt, msg_opaque);
 }
 
-/* One input message: validate, then queue it on every webhook. */
+/* One input message: validate, update the firing set, then queue it on
+ * every webhook unless it is muted. */
 static void handle_message(notify_t *nt, rd_kafka_message_t *m)
 {
     void *handle =
@@ -430,19 +660,91 @@ static void handle_message(notify_t *nt, rd_kafka_message_t *m)
         tracker_release(nt, handle);
         return;
     }
+    const char *fp = json_string_value(json_object_get(a, "fingerprint"));
+    if (!fp || !*fp || strlen(fp) > 128)
+        fp = NULL;
+    char fpbuf[129];
+    str_copy(fpbuf, fp ? fp : "", sizeof(fpbuf));
+    if (!fp) {
+        /* the fingerprint is the state's key: use the record's Kafka key */
+        size_t n = keylen < sizeof(fpbuf) - 1 ? keylen : sizeof(fpbuf) - 1;
+        memcpy(fpbuf, key, n);
+        fpbuf[n] = 0;
+    }
+    json_t *labels = alert_match_labels(a);
+    firing_t *known = hmap_get(nt->firing, fpbuf);
+    if (!strcmp(state, "firing")) {
+        const char *starts = json_string_value(json_object_get(a, "starts_at"));
+        const char *kstarts =
+            known ? json_string_value(json_object_get(known->alert, "starts_at")) : NULL;
+        if (known && known->last_sent_ms && starts && kstarts && !strcmp(starts, kstarts)) {
+            /* the same firing again (a re-read after a restart): already sent */
+            metric_inc(nt->m_duplicate);
+            json_decref(labels);
+            json_decref(a);
+            tracker_release(nt, handle);
+            return;
+        }
+        if (!known) {
+            known = xcalloc(1, sizeof(*known));
+            hmap_put(nt->firing, fpbuf, known);
+        }
+        json_decref(known->alert);
+        json_decref(known->labels);
+        known->queued = 0; /* items of an earlier firing no longer count */
+        known->alert = json_incref(a);
+        known->labels = json_incref(labels);
+        known->last_sent_ms = 0;
+        known->muted = false;
+    } else if (known) {
+        /* resolved: forget it (items of it still queued keep their own copy) */
+        firing_free(hmap_del(nt->firing, fpbuf));
+        firing_forget(nt, fpbuf);
+        known = NULL;
+    }
+    metric_set(nt->m_firing, (double)hmap_size(nt->firing));
+    silences_refresh(nt, false);
+    const char *muted = muted_by(nt, labels, fpbuf);
+    json_decref(labels);
+    if (known) {
+        known->muted = muted != NULL;
+        firing_store(nt, fpbuf, known);
+    }
+    if (muted) {
+        metric_inc(!strcmp(muted, "silenced") ? nt->m_silenced : nt->m_inhibited);
+        log_emit(LOG_LVL_INFO, LOG_FIELDS(LOG_STR("fingerprint", fpbuf), LOG_STR("state", state)),
+                 "alert %s: not sent", muted);
+        json_decref(a);
+        tracker_release(nt, handle);
+        return;
+    }
+    enqueue(nt, a, fpbuf, strlen(fpbuf), handle);
+    tracker_release(nt, handle); /* the processing reference */
+}
+
+/* Queue @p alert (reference taken) on every webhook; @p handle may be NULL
+ * (a repeat has no input offset). */
+static void enqueue(notify_t *nt, json_t *alert, const char *fp, size_t fplen, void *handle)
+{
     ditem_t *it = xcalloc(1, sizeof(*it));
-    it->alert = a;
-    it->key = xstrndup(key, keylen);
-    it->keylen = keylen;
+    it->alert = alert;
+    it->key = xstrndup(fp, fplen);
+    it->keylen = fplen;
+    str_copy(it->fp, it->key, sizeof(it->fp));
     it->handle = handle;
     it->refs = nt->nhooks;
+    firing_t *f = hmap_get(nt->firing, it->fp);
+    it->firing = f && !strcmp(json_string_value(json_object_get(alert, "state")), "firing");
+    if (it->firing)
+        f->queued++;
     nt->in_flight++;
     metric_set(nt->m_pending, (double)nt->in_flight);
     int64_t now = mono_ms();
     pthread_mutex_lock(&nt->mu);
     for (int i = 0; i < nt->nhooks; i++) {
         hook_t *h = &nt->hooks[i];
-        kafka_tracker_hold(handle);
+        if (handle)
+            kafka_tracker_hold(handle);
         if (h->qn == h->qcap) {
             h->qcap = h->qcap ? 2 * h->qcap : 64;
             h->q = xrealloc(h->q, h->qcap * sizeof(*h->q));
@@ -454,7 +756,6 @@ static void handle_message(notify_t *nt, rd_kafka_message_t *m)
         pthread_cond_signal(&h->cv);
     }
     pthread_mutex_unlock(&nt->mu);
-    tracker_release(nt, handle); /* the processing reference */
 }
 
 static void on_input(void *opaque)
@@ -584,6 +885,40 @@ static int setup(service_t *svc, void *opaque)
                         metrics_labels(l, sizeof(l), "outcome", "malformed", NULL));
     nt->m_pending =
         metrics_gauge(m, "mlops_notify_pending", "Alerts not yet finished on every webhook.", NULL);
+    nt->m_silenced =
+        metrics_counter(m, "mlops_notify_alerts_total", "Alerts by outcome (per webhook).",
+                        metrics_labels(l, sizeof(l), "outcome", "silenced", NULL));
+    nt->m_inhibited =
+        metrics_counter(m, "mlops_notify_alerts_total", "Alerts by outcome (per webhook).",
+                        metrics_labels(l, sizeof(l), "outcome", "inhibited", NULL));
+    nt->m_duplicate =
+        metrics_counter(m, "mlops_notify_alerts_total", "Alerts by outcome (per webhook).",
+                        metrics_labels(l, sizeof(l), "outcome", "duplicate", NULL));
+    nt->m_repeated =
+        metrics_counter(m, "mlops_notify_repeats_total",
+                        "Firing alerts sent again (repeat interval, or unmuted).", NULL);
+    nt->m_firing = metrics_gauge(m, "mlops_notify_firing", "Firing alerts known.", NULL);
+    nt->m_state_failed = metrics_counter(m, "mlops_notify_state_failures_total",
+                                         "Redis calls for silences or state that failed.", NULL);
+    char err[512];
+    nt->rules = c->rules ? alert_rules_load(c->rules, err, sizeof(err)) : alert_rules_default();
+    if (!nt->rules) {
+        log_fatal("rules: %s", err);
+        return -1;
+    }
+    redis_opts_t ro = {.url = c->redis_url,
+                       .timeout_ms = (int)c->redis_timeout_ms,
+                       .metrics = m,
+                       .metrics_labels = "client=\"notify\""};
+    nt->rc = redis_client_new(&ro, err, sizeof(err));
+    if (!nt->rc) {
+        log_fatal("redis_url: %s", err);
+        return -1;
+    }
+    nt->firing = hmap_new(firing_free);
+    nt->firing_key = xasprintf("mlops:notify:%s:firing", c->group_id);
+    firing_load(nt);
+    silences_refresh(nt, true);
     slack_http_opts_t ho = {.connect_timeout_ms = c->connect_timeout_ms,
                             .timeout_ms = c->timeout_ms,
                             .ca_file = c->slack_ca_file};
@@ -665,6 +1000,9 @@ static int setup(service_t *svc, void *opaque)
         }
         nt->hooks[i].started = true;
     }
+    struct timeval tick = {1, 0};
+    nt->ev_tick = event_new(service_base(svc), -1, EV_PERSIST, on_tick, nt);
+    event_add(nt->ev_tick, &tick);
     json_t *names = json_array();
     for (int i = 0; i < nt->nhooks; i++)
         json_array_append_new(names, json_string(nt->hooks[i].redacted));
@@ -692,6 +1030,8 @@ static void teardown(service_t *svc, void *opaque)
             pthread_join(nt->hooks[i].th, NULL);
     if (nt->ev_drain)
         event_free(nt->ev_drain);
+    if (nt->ev_tick)
+        event_free(nt->ev_tick);
     kafka_watch_destroy(nt->watch);
     kafka_watch_destroy(nt->pwatch);
     /* outcomes not yet handled stay unacknowledged: re-read after restart */
@@ -722,6 +1062,14 @@ static void teardown(service_t *svc, void *opaque)
         free(h->url);
     }
     free(nt->hooks);
+    for (size_t i = 0; i < nt->nsilences; i++)
+        alert_silence_destroy(nt->silences[i]);
+    free(nt->silences);
+    if (nt->firing)
+        hmap_destroy(nt->firing);
+    free(nt->firing_key);
+    redis_client_destroy(nt->rc);
+    alert_rules_destroy(nt->rules);
     pthread_mutex_destroy(&nt->mu);
     curl_global_cleanup();
 }

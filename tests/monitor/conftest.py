@@ -222,10 +222,12 @@ class Notify:
         if not topics:
             create_topics([self.alerts, self.dlq])
         self.group = f"it-notify-{self.id}"
+        self.silences_key = f"it:silences:{self.id}"
         self.urls = urls
         self.args = [str(BUILD / "services/monitor/mlops-notify"), "--alerts-topic", self.alerts,
                      "--alerts-dlq-topic", self.dlq, "--group-id", self.group,
                      "--metrics-port", "0", "--group-wait-ms", "200",
+                     "--silences-key", self.silences_key, "--silence-refresh-ms", "200",
                      "-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=2000",
                      *(["--slack-ca-file", str(ca)] if ca else []), *extra]
         self.raw = []
@@ -321,3 +323,13 @@ def notify_factory():
     for n in made:
         n.close()
     delete_topics([t for n in made for t in (n.alerts, n.dlq)])
+    for n in made:
+        redis("DEL", f"mlops:notify:{n.group}:firing", n.silences_key)
+
+
+def redis(*args):
+    """One redis-cli call on the local stack's Redis."""
+    port = os.environ.get("MLOPS_TEST_REDIS_PORT", "6380")
+    out = subprocess.run(["redis-cli", "-p", port, *args], check=True, capture_output=True,
+                         text=True)
+    return out.stdout.strip()

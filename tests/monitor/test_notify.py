@@ -225,3 +225,88 @@ def test_plain_http_to_loopback_works(fake_slack, notify_factory):
     n.send([alert(1)])
     n.wait_metric("mlops_notify_alerts_total", 'outcome="delivered"', 1, 20)
     assert slack.alerts_counted() == 1
+
+
+def sections(slack):
+    return [b["text"]["text"] for r in slack.snapshot() for b in r["body"]["blocks"]
+            if b["type"] == "section"]
+
+
+def test_a_silence_mutes_until_it_is_removed(fake_slack, notify_factory, pki):
+    from datetime import datetime, timedelta, timezone
+    from conftest import redis
+    slack = fake_slack(cert=pki["ok"])
+    n = notify_factory([slack.url()], ca=pki["ca"])
+    now = datetime.now(timezone.utc)
+    sil = {"id": "s-1", "matchers": [{"name": "model", "value": "churn", "isRegex": False},
+                                     {"name": "alertname", "value": "feature_.*",
+                                      "isRegex": True}],
+           "startsAt": (now - timedelta(minutes=1)).isoformat().replace("+00:00", "Z"),
+           "endsAt": (now + timedelta(minutes=10)).isoformat().replace("+00:00", "Z"),
+           "createdBy": "test", "comment": "maintenance"}
+    redis("HSET", n.silences_key, "s-1", json.dumps(sil))
+    n.start()
+    n.send([alert(1), alert(2, model="fraud")])
+    n.wait_metric("mlops_notify_alerts_total", 'outcome="silenced"', 1, 20)
+    n.wait_metric("mlops_notify_alerts_total", 'outcome="delivered"', 1, 20)
+    time.sleep(1.5)
+    texts = sections(slack)
+    assert len(texts) == 1 and "`fraud`" in texts[0], texts
+    redis("HDEL", n.silences_key, "s-1")
+    n.wait_metric("mlops_notify_alerts_total", 'outcome="delivered"', 2, 20)
+    texts = sections(slack)
+    assert len(texts) == 2 and "`churn`" in texts[1], texts
+    assert n.metric("mlops_notify_repeats_total") == 1
+
+
+def test_dataset_drift_inhibits_feature_drift_of_its_model(fake_slack, notify_factory, pki):
+    slack = fake_slack(cert=pki["ok"])
+    n = notify_factory([slack.url()], ca=pki["ca"]).start()
+    ds = alert(100, alertname="dataset_drift", severity="critical",
+               metric="dataset_drift_share", labels={})
+    n.send([ds])
+    n.wait_metric("mlops_notify_alerts_total", 'outcome="delivered"', 1, 20)
+    n.send([alert(1), alert(2, model="fraud")])
+    n.wait_metric("mlops_notify_alerts_total", 'outcome="inhibited"', 1, 20)
+    n.wait_metric("mlops_notify_alerts_total", 'outcome="delivered"', 2, 20)
+    time.sleep(1.0)
+    texts = sections(slack)
+    assert len(texts) == 2 and "dataset_drift" in texts[0] and "`fraud`" in texts[1], texts
+    # the inhibitor resolves: its resolution goes out, and so does the muted alert
+    n.send([dict(ds, state="resolved")])
+    n.wait_metric("mlops_notify_alerts_total", 'outcome="delivered"', 4, 20)
+    texts = sections(slack)
+    assert any("*RESOLVED*" in t and "dataset_drift" in t for t in texts), texts
+    assert any("*FIRING*" in t and "`churn`" in t and "feature_drift" in t for t in texts[2:]), texts
+
+
+def test_a_firing_alert_repeats_until_resolved(fake_slack, notify_factory, pki):
+    slack = fake_slack(cert=pki["ok"])
+    n = notify_factory([slack.url()], ca=pki["ca"],
+                       extra=["--repeat-interval-ms", "2000"]).start()
+    n.send([alert(1)])
+    n.wait_metric("mlops_notify_alerts_total", 'outcome="delivered"', 1, 20)
+    n.wait_metric("mlops_notify_repeats_total", "", 1, 10)
+    n.wait_metric("mlops_notify_alerts_total", 'outcome="delivered"', 2, 20)
+    reqs = slack.snapshot()
+    assert reqs[1]["t"] - reqs[0]["t"] >= 2.0
+    n.send([alert(1, state="resolved")])
+    n.wait_metric("mlops_notify_alerts_total", 'outcome="delivered"', 3, 20)
+    time.sleep(3.5)
+    texts = sections(slack)
+    assert "*RESOLVED*" in texts[-1] and len(texts) == 3, texts
+
+
+def test_a_restart_does_not_resend_what_was_delivered(fake_slack, notify_factory, pki):
+    slack = fake_slack(cert=pki["ok"])
+    n = notify_factory([slack.url()], ca=pki["ca"]).start()
+    n.send([alert(1), alert(2)])
+    n.wait_metric("mlops_notify_alerts_total", 'outcome="delivered"', 2, 20)
+    time.sleep(0.3)
+    n.kill9()  # before the auto-commit: the offsets are likely not committed
+    again = notify_factory([slack.url()], ca=pki["ca"], topics=(n.alerts, n.dlq))
+    again.args[again.args.index("--group-id") + 1] = n.group
+    again.start()
+    time.sleep(5)
+    assert slack.alerts_counted() == 2, [r["body"]["text"] for r in slack.snapshot()]
+    assert again.metric("mlops_notify_firing") == 2
