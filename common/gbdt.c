@@ -519,6 +519,8 @@ int gbdt_fit(const gbdt_data_t *tr, const gbdt_data_t *va, const bool *is_cat, c
                 prm->progress(prm->progress_arg, it + 1, (double)NAN);
         }
     }
+    if (prm->early_stopping == 0)
+        best_round = (int)out->ntrees;
     while ((int)out->ntrees > best_round)
         model_tree_cleanup(&out->trees[--out->ntrees]);
     out->best_round = best_round;
