@@ -45,7 +45,11 @@ dataset_t *dataset_load_csv(const spec_t *spec, const char *path, const dataset_
     size_t cap = 0, nheader = 0;
     char **header = NULL;
     int label_col = -1;
-    size_t neg_line = 0;
+    struct {
+        char text[256];
+        size_t first, n;
+    } other[16];
+    size_t nother = 0;
     csvf_t *csv = NULL;
     spec_row_t row;
     spec_row_init(&row, spec);
@@ -121,19 +125,32 @@ dataset_t *dataset_load_csv(const spec_t *spec, const char *path, const dataset_
                 }
             } else if (!strcmp(lab, opts->positive)) {
                 ds->label[r] = 1;
-            } else if (!ds->negative) {
-                ds->negative = xstrdup(lab);
-                neg_line = rec;
-                ds->label[r] = 0;
-            } else if (!strcmp(lab, ds->negative)) {
-                ds->label[r] = 0;
-            } else if (opts->need_label) {
-                snprintf(errstr, errstr_size,
-                         "%s:%zu: column '%s': unknown label value '%.80s': neither the positive "
-                         "class '%s' nor the other class '%.80s' (first seen at line %zu); a "
-                         "binary label has two values",
-                         path, rec, opts->label, lab, opts->positive, ds->negative, neg_line);
-                goto err;
+            } else {
+                /* another class: tallied, checked after the last row */
+                size_t k = 0;
+                while (k < nother && strcmp(other[k].text, lab))
+                    k++;
+                if (k == nother && !opts->need_label) {
+                    ds->label[r] = -1; /* predict: the label is ignored */
+                } else if (k == nother) {
+                    if (nother == MLOPS_ARRAY_LEN(other)) {
+                        snprintf(errstr, errstr_size,
+                                 "%s:%zu: column '%s': unknown label value '%.80s': more than %zu "
+                                 "classes besides the positive class '%s'; a binary label has two "
+                                 "values",
+                                 path, rec, opts->label, lab, MLOPS_ARRAY_LEN(other),
+                                 opts->positive);
+                        goto err;
+                    }
+                    str_copy(other[k].text, lab, sizeof(other[k].text));
+                    other[k].first = rec;
+                    other[k].n = 0;
+                    nother++;
+                }
+                if (k < nother) {
+                    other[k].n++;
+                    ds->label[r] = 0;
+                }
             }
         }
         /* the event, as ingest would see it: every non-empty cell a string */
@@ -187,6 +204,28 @@ dataset_t *dataset_load_csv(const spec_t *spec, const char *path, const dataset_
     }
     csvf_close(csv);
     csv = NULL;
+    if (nother > 1 && opts->need_label) {
+        /* the rarest other class is the odd one out (ties: the later one) */
+        size_t common = 0, odd = 0;
+        for (size_t k = 1; k < nother; k++) {
+            if (other[k].n > other[common].n)
+                common = k;
+        }
+        odd = common == 0 ? 1 : 0;
+        for (size_t k = 0; k < nother; k++)
+            if (k != common && (other[k].n < other[odd].n ||
+                                (other[k].n == other[odd].n && other[k].first > other[odd].first)))
+                odd = k;
+        snprintf(errstr, errstr_size,
+                 "%s:%zu: column '%s': unknown label value '%.80s' (%zu row%s): neither the "
+                 "positive class '%s' nor the other class '%.80s' (%zu rows); a binary label has "
+                 "two values",
+                 path, other[odd].first, opts->label, other[odd].text, other[odd].n,
+                 other[odd].n == 1 ? "" : "s", opts->positive, other[common].text, other[common].n);
+        goto err;
+    }
+    if (nother)
+        ds->negative = xstrdup(other[0].text);
 
     /* rolling aggregates per entity in event-time order */
     if (spec->nrolling) {
