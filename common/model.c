@@ -244,7 +244,7 @@ static int parse_tree(model_t *m, const json_t *jt, size_t ti, model_tree_t *t, 
     t->cat_off = xcalloc(n, sizeof(int32_t));
     t->cat_len = xcalloc(n, sizeof(int32_t));
     int32_t *dl = xcalloc(n, sizeof(int32_t));
-    char p[128];
+    char p[160];
     int rc = -1;
 #define SUB(k) (snprintf(p, sizeof(p), "%s.%s", path, k), p)
     if (parse_int_array(feat, SUB("feature"), n, t->feature, -1, (int64_t)m->nslots - 1, errstr,

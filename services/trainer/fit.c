@@ -109,7 +109,8 @@ static const cfg_item_t fit_items[] = {
     CFG_ITEM(fit_conf_t, profile_sample, CFG_T_BOOL, "true", 0,
              "keep a reservoir sample of up to 10,000 values per input in the profile"),
     CFG_ITEM(fit_conf_t, dump_matrix, CFG_T_STR, NULL, 0,
-             "also write the encoded inputs as CSV (split,label,slots...; for oracle tests)"),
+             "also write the encoded inputs as CSV (split,row,label,slots...; row = 0-based data "
+             "row; for oracle tests)"),
     CFG_ITEM(fit_conf_t, quiet, CFG_T_BOOL, "false", 0, "no progress lines on stderr"),
 };
 
@@ -466,6 +467,19 @@ static json_t *profile_column(const dataset_t *ds, const colinfo_t *ci, const si
 
 /* ---- the command ---- */
 
+/* Put @p prefix in front of the message in @p buf (truncating its end). */
+static void prepend(char *buf, size_t size, const char *prefix)
+{
+    size_t lp = strlen(prefix), lb = strlen(buf);
+    if (lp >= size)
+        lp = size - 1;
+    if (lp + lb >= size)
+        lb = size - 1 - lp;
+    memmove(buf + lp, buf, lb);
+    memcpy(buf, prefix, lp);
+    buf[lp + lb] = '\0';
+}
+
 #define FAIL(...)                                                                                  \
     do {                                                                                           \
         snprintf(errstr, sizeof(errstr), __VA_ARGS__);                                             \
@@ -699,9 +713,8 @@ int trainer_fit_main(int argc, char **argv)
     json_object_set_new(doc, "lineage", json_object());
     m = model_from_json(doc, errstr, sizeof(errstr));
     if (!m) {
-        char e2[2048];
-        snprintf(e2, sizeof(e2), "internal: the preprocessing does not validate: %s", errstr);
-        FAIL("%s", e2);
+        prepend(errstr, sizeof(errstr), "internal: the preprocessing does not validate: ");
+        goto done;
     }
 
     /* 6. the input vectors, by the scorer's code */
@@ -723,7 +736,7 @@ int trainer_fit_main(int argc, char **argv)
         dump = fopen(conf.dump_matrix, "w");
         if (!dump)
             FAIL("%s: cannot write", conf.dump_matrix);
-        fprintf(dump, "split,label");
+        fprintf(dump, "split,row,label");
         for (size_t k = 0; k < p; k++) {
             fputc(',', dump);
             const char *s = json_string_value(json_array_get(slots, k));
@@ -734,8 +747,9 @@ int trainer_fit_main(int argc, char **argv)
             size_t cnt = part ? nva : ntr;
             const double *M = part ? Xv : X;
             const int *Y = part ? yv : y;
+            const size_t *R = part ? va : tr;
             for (size_t i = 0; i < cnt; i++) {
-                fprintf(dump, "%s,%d", part ? "valid" : "train", Y[i]);
+                fprintf(dump, "%s,%zu,%d", part ? "valid" : "train", R[i], Y[i]);
                 for (size_t k = 0; k < p; k++) {
                     double x = M[i * p + k];
                     if (isnan(x))
@@ -855,9 +869,8 @@ int trainer_fit_main(int argc, char **argv)
     m = model_from_json(doc, errstr, sizeof(errstr));
     if (!m) {
         json_decref(params);
-        char e2[2048];
-        snprintf(e2, sizeof(e2), "internal: the fitted model does not validate: %s", errstr);
-        FAIL("%s", e2);
+        prepend(errstr, sizeof(errstr), "internal: the fitted model does not validate: ");
+        goto done;
     }
 
     /* 8. threshold and metrics on the held-out rows, by the scorer's code */
@@ -934,9 +947,8 @@ int trainer_fit_main(int argc, char **argv)
     model_destroy(m);
     m = model_from_json(doc, errstr, sizeof(errstr));
     if (!m) {
-        char e2[2048];
-        snprintf(e2, sizeof(e2), "internal: the artifact does not validate: %s", errstr);
-        FAIL("%s", e2);
+        prepend(errstr, sizeof(errstr), "internal: the artifact does not validate: ");
+        goto done;
     }
     if (model_write_file(doc, conf.out, errstr, sizeof(errstr)))
         goto done;
