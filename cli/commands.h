@@ -10,5 +10,7 @@ int cmd_spec(int argc, char **argv);
 int cmd_replay(int argc, char **argv);
 int cmd_dlq(int argc, char **argv);
 int cmd_alerts(int argc, char **argv);
+int cmd_predict(int argc, char **argv);
+int cmd_models(int argc, char **argv);
 
 #endif

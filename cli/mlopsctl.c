@@ -81,6 +81,8 @@ static const command_t commands[] = {
     {"dlq", "list, show and redrive the events ingest refused (events.dlq)", cmd_dlq},
     {"replay", "copy a topic's offset or time range into another topic (backfills)", cmd_replay},
     {"alerts", "silence alerts, list silences, end one (the monitor's API)", cmd_alerts},
+    {"predict", "score a CSV with a model/1 artifact (the scorer's code)", cmd_predict},
+    {"models", "model artifacts: card (markdown model card)", cmd_models},
     {"version", "print the version", cmd_version},
     {"help", "this help", cmd_help},
 };

@@ -1,0 +1,572 @@
+/* Histogram GBDT for binary classification (see gbdt.h). */
+#include "gbdt.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MISSING_CODE 0xFFFFu
+#define MAX_THREADS 8
+
+void gbdt_params_default(gbdt_params_t *p)
+{
+    p->n_trees = 200;
+    p->max_depth = 6;
+    p->learning_rate = 0.1;
+    p->lambda = 1.0;
+    p->gamma = 0.0;
+    p->min_child_weight = 1.0;
+    p->subsample = 1.0;
+    p->colsample = 1.0;
+    p->max_bins = 256;
+    p->early_stopping = 20;
+    p->threads = 2;
+    p->seed = 1;
+    p->progress = NULL;
+    p->progress_arg = NULL;
+}
+
+/* splitmix64: small, seeded, the same on every platform */
+static uint64_t rng_next(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+static double rng_unit(uint64_t *s) { return (double)(rng_next(s) >> 11) * 0x1.0p-53; }
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+size_t gbdt_bin_edges(const double *v, size_t m, int max_bins, double *edges)
+{
+    if (m == 0)
+        return 0;
+    size_t ndistinct = 1;
+    for (size_t i = 1; i < m; i++)
+        ndistinct += v[i] != v[i - 1];
+    size_t ne = 0;
+    if (ndistinct <= (size_t)max_bins) {
+        for (size_t i = 1; i < m; i++)
+            if (v[i] != v[i - 1])
+                edges[ne++] = v[i];
+        return ne;
+    }
+    for (int k = 1; k < max_bins; k++) {
+        double e = v[(size_t)((double)k * (double)m / max_bins)];
+        if (e > v[0] && (ne == 0 || e > edges[ne - 1]))
+            edges[ne++] = e;
+    }
+    return ne;
+}
+
+/* number of edges <= x (so bin b holds edges[b-1] <= x < edges[b]) */
+static uint16_t bin_of(const double *edges, size_t ne, double x)
+{
+    size_t lo = 0, hi = ne;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (edges[mid] <= x)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return (uint16_t)lo;
+}
+
+typedef struct split {
+    double gain;
+    int feature; /* -1: none */
+    int bin;     /* numeric: rows with code <= bin go left */
+    bool default_left;
+    uint64_t cats[4]; /* categorical: left set */
+    bool categorical;
+    double gl, hl, gr, hr;
+} split_t;
+
+typedef struct lnode {
+    int32_t id; /* node index in the tree */
+    size_t start, end;
+    double g, h;
+} lnode_t;
+
+typedef struct ctx {
+    const gbdt_params_t *prm;
+    size_t n, p;
+    uint16_t *codes; /* p x n, column-major */
+    size_t *nbins;   /* per input */
+    double **edges;
+    size_t *nedges;
+    const bool *is_cat;
+    double *grad, *hess;
+    size_t *rows; /* node row ranges */
+    /* per level */
+    lnode_t *level;
+    size_t nlevel;
+    const bool *use_col;
+    split_t *cand; /* nlevel x p */
+    int nthreads;
+} ctx_t;
+
+typedef struct worker {
+    ctx_t *c;
+    int t;
+    double *hg, *hh; /* histogram scratch (257 bins) */
+} worker_t;
+
+typedef struct catstat {
+    int c;
+    double g, h, key;
+} catstat_t;
+
+static int by_key(const void *a, const void *b)
+{
+    const catstat_t *x = a, *y = b;
+    if (x->key != y->key)
+        return x->key < y->key ? -1 : 1;
+    return x->c - y->c;
+}
+
+static double score_of(double g, double h, double lambda) { return g * g / (h + lambda); }
+
+/* Best split of one node on one input. */
+static void find_split(ctx_t *c, worker_t *w, const lnode_t *nd, size_t j, split_t *out)
+{
+    const gbdt_params_t *prm = c->prm;
+    size_t nb = c->nbins[j];
+    double *hg = w->hg, *hh = w->hh;
+    memset(hg, 0, (nb + 1) * sizeof(double));
+    memset(hh, 0, (nb + 1) * sizeof(double));
+    const uint16_t *code = c->codes + j * c->n;
+    for (size_t k = nd->start; k < nd->end; k++) {
+        size_t r = c->rows[k];
+        uint16_t b = code[r];
+        size_t slot = b == MISSING_CODE ? nb : b;
+        hg[slot] += c->grad[r];
+        hh[slot] += c->hess[r];
+    }
+    double gm = hg[nb], hm = hh[nb];
+    double G = nd->g, H = nd->h, lam = prm->lambda, mcw = prm->min_child_weight;
+    double parent = score_of(G, H, lam);
+    out->gain = 0;
+    out->feature = -1;
+    if (!c->is_cat || !c->is_cat[j]) {
+        double gl = 0, hl = 0;
+        for (size_t b = 0; b + 1 < nb; b++) {
+            gl += hg[b];
+            hl += hh[b];
+            for (int dl = 0; dl < 2; dl++) {
+                if (dl && hm == 0)
+                    break;
+                double GL = gl + (dl ? gm : 0), HL = hl + (dl ? hm : 0);
+                double GR = G - GL, HR = H - HL;
+                if (HL < mcw || HR < mcw)
+                    continue;
+                double gain =
+                    0.5 * (score_of(GL, HL, lam) + score_of(GR, HR, lam) - parent) - prm->gamma;
+                if (gain > out->gain) {
+                    out->gain = gain;
+                    out->feature = (int)j;
+                    out->bin = (int)b;
+                    out->default_left = dl;
+                    out->categorical = false;
+                    out->gl = GL, out->hl = HL, out->gr = GR, out->hr = HR;
+                }
+            }
+        }
+        return;
+    }
+    /* categorical: sort present categories by g/(h+lambda), scan prefixes */
+    catstat_t cs[256];
+    size_t m = 0;
+    for (size_t b = 0; b < nb && b < 256; b++)
+        if (hh[b] > 0)
+            cs[m++] = (catstat_t){(int)b, hg[b], hh[b], hg[b] / (hh[b] + lam)};
+    if (m < 2 && hm == 0)
+        return;
+    qsort(cs, m, sizeof(catstat_t), by_key);
+    double gl = 0, hl = 0;
+    for (size_t k = 0; k + 1 < m || (k < m && hm > 0); k++) {
+        gl += cs[k].g;
+        hl += cs[k].h;
+        for (int dl = 0; dl < 2; dl++) {
+            if (dl && hm == 0)
+                break;
+            if (k + 1 == m && dl) /* everything left: no split */
+                continue;
+            double GL = gl + (dl ? gm : 0), HL = hl + (dl ? hm : 0);
+            double GR = G - GL, HR = H - HL;
+            if (HL < mcw || HR < mcw)
+                continue;
+            double gain =
+                0.5 * (score_of(GL, HL, lam) + score_of(GR, HR, lam) - parent) - prm->gamma;
+            if (gain > out->gain) {
+                out->gain = gain;
+                out->feature = (int)j;
+                out->bin = (int)k; /* prefix length - 1 */
+                out->default_left = dl;
+                out->categorical = true;
+                memset(out->cats, 0, sizeof(out->cats));
+                for (size_t q = 0; q <= k; q++)
+                    out->cats[cs[q].c / 64] |= 1ull << (cs[q].c % 64);
+                out->gl = GL, out->hl = HL, out->gr = GR, out->hr = HR;
+            }
+        }
+    }
+}
+
+static void *level_run(void *arg)
+{
+    worker_t *w = arg;
+    ctx_t *c = w->c;
+    for (size_t j = (size_t)w->t; j < c->p; j += (size_t)c->nthreads) {
+        for (size_t i = 0; i < c->nlevel; i++) {
+            split_t *s = &c->cand[i * c->p + j];
+            s->feature = -1;
+            s->gain = 0;
+            if (c->use_col[j])
+                find_split(c, w, &c->level[i], j, s);
+        }
+    }
+    return NULL;
+}
+
+static void level_splits(ctx_t *c, worker_t *ws)
+{
+    pthread_t tid[MAX_THREADS];
+    bool started[MAX_THREADS] = {false};
+    for (int t = 1; t < c->nthreads; t++)
+        started[t] = pthread_create(&tid[t], NULL, level_run, &ws[t]) == 0;
+    for (int t = 1; t < c->nthreads; t++)
+        if (!started[t])
+            level_run(&ws[t]);
+    level_run(&ws[0]);
+    for (int t = 1; t < c->nthreads; t++)
+        if (started[t])
+            pthread_join(tid[t], NULL);
+}
+
+/* ---- tree building ---- */
+
+typedef struct tbuild {
+    model_tree_t t;
+    size_t cap, catcap;
+} tbuild_t;
+
+static int32_t tb_add(tbuild_t *b)
+{
+    model_tree_t *t = &b->t;
+    if (t->nnodes == b->cap) {
+        b->cap = b->cap ? b->cap * 2 : 64;
+        t->feature = xrealloc(t->feature, b->cap * sizeof(int32_t));
+        t->threshold = xrealloc(t->threshold, b->cap * sizeof(double));
+        t->left = xrealloc(t->left, b->cap * sizeof(int32_t));
+        t->right = xrealloc(t->right, b->cap * sizeof(int32_t));
+        t->default_left = xrealloc(t->default_left, b->cap);
+        t->value = xrealloc(t->value, b->cap * sizeof(double));
+        t->cat_off = xrealloc(t->cat_off, b->cap * sizeof(int32_t));
+        t->cat_len = xrealloc(t->cat_len, b->cap * sizeof(int32_t));
+    }
+    size_t i = t->nnodes++;
+    t->feature[i] = -1;
+    t->threshold[i] = 0;
+    t->left[i] = t->right[i] = 0;
+    t->default_left[i] = 0;
+    t->value[i] = 0;
+    t->cat_off[i] = (int32_t)t->ncats_total;
+    t->cat_len[i] = 0;
+    return (int32_t)i;
+}
+
+static void tb_add_cat(tbuild_t *b, int32_t c)
+{
+    if (b->t.ncats_total == b->catcap) {
+        b->catcap = b->catcap ? b->catcap * 2 : 64;
+        b->t.cats = xrealloc(b->t.cats, b->catcap * sizeof(int32_t));
+    }
+    b->t.cats[b->t.ncats_total++] = c;
+}
+
+static bool goes_left(const ctx_t *c, const split_t *s, size_t r)
+{
+    uint16_t code = c->codes[(size_t)s->feature * c->n + r];
+    if (code == MISSING_CODE)
+        return s->default_left;
+    if (s->categorical)
+        return (s->cats[code / 64] >> (code % 64)) & 1;
+    return (int)code <= s->bin;
+}
+
+static void build_tree(ctx_t *c, worker_t *ws, size_t nrows, tbuild_t *tb, size_t *tmp)
+{
+    const gbdt_params_t *prm = c->prm;
+    size_t maxlevel = (size_t)1 << (prm->max_depth > 20 ? 20 : prm->max_depth);
+    lnode_t *cur = xmalloc(maxlevel * sizeof(lnode_t)), *next = xmalloc(maxlevel * sizeof(lnode_t));
+    c->cand = xmalloc(maxlevel * c->p * sizeof(split_t));
+    double g = 0, h = 0;
+    for (size_t k = 0; k < nrows; k++) {
+        g += c->grad[c->rows[k]];
+        h += c->hess[c->rows[k]];
+    }
+    size_t ncur = 1;
+    cur[0] = (lnode_t){tb_add(tb), 0, nrows, g, h};
+    for (int depth = 0; ncur > 0; depth++) {
+        size_t nnext = 0;
+        if (depth < prm->max_depth) {
+            c->level = cur;
+            c->nlevel = ncur;
+            level_splits(c, ws);
+        }
+        for (size_t i = 0; i < ncur; i++) {
+            lnode_t *nd = &cur[i];
+            split_t *best = NULL;
+            if (depth < prm->max_depth)
+                for (size_t j = 0; j < c->p; j++) {
+                    split_t *s = &c->cand[i * c->p + j];
+                    if (s->feature >= 0 && s->gain > 0 && (!best || s->gain > best->gain))
+                        best = s;
+                }
+            model_tree_t *t = &tb->t;
+            if (!best) {
+                t->value[nd->id] = -nd->g / (nd->h + prm->lambda) * prm->learning_rate;
+                continue;
+            }
+            /* stable partition of the node's rows */
+            size_t nl = 0, nr = 0;
+            for (size_t k = nd->start; k < nd->end; k++) {
+                size_t r = c->rows[k];
+                if (goes_left(c, best, r))
+                    c->rows[nd->start + nl++] = r;
+                else
+                    tmp[nr++] = r;
+            }
+            memcpy(c->rows + nd->start + nl, tmp, nr * sizeof(size_t));
+            int32_t l = tb_add(tb), rr = tb_add(tb);
+            t = &tb->t;
+            t->feature[nd->id] = best->feature;
+            t->left[nd->id] = l;
+            t->right[nd->id] = rr;
+            t->default_left[nd->id] = best->default_left;
+            if (best->categorical) {
+                t->cat_off[nd->id] = (int32_t)t->ncats_total;
+                for (int32_t q = 0; q < 256; q++)
+                    if ((best->cats[q / 64] >> (q % 64)) & 1)
+                        tb_add_cat(tb, q), t = &tb->t, t->cat_len[nd->id]++;
+            } else {
+                t->threshold[nd->id] = c->edges[best->feature][best->bin];
+            }
+            next[nnext++] = (lnode_t){l, nd->start, nd->start + nl, best->gl, best->hl};
+            next[nnext++] = (lnode_t){rr, nd->start + nl, nd->end, best->gr, best->hr};
+        }
+        lnode_t *sw = cur;
+        cur = next;
+        next = sw;
+        ncur = nnext;
+    }
+    free(cur);
+    free(next);
+    free(c->cand);
+    c->cand = NULL;
+}
+
+static double logloss_of(const double *margin, const int *y, size_t n)
+{
+    double s = 0;
+    for (size_t i = 0; i < n; i++) {
+        double z = margin[i];
+        /* log(1 + exp(z)) - y z, stable */
+        double l = z > 0 ? z + log1p(exp(-z)) : log1p(exp(z));
+        s += l - (y[i] ? z : 0);
+    }
+    return n ? s / (double)n : (double)NAN;
+}
+
+int gbdt_fit(const gbdt_data_t *tr, const gbdt_data_t *va, const bool *is_cat, const size_t *ncats,
+             const gbdt_params_t *prm, gbdt_result_t *out, char *errstr, size_t errstr_size)
+{
+    memset(out, 0, sizeof(*out));
+    out->best_valid_loss = (double)NAN;
+    size_t n = tr->n, p = tr->p;
+    if (n == 0 || p == 0) {
+        snprintf(errstr, errstr_size, "gbdt: no training rows or no inputs");
+        return -1;
+    }
+    if (prm->max_bins < 2 || prm->max_bins > 256) {
+        snprintf(errstr, errstr_size, "gbdt: max_bins must be in [2, 256]");
+        return -1;
+    }
+    ctx_t c = {.prm = prm, .n = n, .p = p, .is_cat = is_cat};
+    c.nthreads = prm->threads < 1 ? 1 : prm->threads > MAX_THREADS ? MAX_THREADS : prm->threads;
+    c.codes = xmalloc(n * p * sizeof(uint16_t));
+    c.nbins = xcalloc(p, sizeof(size_t));
+    c.edges = xcalloc(p, sizeof(double *));
+    c.nedges = xcalloc(p, sizeof(size_t));
+    double *vals = xmalloc(n * sizeof(double));
+    size_t npos = 0;
+    for (size_t i = 0; i < n; i++)
+        npos += tr->y[i] != 0;
+    if (npos == 0 || npos == n) {
+        snprintf(errstr, errstr_size, "gbdt: the training rows have one class only");
+        free(vals);
+        goto fail;
+    }
+    for (size_t j = 0; j < p; j++) {
+        uint16_t *code = c.codes + j * n;
+        if (is_cat && is_cat[j]) {
+            c.nbins[j] = ncats[j] ? ncats[j] : 1;
+            if (c.nbins[j] > 256) {
+                snprintf(errstr, errstr_size, "gbdt: input %zu has more than 256 categories", j);
+                free(vals);
+                goto fail;
+            }
+            for (size_t i = 0; i < n; i++) {
+                double x = tr->X[i * p + j];
+                code[i] = isnan(x) || x < 0 || x >= (double)c.nbins[j] ? MISSING_CODE : (uint16_t)x;
+            }
+            continue;
+        }
+        size_t m = 0;
+        for (size_t i = 0; i < n; i++)
+            if (!isnan(tr->X[i * p + j]))
+                vals[m++] = tr->X[i * p + j];
+        qsort(vals, m, sizeof(double), cmp_double);
+        c.edges[j] = xmalloc((size_t)prm->max_bins * sizeof(double));
+        c.nedges[j] = gbdt_bin_edges(vals, m, prm->max_bins, c.edges[j]);
+        c.nbins[j] = c.nedges[j] + 1;
+        for (size_t i = 0; i < n; i++) {
+            double x = tr->X[i * p + j];
+            code[i] = isnan(x) ? MISSING_CODE : bin_of(c.edges[j], c.nedges[j], x);
+        }
+    }
+    free(vals);
+
+    double base = log((double)npos / (double)(n - npos));
+    out->base_margin = base;
+    double *mtr = xmalloc(n * sizeof(double));
+    double *mva = va ? xmalloc((va->n ? va->n : 1) * sizeof(double)) : NULL;
+    for (size_t i = 0; i < n; i++)
+        mtr[i] = base;
+    for (size_t i = 0; va && i < va->n; i++)
+        mva[i] = base;
+    c.grad = xmalloc(n * sizeof(double));
+    c.hess = xmalloc(n * sizeof(double));
+    c.rows = xmalloc(n * sizeof(size_t));
+    size_t *tmp = xmalloc(n * sizeof(size_t));
+    bool *use_col = xmalloc(p * sizeof(bool));
+    size_t *perm = xmalloc(p * sizeof(size_t));
+    c.use_col = use_col;
+    worker_t ws[MAX_THREADS];
+    for (int t = 0; t < c.nthreads; t++)
+        ws[t] = (worker_t){&c, t, xmalloc(258 * sizeof(double)), xmalloc(258 * sizeof(double))};
+    uint64_t rng = prm->seed;
+    out->trees = xcalloc((size_t)(prm->n_trees > 0 ? prm->n_trees : 1), sizeof(model_tree_t));
+    double best_loss = (double)INFINITY;
+    int best_round = 0;
+    for (int it = 0; it < prm->n_trees; it++) {
+        for (size_t i = 0; i < n; i++) {
+            double pr = 1.0 / (1.0 + exp(-mtr[i]));
+            c.grad[i] = pr - tr->y[i];
+            c.hess[i] = pr * (1 - pr);
+        }
+        size_t nrows = 0;
+        for (size_t i = 0; i < n; i++)
+            if (prm->subsample >= 1 || rng_unit(&rng) < prm->subsample)
+                c.rows[nrows++] = i;
+        if (prm->colsample >= 1) {
+            for (size_t j = 0; j < p; j++)
+                use_col[j] = true;
+        } else {
+            size_t k = (size_t)llround(prm->colsample * (double)p);
+            if (k < 1)
+                k = 1;
+            for (size_t j = 0; j < p; j++)
+                perm[j] = j, use_col[j] = false;
+            for (size_t j = 0; j < k; j++) {
+                size_t q = j + (size_t)(rng_next(&rng) % (p - j));
+                size_t s = perm[j];
+                perm[j] = perm[q];
+                perm[q] = s;
+                use_col[perm[j]] = true;
+            }
+        }
+        tbuild_t tb = {0};
+        build_tree(&c, ws, nrows, &tb, tmp);
+        out->trees[out->ntrees++] = tb.t;
+        const model_tree_t *t = &out->trees[out->ntrees - 1];
+        for (size_t i = 0; i < n; i++)
+            mtr[i] += model_tree_margin(t, tr->X + i * p);
+        if (va && va->n) {
+            for (size_t i = 0; i < va->n; i++)
+                mva[i] += model_tree_margin(t, va->X + i * p);
+            double loss = logloss_of(mva, va->y, va->n);
+            if (prm->progress)
+                prm->progress(prm->progress_arg, it + 1, loss);
+            if (loss < best_loss) {
+                best_loss = loss;
+                best_round = it + 1;
+            } else if (prm->early_stopping > 0 && it + 1 - best_round >= prm->early_stopping) {
+                break;
+            }
+        } else {
+            best_round = it + 1;
+            if (prm->progress)
+                prm->progress(prm->progress_arg, it + 1, (double)NAN);
+        }
+    }
+    if (prm->early_stopping == 0)
+        best_round = (int)out->ntrees;
+    while ((int)out->ntrees > best_round)
+        model_tree_cleanup(&out->trees[--out->ntrees]);
+    out->best_round = best_round;
+    out->best_valid_loss = va && va->n ? best_loss : (double)NAN;
+    for (int t = 0; t < c.nthreads; t++) {
+        free(ws[t].hg);
+        free(ws[t].hh);
+    }
+    free(mtr);
+    free(mva);
+    free(c.grad);
+    free(c.hess);
+    free(c.rows);
+    free(tmp);
+    free(use_col);
+    free(perm);
+    for (size_t j = 0; j < p; j++)
+        free(c.edges[j]);
+    free(c.edges);
+    free(c.nedges);
+    free(c.nbins);
+    free(c.codes);
+    return 0;
+fail:
+    for (size_t j = 0; j < p; j++)
+        free(c.edges[j]);
+    free(c.edges);
+    free(c.nedges);
+    free(c.nbins);
+    free(c.codes);
+    return -1;
+}
+
+void gbdt_result_cleanup(gbdt_result_t *r)
+{
+    for (size_t i = 0; i < r->ntrees; i++)
+        model_tree_cleanup(&r->trees[i]);
+    free(r->trees);
+    r->trees = NULL;
+    r->ntrees = 0;
+}
+
+double gbdt_margin(const gbdt_result_t *r, const double *x)
+{
+    double z = r->base_margin;
+    for (size_t i = 0; i < r->ntrees; i++)
+        z += model_tree_margin(&r->trees[i], x);
+    return z;
+}
