@@ -496,7 +496,8 @@ static int load_input(req_ctx_t *c, const char *query)
                                                : c->rg->conf->max_body_bytes);
     struct evbuffer *in = evhttp_request_get_input_buffer(c->req);
     if (evbuffer_get_length(in) > limit)
-        return ctx_fail(c, 413, "REQUEST_TOO_LARGE", "the body is larger than %zu bytes", limit);
+        return ctx_fail(c, 413, "RESOURCE_LIMIT_EXCEEDED", "the body is larger than %zu bytes",
+                        limit);
     c->body = http_body(c->req, &c->body_len);
     if (!c->route->raw_body && c->body_len) {
         err_t *e = NULL;
@@ -631,7 +632,7 @@ static int run_write(req_ctx_t *c, const char *raw_uri)
             PQclear(r);
             pg_rollback(rg->pg);
             if (!same)
-                return ctx_fail(c, 422, "IDEMPOTENCY_KEY_REUSED",
+                return ctx_fail(c, 422, "RESOURCE_CONFLICT",
                                 "Idempotency-Key was used for a different request");
             metric_inc(rg->m_replays);
             evhttp_add_header(evhttp_request_get_output_headers(c->req), "Idempotent-Replayed",
@@ -765,7 +766,7 @@ static void on_api(struct evhttp_request *req, void *arg)
     if (!c.route) {
         if (path_known) {
             evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", allow);
-            st = ctx_fail(&c, 405, "METHOD_NOT_ALLOWED", "%s is not allowed here (allowed: %s)",
+            st = ctx_fail(&c, 405, "BAD_REQUEST", "%s is not allowed here (allowed: %s)",
                           method_name(method), allow);
         } else {
             st = ctx_fail(&c, 404, "ENDPOINT_NOT_FOUND", "no such endpoint: %s", raw);

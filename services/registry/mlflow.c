@@ -409,13 +409,16 @@ static int parse_filter(req_ctx_t *c, search_t *s, const char *filter)
                                 "filter: tags compare with =, !=, LIKE or ILIKE to a string");
             add_param(c, s, tagkey, strlen(tagkey));
             add_param(c, s, lit, strlen(lit));
-            strbuf_appendf(
-                &s->where,
-                s->versions ? " AND EXISTS (SELECT 1 FROM version_tags t WHERE t.version_id = v.id"
-                              " AND t.key = $%d AND t.value %s $%d)"
-                            : " AND EXISTS (SELECT 1 FROM model_tags t WHERE t.model_id = m.id"
-                              " AND t.key = $%d AND t.value %s $%d)",
-                s->np - 1, op, s->np);
+            /* != also matches objects without the tag (MLflow's own client relies
+             * on it: it adds tags.`mlflow.prompt.is_prompt` != 'true' to searches) */
+            bool neg = !strcmp(op, "!=");
+            strbuf_appendf(&s->where,
+                           s->versions
+                               ? " AND %sEXISTS (SELECT 1 FROM version_tags t"
+                                 " WHERE t.version_id = v.id AND t.key = $%d AND t.value %s $%d)"
+                               : " AND %sEXISTS (SELECT 1 FROM model_tags t"
+                                 " WHERE t.model_id = m.id AND t.key = $%d AND t.value %s $%d)",
+                           neg ? "NOT " : "", s->np - 1, neg ? "=" : op, s->np);
         } else {
             if (idlen == 4 && !strncasecmp(id0, "name", 4))
                 col = "m.name";

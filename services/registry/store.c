@@ -178,17 +178,17 @@ int store_check_gates(req_ctx_t *c, int64_t vid, int64_t version)
     bool passed = has_gates && !strcmp(PQgetvalue(r, 0, 0), "t");
     PQclear(r);
     if (!has_artifact)
-        return ctx_fail(c, 409, "GATES_NOT_PASSED",
+        return ctx_fail(c, 409, "INVALID_STATE",
                         "version %lld has no model/1 artifact: it cannot be promoted unless an "
                         "admin forces it with a reason",
                         (long long)version);
     if (!has_gates)
-        return ctx_fail(c, 409, "GATES_NOT_PASSED",
+        return ctx_fail(c, 409, "INVALID_STATE",
                         "version %lld has no quality gate results: it cannot be promoted unless "
                         "an admin forces it with a reason",
                         (long long)version);
     if (!passed)
-        return ctx_fail(c, 409, "GATES_NOT_PASSED",
+        return ctx_fail(c, 409, "INVALID_STATE",
                         "version %lld failed its quality gates: it cannot be promoted unless an "
                         "admin forces it with a reason",
                         (long long)version);

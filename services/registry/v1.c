@@ -62,7 +62,7 @@ static int check_artifact(req_ctx_t *c, json_t **docp, char sha[65])
     const char *want =
         evhttp_find_header(evhttp_request_get_input_headers(c->req), "X-Artifact-Sha256");
     if (want && strcasecmp(want, sha))
-        return ctx_fail(c, 400, "CHECKSUM_MISMATCH",
+        return ctx_fail(c, 400, "INVALID_PARAMETER_VALUE",
                         "the body's sha256 is %s, the X-Artifact-Sha256 header says %s", sha, want);
     if (!c->body_len)
         return ctx_fail(c, 400, "INVALID_PARAMETER_VALUE", "the body must be a model/1 document");

@@ -118,7 +118,8 @@ class Registry:
             if time.time() > deadline:
                 raise RuntimeError(f"registry did not come up: {self.logs}")
             time.sleep(0.02)
-        self.admin = (self.state / "registry/admin_token").read_text().strip()
+        tok = self.state / "registry/admin_token"
+        self.admin = tok.read_text().strip() if tok.exists() else None
 
     def _read(self):
         for line in self.proc.stderr:

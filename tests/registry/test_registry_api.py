@@ -181,12 +181,12 @@ def test_stages_gates_and_latest_versions(registry, tokens):
     err(registry.post(MV + "/transition-stage", {"name": "st-a", "version": "1",
                                                  "stage": "Production",
                                                  "archive_existing_versions": False}),
-        409, "GATES_NOT_PASSED")
+        409, "INVALID_STATE")
     v2, _ = register(registry, "st-a", t, passed=True)
     v3, _ = register(registry, "st-a", t, passed=True)
     v4, _ = register(registry, "st-a", t, passed=False)
     err(registry.post(MV + "/transition-stage", {"name": "st-a", "version": str(v4),
-                                                 "stage": "Staging"}), 409, "GATES_NOT_PASSED")
+                                                 "stage": "Staging"}), 409, "INVALID_STATE")
     r = registry.post(MV + "/transition-stage", {"name": "st-a", "version": str(v2),
                                                  "stage": "production"})
     assert r.status == 200 and r.json()["model_version"]["current_stage"] == "Production"
@@ -231,7 +231,7 @@ def test_aliases_mlflow(registry, tokens):
     registry.post(MV + "/create", {"name": "al-a", "source": "s3://plain"}, token=t)
     v2, _ = register(registry, "al-a", t)
     err(registry.post(RM + "/alias", {"name": "al-a", "alias": "champion", "version": "1"}),
-        409, "GATES_NOT_PASSED")
+        409, "INVALID_STATE")
     r = registry.post(RM + "/alias", {"name": "al-a", "alias": "champion", "version": str(v2)})
     assert r.status == 200, r
     g = registry.get(RM + "/alias" + q(name="al-a", alias="champion"), token=tokens["reader"])
@@ -264,7 +264,7 @@ def test_artifacts_upload_download_sha256(registry, tokens):
     assert u["artifact_uri"].endswith(f"/api/v1/models/art-a/versions/{v}/artifact")
     # wrong digest, not model/1, not JSON
     err(registry.request("POST", "/api/v1/models/art-a/versions", raw=doc, token=t,
-                         headers={"X-Artifact-Sha256": "0" * 64}), 400, "CHECKSUM_MISMATCH")
+                         headers={"X-Artifact-Sha256": "0" * 64}), 400, "INVALID_PARAMETER_VALUE")
     err(registry.request("POST", "/api/v1/models/art-a/versions",
                          raw=json.dumps({"schema": "other/1"}).encode(), token=t), 400)
     err(registry.request("POST", "/api/v1/models/art-a/versions", raw=b"{not json", token=t), 400)
@@ -290,7 +290,7 @@ def test_gates_written_only_by_trainers(registry, tokens):
     err(registry.call("PUT", p, {"passed": True}), 403, "PERMISSION_DENIED")  # admin
     err(registry.call("PUT", p, {"passed": "yes"}, token=t), 400)
     err(registry.post("/api/v1/models/gt-a/aliases/champion/promote", {"version": v}), 409,
-        "GATES_NOT_PASSED")
+        "INVALID_STATE")
     r = registry.call("PUT", p, {"passed": True, "auc": 0.93}, token=t)
     assert r.status == 200 and r.json()["gates_passed"] is True
     assert registry.post("/api/v1/models/gt-a/aliases/champion/promote",
@@ -311,7 +311,7 @@ def test_promote_expected_version_force_and_rollback(registry, tokens):
     err(registry.post(P, {"version": v2, "expected_version": v2}), 409, "RESOURCE_CONFLICT")
     r = registry.post(P, {"version": v2, "expected_version": v1})
     assert r.status == 200 and r.json()["previous_version"] == v1
-    err(registry.post(P, {"version": v3}), 409, "GATES_NOT_PASSED")
+    err(registry.post(P, {"version": v3}), 409, "INVALID_STATE")
     err(registry.post(P, {"version": v3, "force": True}), 400)  # a reason is required
     err(registry.post(P, {"version": v3, "force": True, "reason": "x"}, token=tokens["trainer"]), 403)
     r = registry.post(P, {"version": v3, "force": True, "reason": "hotfix for incident 7"})
@@ -377,7 +377,7 @@ def test_idempotency_keys(registry, db, tokens):
                " WHERE m.name = 'id-a'")
     assert n == ["1"]
     err(registry.post(MV + "/create", {"name": "id-a", "source": "other"}, token=t, headers=h),
-        422, "IDEMPOTENCY_KEY_REUSED")
+        422, "RESOURCE_CONFLICT")
     # keys are per token: another token's same key is a new request
     r3 = registry.post(MV + "/create", body, token=tokens["admin"], headers=h)
     assert r3.json()["model_version"]["version"] == "2"
@@ -393,9 +393,9 @@ def test_idempotency_keys(registry, db, tokens):
 def test_limits_methods_and_malformed_requests(registry, tokens):
     big = b'{"name": "' + b"x" * (1024 * 1024 + 10) + b'"}'
     r = registry.request("POST", RM + "/create", raw=big, token=tokens["trainer"])
-    err(r, 413, "REQUEST_TOO_LARGE")
+    err(r, 413, "RESOURCE_LIMIT_EXCEEDED")
     r = registry.request("PUT", RM + "/create", body={"name": "x"}, token=tokens["admin"])
-    err(r, 405, "METHOD_NOT_ALLOWED")
+    err(r, 405, "BAD_REQUEST")
     assert "POST" in r.headers["Allow"]
     err(registry.get("/api/2.0/mlflow/registered-models/nope"), 404, "ENDPOINT_NOT_FOUND")
     err(registry.get("/api/v1/models/a/b/c/d/e/f"), 404)
