@@ -163,7 +163,15 @@ int ctx_db_fail(req_ctx_t *c, err_t *e)
 PGresult *ctx_query(req_ctx_t *c, int *st, const char *sql, int n, const char *const *params)
 {
     err_t *e = NULL;
+    /* outside a transaction we only read: a statement that met a lost
+     * connection (now reset) is run again once */
+    bool idle = PQtransactionStatus(pg_conn(c->rg->pg)) == PQTRANS_IDLE;
     PGresult *res = pg_exec(c->rg->pg, sql, n, params, &e);
+    if (!res && idle && e && e->retriable && pg_ok(c->rg->pg)) {
+        err_destroy(e);
+        e = NULL;
+        res = pg_exec(c->rg->pg, sql, n, params, &e);
+    }
     if (!res)
         *st = ctx_db_fail(c, e);
     return res;
@@ -602,8 +610,14 @@ static int run_write(req_ctx_t *c, const char *raw_uri)
     if ((st = idem_key(c, &key)))
         return st;
     err_t *e = NULL;
-    if (pg_begin(rg->pg, &e))
-        return ctx_db_fail(c, e);
+    if (pg_begin(rg->pg, &e)) {
+        /* a connection found lost at BEGIN ran nothing: once reset, go on */
+        bool again = e && e->retriable && pg_ok(rg->pg);
+        err_destroy(e);
+        e = NULL;
+        if (!again || pg_begin(rg->pg, &e))
+            return ctx_db_fail(c, e);
+    }
     char tid[24], reqhash[65];
     snprintf(tid, sizeof(tid), "%lld", (long long)c->token_id);
     if (key) {

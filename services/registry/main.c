@@ -1,5 +1,6 @@
 /* mlops-registry: model registry over HTTP (MLflow's REST paths and ours),
  * backed by Postgres, publishing every change to the models topic. */
+#include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,7 +50,7 @@ static void status(json_t *st, void *opaque)
     registry_t *rg = opaque;
     if (!rg->pg)
         return;
-    bool up = pg_ok(rg->pg);
+    bool up = pg_ok(rg->pg) && rg->db_up;
     json_object_set_new(st, "db", json_string(up ? "up" : "down"));
     json_object_set_new(st, "durable", json_boolean(rg->durable));
     if (!rg->durable) {
@@ -63,6 +64,27 @@ static void status(json_t *st, void *opaque)
     }
     json_object_set_new(st, "outbox_published",
                         json_integer((json_int_t)relay_published(rg->relay)));
+}
+
+/* Every 2 s: a round trip keeps /health's db field true and reconnects a
+ * lost connection before the next request needs it. */
+static void on_ping(evutil_socket_t fd, short what, void *arg)
+{
+    registry_t *rg = arg;
+    err_t *e = NULL;
+    bool was = pg_ok(rg->pg);
+    PGresult *r = pg_exec(rg->pg, "SELECT 1", 0, NULL, &e);
+    if (r) {
+        PQclear(r);
+        if (!rg->db_up)
+            log_info("Postgres reachable again");
+        rg->db_up = true;
+    } else {
+        if (rg->db_up || was)
+            log_warn("Postgres unreachable: %s", e ? e->msg : "?");
+        rg->db_up = pg_ok(rg->pg);
+        err_destroy(e);
+    }
 }
 
 static char *read_stack_dsn(const char *state_dir, char *errstr, size_t errstr_size)
@@ -143,6 +165,10 @@ static int setup(service_t *svc, void *opaque)
                          .timeout_s = (int)c->request_timeout_s};
     http_server_set_limits(service_http(svc), &lim);
     api_register(rg, service_http(svc));
+    rg->db_up = true;
+    rg->ping = event_new(service_base(svc), -1, EV_PERSIST, on_ping, rg);
+    struct timeval two = {2, 0};
+    event_add(rg->ping, &two);
     /* 3. the outbox relay */
     if (c->outbox_relay) {
         size_t nprops;
@@ -159,6 +185,9 @@ static int setup(service_t *svc, void *opaque)
 static void teardown(service_t *svc, void *opaque)
 {
     registry_t *rg = opaque;
+    if (rg->ping)
+        event_free(rg->ping);
+    rg->ping = NULL;
     relay_stop(rg->relay);
     rg->relay = NULL;
     pg_close(rg->pg);

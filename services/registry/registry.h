@@ -62,7 +62,9 @@ typedef struct registry {
     char durability_detail[256];
     relay_t *relay;
     ratelimit_t *rl;
-    bool own_dsn; /**< pg_dsn was read from the stack and is ours to free */
+    bool db_up;         /**< the last round trip worked */
+    struct event *ping; /**< the 2 s database ping */
+    bool own_dsn;       /**< pg_dsn was read from the stack and is ours to free */
     uint64_t request_seq;
     metric_t *m_writes, *m_conflicts, *m_auth_failures, *m_replays;
 } registry_t;

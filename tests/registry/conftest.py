@@ -139,6 +139,11 @@ class Registry:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        time.sleep(0.05)  # let the reader thread take the last lines
+        bad = [ln for ln in self.logs if "Sanitizer" in ln or "runtime error:" in ln]
+        assert not bad, "".join(self.logs[-60:])
+        if sig == signal.SIGTERM:
+            assert self.proc.returncode == 0, (self.proc.returncode, self.logs[-20:])
         return self.proc.returncode
 
     @property

@@ -91,3 +91,24 @@ def test_bad_config_exits_with_a_message(tmp_path):
                         "--metrics-port", "0", "--state-dir", str(tmp_path),
                         "--pg-connect-timeout-s", "2"], capture_output=True, text=True, timeout=30)
     assert p.returncode == 1 and "cannot connect to Postgres" in p.stderr
+
+
+def test_lost_connection_reconnects_without_restart(tmp_path, fresh_db):
+    from conftest import admin_psql
+    r = Registry(tmp_path, fresh_db)
+    try:
+        assert r.post(RM + "/create", {"name": "before"}).status == 200
+        admin_psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                   f" WHERE datname = '{fresh_db.name}' AND pid <> pg_backend_pid()")
+        # a read after the loss is retried once on the new connection
+        g = r.get(RM + "/get?name=before")
+        assert g.status == 200, g
+        admin_psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                   f" WHERE datname = '{fresh_db.name}' AND pid <> pg_backend_pid()")
+        # a write that finds the connection lost at BEGIN ran nothing: it goes on
+        w = r.post(RM + "/create", {"name": "after"})
+        assert w.status == 200, w
+        assert fresh_db.sql("SELECT name FROM registered_models ORDER BY id") == ["before", "after"]
+        assert r.request("GET", "/health").json()["db"] == "up"
+    finally:
+        r.stop()
