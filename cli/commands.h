@@ -12,5 +12,6 @@ int cmd_dlq(int argc, char **argv);
 int cmd_alerts(int argc, char **argv);
 int cmd_predict(int argc, char **argv);
 int cmd_models(int argc, char **argv);
+int cmd_token(int argc, char **argv);
 
 #endif

@@ -83,6 +83,7 @@ static const command_t commands[] = {
     {"alerts", "silence alerts, list silences, end one (the monitor's API)", cmd_alerts},
     {"predict", "score a CSV with a model/1 artifact (the scorer's code)", cmd_predict},
     {"models", "model artifacts: card (markdown model card)", cmd_models},
+    {"token", "create, list and revoke mlops-registry API tokens", cmd_token},
     {"version", "print the version", cmd_version},
     {"help", "this help", cmd_help},
 };

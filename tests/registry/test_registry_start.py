@@ -1,0 +1,114 @@
+"""Start-up: migrations applied once even when two registries start at once,
+the first admin token file (0600, only at first start), and a database that
+is not durable: /health degraded and writes refused."""
+import json
+import stat
+import threading
+
+import pytest
+
+from conftest import Database, Registry
+
+RM = "/api/2.0/mlflow/registered-models"
+
+
+@pytest.fixture
+def fresh_db():
+    d = Database()
+    yield d
+    d.drop()
+
+
+def test_two_instances_migrate_once(tmp_path, fresh_db):
+    regs = [None, None]
+    errors = []
+
+    def start(i):
+        try:
+            regs[i] = Registry(tmp_path / f"r{i}", fresh_db)
+        except Exception as e:  # reported below
+            errors.append(e)
+
+    ths = [threading.Thread(target=start, args=(i,)) for i in range(2)]
+    for t in ths:
+        t.start()
+    for t in ths:
+        t.join()
+    try:
+        assert not errors, errors
+        rows = fresh_db.sql("SELECT version, name FROM registry_migrations ORDER BY version")
+        assert rows == ["1|0001_init"]
+        # exactly one admin token was bootstrapped, into one of the two files
+        assert fresh_db.sql("SELECT count(*) FROM api_tokens WHERE role = 'admin'") == ["1"]
+        files = [p for p in (tmp_path / "r0/state/registry/admin_token",
+                             tmp_path / "r1/state/registry/admin_token") if p.exists()]
+        assert len(files) == 1
+        assert stat.S_IMODE(files[0].stat().st_mode) == 0o600
+        tok = files[0].read_text().strip()
+        for r in regs:
+            assert r.request("GET", "/api/v1/whoami", token=tok).json()["role"] == "admin"
+    finally:
+        for r in regs:
+            if r:
+                r.stop()
+    # a restart applies nothing and creates no token
+    r = Registry(tmp_path / "r2", fresh_db, extra=["--admin-token-file", str(tmp_path / "t3")])
+    try:
+        assert any('"applied":0' in line for line in r.logs) or \
+            any(json.loads(line).get("applied") == 0 for line in r.logs if line.startswith("{"))
+        assert not (tmp_path / "t3").exists()
+    finally:
+        r.stop()
+    assert fresh_db.sql("SELECT count(*) FROM registry_migrations") == ["1"]
+
+
+def test_not_durable_database_is_degraded_and_refuses_writes(tmp_path):
+    d = Database(settings="synchronous_commit = off")
+    try:
+        r = Registry.__new__(Registry)
+        r.__init__(tmp_path, d)
+        try:
+            h = r.request("GET", "/health").json()
+            assert h["status"] == "degraded" and h["durable"] is False
+            assert "synchronous_commit=off" in h["degraded_reason"]
+            w = r.post(RM + "/create", {"name": "x"})
+            assert w.status == 503 and w.json()["error_code"] == "TEMPORARILY_UNAVAILABLE"
+            assert "Retry-After" in w.headers
+            g = r.get(RM + "/search")
+            assert g.status == 200
+        finally:
+            r.stop()
+    finally:
+        d.drop()
+
+
+def test_bad_config_exits_with_a_message(tmp_path):
+    import subprocess
+    from conftest import BINARY
+    p = subprocess.run([str(BINARY), "--max-body-bytes", "5"], capture_output=True, text=True)
+    assert p.returncode == 2 and "max_body_bytes" in p.stderr
+    p = subprocess.run([str(BINARY), "--pg-dsn", "host=127.0.0.1 port=1 dbname=x user=x",
+                        "--metrics-port", "0", "--state-dir", str(tmp_path),
+                        "--pg-connect-timeout-s", "2"], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 1 and "cannot connect to Postgres" in p.stderr
+
+
+def test_lost_connection_reconnects_without_restart(tmp_path, fresh_db):
+    from conftest import admin_psql
+    r = Registry(tmp_path, fresh_db)
+    try:
+        assert r.post(RM + "/create", {"name": "before"}).status == 200
+        admin_psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                   f" WHERE datname = '{fresh_db.name}' AND pid <> pg_backend_pid()")
+        # a read after the loss is retried once on the new connection
+        g = r.get(RM + "/get?name=before")
+        assert g.status == 200, g
+        admin_psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                   f" WHERE datname = '{fresh_db.name}' AND pid <> pg_backend_pid()")
+        # a write that finds the connection lost at BEGIN ran nothing: it goes on
+        w = r.post(RM + "/create", {"name": "after"})
+        assert w.status == 200, w
+        assert fresh_db.sql("SELECT name FROM registered_models ORDER BY id") == ["before", "after"]
+        assert r.request("GET", "/health").json()["db"] == "up"
+    finally:
+        r.stop()
