@@ -9,5 +9,6 @@ int cmd_produce(int argc, char **argv);
 int cmd_spec(int argc, char **argv);
 int cmd_replay(int argc, char **argv);
 int cmd_dlq(int argc, char **argv);
+int cmd_drift_stat(int argc, char **argv);
 
 #endif

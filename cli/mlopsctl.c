@@ -80,6 +80,8 @@ static const command_t commands[] = {
     {"spec", "infer a feature spec from a CSV, check one, or diff two versions", cmd_spec},
     {"dlq", "list, show and redrive the events ingest refused (events.dlq)", cmd_dlq},
     {"replay", "copy a topic's offset or time range into another topic (backfills)", cmd_replay},
+    {"drift-stat", "drift statistics (KS, chi-square, PSI, JS, ...) for JSON requests on stdin",
+     cmd_drift_stat},
     {"version", "print the version", cmd_version},
     {"help", "this help", cmd_help},
 };
