@@ -853,7 +853,9 @@ double drift_ztest_2prop(double x1, double n1, double x2, double n2, double *zp)
         *zp = z;
     if (isnan(z))
         return (double)NAN;
-    return 2 * (1 - drift_ndtr(fabs(z)));
+    /* 2 (1 - Phi(|z|)) as erfc, which keeps its precision in the far tail
+     * (Evidently's 1 - cdf form rounds to 0 below about 1e-16) */
+    return erfc(fabs(z) / M_SQRT2);
 }
 
 /* ------------------------------------------------------------------ */

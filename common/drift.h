@@ -142,7 +142,9 @@ double drift_psi(const double *p, const double *q, size_t k);
 /**
  * Z-test for two proportions: @p x1 successes out of @p n1 against @p x2 out
  * of @p n2, pooled variance, two-sided p-value 2 (1 - Phi(|z|)) (Evidently's
- * z_stattest). Writes *z (may be NULL). NaN when the pooled share is 0 or 1.
+ * z_stattest), computed as erfc(|z| / sqrt 2) so that tiny p-values keep
+ * their precision. Writes *z (may be NULL). NaN when the pooled share is 0
+ * or 1.
  */
 double drift_ztest_2prop(double x1, double n1, double x2, double n2, double *z);
 
