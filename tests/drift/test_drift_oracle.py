@@ -27,6 +27,8 @@ MAX_ERR = {}
 
 
 def _enc(v):
+    if isinstance(v, dict):
+        return {k: _enc(x) for k, x in v.items()}
     if isinstance(v, (list, tuple, np.ndarray)):
         return [_enc(x) for x in v]
     if isinstance(v, (float, np.floating)):
