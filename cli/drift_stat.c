@@ -7,6 +7,7 @@
  * A request is an object with "op" and the op's fields:
  *   ks           a, b (arrays), method ("auto" | "exact" | "asymp")
  *                -> statistic, pvalue, exact
+ *   anderson     a, b            -> statistic, pvalue (anderson_ksamp, midrank)
  *   kstwo_sf     x, n            -> value      (scipy.stats.kstwo.sf)
  *   smirnov      n, x            -> value      (scipy.special.smirnov)
  *   gammaincc    a, x            -> value
@@ -240,6 +241,17 @@ static int do_request(const json_t *req, size_t line, json_t *res, char *err, si
         json_object_set_new(res, "statistic", num(ks.statistic));
         json_object_set_new(res, "pvalue", num(ks.pvalue));
         json_object_set_new(res, "exact", json_boolean(ks.exact));
+    } else if (!strcmp(op, "anderson")) {
+        if (get_vec(req, "a", NULL, &a, &na, line, err, errsz) ||
+            get_vec(req, "b", NULL, &b, &nb, line, err, errsz))
+            goto out;
+        double stat, p;
+        if (drift_anderson_ksamp(a, na, b, nb, &stat, &p)) {
+            fail(line, "a", "needs 3 or more values, 2 or more distinct, none empty", err, errsz);
+            goto out;
+        }
+        json_object_set_new(res, "statistic", num(stat));
+        json_object_set_new(res, "pvalue", num(p));
     } else if (!strcmp(op, "kstwo_sf") || !strcmp(op, "smirnov")) {
         double x;
         long n;

@@ -1052,6 +1052,153 @@ double drift_hellinger(bool numeric, const double *ref, size_t nref, const doubl
 }
 
 /* ------------------------------------------------------------------ */
+/* Anderson-Darling k-sample (Scholz and Stephens 1987)                 */
+
+/* A2akN, their equation 7 (midrank, for ties), of k sorted samples */
+static double ad_midrank(const double *const *s, const size_t *n, size_t k, const double *z,
+                         size_t nz, const size_t *lj, const double *bj)
+{
+    double total = 0.0;
+    size_t nn = 0;
+    for (size_t i = 0; i < k; i++)
+        nn += n[i];
+    double N = (double)nn;
+    for (size_t i = 0; i < k; i++) {
+        double inner = 0.0;
+        size_t pos = 0;
+        for (size_t j = 0; j < nz; j++) {
+            size_t lo = pos;
+            while (pos < n[i] && s[i][pos] <= z[j])
+                pos++;
+            size_t f = 0;
+            for (size_t t = pos; t > lo && s[i][t - 1] == z[j]; t--)
+                f++;
+            double mij = (double)pos - (double)f / 2.0;
+            double l = (double)lj[j], dlt = N * mij - bj[j] * (double)n[i];
+            inner += l / N * dlt * dlt / (bj[j] * (N - bj[j]) - N * l / 4.0);
+        }
+        total += inner / (double)n[i];
+    }
+    return total * (N - 1.0) / N;
+}
+
+/* least-squares quadratic through (x, y), coefficients of x^2, x, 1 */
+static void polyfit2(const double *x, const double *y, size_t n, double c[3])
+{
+    long double sx[5] = {0}, sy[3] = {0};
+    for (size_t i = 0; i < n; i++) {
+        long double p = 1;
+        for (int e = 0; e < 5; e++) {
+            sx[e] += p;
+            if (e < 3)
+                sy[e] += p * y[i];
+            p *= x[i];
+        }
+    }
+    /* normal equations for (c0 x^2 + c1 x + c2), solved by Cramer's rule */
+    long double m[3][3] = {{sx[4], sx[3], sx[2]}, {sx[3], sx[2], sx[1]}, {sx[2], sx[1], sx[0]}};
+    long double r[3] = {sy[2], sy[1], sy[0]};
+    long double det = m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1]) -
+                      m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0]) +
+                      m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]);
+    for (int col = 0; col < 3; col++) {
+        long double t[3][3];
+        memcpy(t, m, sizeof(t));
+        for (int row = 0; row < 3; row++)
+            t[row][col] = r[row];
+        long double dc = t[0][0] * (t[1][1] * t[2][2] - t[1][2] * t[2][1]) -
+                         t[0][1] * (t[1][0] * t[2][2] - t[1][2] * t[2][0]) +
+                         t[0][2] * (t[1][0] * t[2][1] - t[1][1] * t[2][0]);
+        c[col] = (double)(dc / det);
+    }
+}
+
+static int anderson_sorted(const double *sa, size_t k1, const double *sb, size_t k2, double *stat,
+                           double *pvalue)
+{
+    if (k1 == 0 || k2 == 0 || k1 + k2 < 3) /* SciPy fails below 3 values too */
+        return -1;
+    double *z;
+    size_t *ca, *cb, nz;
+    merge_counts(sa, k1, sb, k2, &z, &ca, &cb, &nz);
+    if (nz < 2) {
+        free(z);
+        free(ca);
+        free(cb);
+        return -1;
+    }
+    size_t *lj = xmalloc(nz * sizeof(size_t));
+    double *bj = xmalloc(nz * sizeof(double));
+    size_t below = 0, nn = k1 + k2;
+    for (size_t j = 0; j < nz; j++) {
+        lj[j] = ca[j] + cb[j];
+        bj[j] = (double)below + (double)lj[j] / 2.0;
+        below += lj[j];
+    }
+    const double *s[2] = {sa, sb};
+    size_t n[2] = {k1, k2};
+    double a2kn = ad_midrank(s, n, 2, z, nz, lj, bj);
+    free(z);
+    free(ca);
+    free(cb);
+    free(lj);
+    free(bj);
+
+    double N = (double)nn, k = 2.0;
+    double H = 1.0 / (double)k1 + 1.0 / (double)k2;
+    /* h = sum_{i=1}^{N-1} 1/i; g = sum_{j=2}^{N-1} (sum_{i=j}^{N-1} 1/i) / j,
+     * the partial sums taken from the top as SciPy's cumsum does */
+    double cs = 0.0, g = 0.0;
+    for (size_t t = 0; t + 3 <= nn; t++) {
+        cs += 1.0 / (double)(nn - 1 - t);
+        g += cs / (double)(t + 2);
+    }
+    double h = cs + 1.0;
+    double a = (4 * g - 6) * (k - 1) + (10 - 6 * g) * H;
+    double b = (2 * g - 4) * k * k + 8 * h * k + (2 * g - 14 * h - 4) * H - 8 * h + 4 * g - 6;
+    double c = (6 * h + 2 * g - 2) * k * k + (4 * h - 4 * g + 6) * k + (2 * h - 6) * H + 4 * h;
+    double d = (2 * h + 6) * k * k - 4 * h * k;
+    double sigmasq = (a * N * N * N + b * N * N + c * N + d) / ((N - 1.) * (N - 2.) * (N - 3.));
+    double m = k - 1;
+    double A2 = (a2kn - m) / sqrt(sigmasq);
+    static const double b0[] = {0.675, 1.281, 1.645, 1.96, 2.326, 2.573, 3.085};
+    static const double b1[] = {-0.245, 0.25, 0.678, 1.149, 1.822, 2.364, 3.615};
+    static const double b2[] = {-0.105, -0.305, -0.362, -0.391, -0.396, -0.345, -0.154};
+    static const double sig[] = {0.25, 0.1, 0.05, 0.025, 0.01, 0.005, 0.001};
+    double crit[7], lsig[7];
+    for (int i = 0; i < 7; i++) {
+        crit[i] = b0[i] + b1[i] / sqrt(m) + b2[i] / m;
+        lsig[i] = log(sig[i]);
+    }
+    double p;
+    if (A2 < crit[0]) {
+        p = 0.25;
+    } else if (A2 > crit[6]) {
+        p = 0.001;
+    } else if (isnan(A2)) {
+        p = (double)NAN;
+    } else {
+        double cf[3];
+        polyfit2(crit, lsig, 7, cf);
+        p = exp((cf[0] * A2 + cf[1]) * A2 + cf[2]);
+    }
+    *stat = A2;
+    *pvalue = p;
+    return 0;
+}
+
+int drift_anderson_ksamp(const double *a, size_t n1, const double *b, size_t n2, double *stat,
+                         double *pvalue)
+{
+    size_t k1, k2;
+    double *sa = sorted_finite(a, n1, &k1), *sb = sorted_finite(b, n2, &k2);
+    int rc = anderson_sorted(sa, k1, sb, k2, stat, pvalue);
+    free(sa);
+    free(sb);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
 /* Evidently's column tests                                            */
 
 static const struct {
@@ -1069,6 +1216,7 @@ static const struct {
     {DRIFT_TEST_PSI, "psi", 0.1, false},
     {DRIFT_TEST_KL_DIV, "kl_div", 0.1, false},
     {DRIFT_TEST_HELLINGER, "hellinger", 0.1, false},
+    {DRIFT_TEST_ANDERSON, "anderson", 0.1, true},
 };
 
 const char *drift_test_name(drift_test_t test)
@@ -1132,7 +1280,8 @@ int drift_column(bool numeric, const double *ref, size_t nref, const double *cur
     merge_counts(sr, kr, sc, kc, &keys, &ca, &cb, &k);
     if (test == DRIFT_TEST_AUTO)
         test = default_test(numeric, kr, k);
-    if (!numeric && (test == DRIFT_TEST_KS || test == DRIFT_TEST_WASSERSTEIN)) {
+    if (!numeric &&
+        (test == DRIFT_TEST_KS || test == DRIFT_TEST_WASSERSTEIN || test == DRIFT_TEST_ANDERSON)) {
         snprintf(errstr, errstr_size, "test %s needs a numeric column", drift_test_name(test));
         goto out;
     }
@@ -1196,6 +1345,15 @@ int drift_column(bool numeric, const double *ref, size_t nref, const double *cur
         free(rp);
         free(cp);
         drifted = value >= threshold;
+        break;
+    }
+    case DRIFT_TEST_ANDERSON: {
+        double stat;
+        if (anderson_sorted(sr, kr, sc, kc, &stat, &value)) {
+            snprintf(errstr, errstr_size, "anderson needs more than one distinct value");
+            goto out;
+        }
+        drifted = value < threshold;
         break;
     }
     case DRIFT_TEST_HELLINGER:

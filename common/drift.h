@@ -181,6 +181,18 @@ double *drift_sturges_edges(const double *x, size_t n, size_t *nedges);
 double drift_hellinger(bool numeric, const double *ref, size_t nref, const double *cur,
                        size_t ncur);
 
+/**
+ * Anderson-Darling k-sample test of two samples, midrank variant
+ * (scipy.stats.anderson_ksamp([a, b]), which Evidently's "anderson" calls),
+ * after dropping non-finite values: the normalised statistic and SciPy's
+ * p-value, interpolated from the Scholz-Stephens critical values by a
+ * quadratic fit of log(level) and capped to [0.001, 0.25]. Returns 0, or -1
+ * if a sample is empty, all values are equal or there are fewer than 3
+ * (SciPy raises there).
+ */
+int drift_anderson_ksamp(const double *a, size_t n1, const double *b, size_t n2, double *stat,
+                         double *pvalue) MLOPS_WUR;
+
 /** The column tests, named as Evidently names them. */
 typedef enum drift_test {
     DRIFT_TEST_AUTO = 0, /**< Evidently's default for the column (drift_column) */
@@ -192,6 +204,7 @@ typedef enum drift_test {
     DRIFT_TEST_PSI,
     DRIFT_TEST_KL_DIV,
     DRIFT_TEST_HELLINGER,
+    DRIFT_TEST_ANDERSON,
 } drift_test_t;
 
 /** Evidently's name for a test ("ks", "chisquare", "z", "wasserstein", ...). */

@@ -31,7 +31,8 @@ from test_drift_oracle import MLOPSCTL, _dec, _enc  # noqa: E402
 NAMES = {"K-S p_value": "ks", "chi-square p_value": "chisquare", "Z-test p_value": "z",
          "Wasserstein distance (normed)": "wasserstein",
          "Jensen-Shannon distance": "jensenshannon", "PSI": "psi",
-         "Kullback-Leibler divergence": "kl_div", "Hellinger distance": "hellinger"}
+         "Kullback-Leibler divergence": "kl_div", "Hellinger distance": "hellinger",
+         "Anderson-Darling": "anderson"}
 
 NUM = ["num_cont", "num_round", "num_4", "num_2", "num_1", "num_30", "num_nan"]
 CAT = ["cat_3", "cat_2", "cat_8"]
@@ -144,6 +145,36 @@ def test_binned_tests_on_every_column_match(test, nref, ncur):
         ref, cur = frame(rng, nref, 0.0), frame(rng, ncur, drift)
         compare(ref, cur, f"{test} nref={nref} ncur={ncur} drift={drift}", test=test,
                 evidently_test=test)
+
+
+@pytest.mark.parametrize("nref,ncur", [(200, 150), (3000, 900)])
+def test_anderson_on_numeric_columns_matches(nref, ncur):
+    rng = np.random.default_rng(nref + 3 * ncur)
+    for drift in (0.0, 0.3, 1.0):
+        ref, cur = frame(rng, nref, 0.0), frame(rng, ncur, drift)
+        # anderson is numeric only and needs two distinct values: drop num_1, keep chi-square /
+        # z for the categorical columns through Evidently's own defaults
+        ref, cur = ref.drop(columns=["num_1"]), cur.drop(columns=["num_1"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            r = Report(metrics=[DataDriftPreset(num_stattest="anderson")])
+            nums = [c for c in NUM if c != "num_1"]
+            r.run(reference_data=ref, current_data=cur,
+                  column_mapping=ColumnMapping(numerical_features=nums, categorical_features=CAT))
+        table = next(m["result"] for m in r.as_dict()["metrics"]
+                     if m["metric"] == "DataDriftTable")
+        for c in nums:
+            e = table["drift_by_columns"][c]
+            req = {"op": "column", "numeric": True, "ref": ref[c].astype(float).tolist(),
+                   "cur": cur[c].astype(float).tolist(), "test": "anderson"}
+            p = subprocess.run([str(MLOPSCTL), "drift-stat"],
+                               input=json.dumps(_enc(req), allow_nan=False) + "\n",
+                               capture_output=True, text=True, timeout=60)
+            assert p.returncode == 0, p.stderr
+            o = json.loads(p.stdout)
+            assert NAMES[e["stattest_name"]] == o["test"] == "anderson"
+            assert o["drifted"] == e["drift_detected"], (c, drift, o, e["drift_score"])
+            assert o["value"] == pytest.approx(e["drift_score"], rel=1e-9, abs=1e-12), (c, drift)
 
 
 def test_drift_share_threshold_is_configurable():

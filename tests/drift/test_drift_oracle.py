@@ -190,6 +190,8 @@ def test_kstwo_sf_every_region():
         for c in (0.3, 0.5, 0.7, 0.85, 1.0, 1.2, 1.5, 2.0, 3.0, 5.0, 9.0):
             xs.add(min(1.0, c / math.sqrt(n)))
         xs.update([0.5 / n, 0.75 / n, 1.0 / n, 1.5 / n, 1 - 1.0 / n, 0.5])
+        # the Durbin-matrix region of large n: n x^1.5 <= 1.4
+        xs.update(f * (1.4 / n) ** (2 / 3) for f in (0.6, 0.8, 0.95, 1.0, 1.05))
         for x in sorted(xs):
             reqs.append({"op": "kstwo_sf", "x": x, "n": n})
             refs.append((n, x))
@@ -348,3 +350,24 @@ def test_bad_requests_name_the_line_and_field():
     assert "<stdin>:2:" in p.stderr and "empty" in p.stderr
     assert "<stdin>:3:" in p.stderr
     assert "<stdin>:4: op:" in p.stderr
+
+
+def test_anderson_ksamp_matches_scipy():
+    rng = np.random.default_rng(23)
+    reqs, refs = [], []
+    for s in range(200):
+        n1, n2 = int(rng.integers(2, 1500)), int(rng.integers(2, 1500))
+        kind = ["normal", "ties", "round", "exp"][s % 4]
+        a, b = sample(rng, kind, n1), sample(rng, kind, n2, float(rng.uniform(0, 0.6)))
+        if len(np.unique(np.concatenate([a, b]))) < 2:
+            continue
+        reqs.append({"op": "anderson", "a": a, "b": b})
+        refs.append((a, b))
+    out = run(reqs)
+    for res, (a, b) in zip(out, refs):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            want = stats.anderson_ksamp([a, b], variant="midrank")
+        ctx = f" n1={len(a)} n2={len(b)}"
+        check_stat("anderson statistic", res["statistic"], want.statistic, ctx)
+        check_p("anderson pvalue", res["pvalue"], want.pvalue, ctx)

@@ -343,3 +343,22 @@ Test(drift, sturges_edges_of_one_value_and_of_a_range)
     cr_assert(close_rel(e[2], 4.0, 1e-15, 0));
     free(e);
 }
+
+Test(drift, anderson_refuses_what_scipy_refuses)
+{
+    double same[] = {2, 2, 2}, two[] = {1, 2}, one[] = {5}, nan1[] = {NAN};
+    double stat, p;
+    cr_assert_eq(drift_anderson_ksamp(same, 3, same, 2, &stat, &p), -1);
+    cr_assert_eq(drift_anderson_ksamp(one, 1, one + 0, 1, &stat, &p), -1);
+    cr_assert_eq(drift_anderson_ksamp(two, 2, nan1, 1, &stat, &p), -1);
+    /* the p-value is capped to SciPy's table range */
+    double a[40], b[40];
+    for (int i = 0; i < 40; i++) {
+        a[i] = i;
+        b[i] = i + 100;
+    }
+    cr_assert_eq(drift_anderson_ksamp(a, 40, b, 40, &stat, &p), 0);
+    cr_assert_eq(p, 0.001);
+    cr_assert_eq(drift_anderson_ksamp(a, 40, a, 40, &stat, &p), 0);
+    cr_assert_eq(p, 0.25);
+}
