@@ -13,5 +13,6 @@ int cmd_alerts(int argc, char **argv);
 int cmd_predict(int argc, char **argv);
 int cmd_models(int argc, char **argv);
 int cmd_token(int argc, char **argv);
+int cmd_drift_stat(int argc, char **argv);
 
 #endif

@@ -84,6 +84,8 @@ static const command_t commands[] = {
     {"predict", "score a CSV with a model/1 artifact (the scorer's code)", cmd_predict},
     {"models", "model artifacts: card (markdown model card)", cmd_models},
     {"token", "create, list and revoke mlops-registry API tokens", cmd_token},
+    {"drift-stat", "drift statistics (KS, chi-square, PSI, JS, ...) for JSON requests on stdin",
+     cmd_drift_stat},
     {"version", "print the version", cmd_version},
     {"help", "this help", cmd_help},
 };
