@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MISSING_CODE 0xFFFFu
 #define MAX_THREADS 8
 
 void gbdt_params_default(gbdt_params_t *p)
@@ -37,12 +36,6 @@ static uint64_t rng_next(uint64_t *s)
     return z ^ (z >> 31);
 }
 static double rng_unit(uint64_t *s) { return (double)(rng_next(s) >> 11) * 0x1.0p-53; }
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
 
 size_t gbdt_bin_edges(const double *v, size_t m, int max_bins, double *edges)
 {
@@ -94,18 +87,24 @@ typedef struct lnode {
     int32_t id; /* node index in the tree */
     size_t start, end;
     double g, h;
+    double *hist;       /* (g, h) per bin of every input, missing last; owned */
+    const double *from; /* derive: hist = from (the parent's) - sibling's */
+    int sibling;        /* index of the sibling in the level, -1 = build */
 } lnode_t;
 
 typedef struct ctx {
     const gbdt_params_t *prm;
     size_t n, p;
-    uint16_t *codes; /* p x n, column-major */
+    uint16_t *codes; /* n x p, row-major; code nbins[j] = missing */
     size_t *nbins;   /* per input */
+    size_t *off;     /* per input: first slot of its bins in a node histogram */
+    size_t nslots;   /* slots in a node histogram */
     double **edges;
     size_t *nedges;
     const bool *is_cat;
-    double *grad, *hess;
-    size_t *rows; /* node row ranges */
+    double *gh;     /* (gradient, hessian) per row */
+    double *margin; /* training margins: each leaf adds its value to its rows */
+    size_t *rows;   /* node row ranges */
     /* per level */
     lnode_t *level;
     size_t nlevel;
@@ -117,7 +116,6 @@ typedef struct ctx {
 typedef struct worker {
     ctx_t *c;
     int t;
-    double *hg, *hh; /* histogram scratch (257 bins) */
 } worker_t;
 
 typedef struct catstat {
@@ -135,32 +133,27 @@ static int by_key(const void *a, const void *b)
 
 static double score_of(double g, double h, double lambda) { return g * g / (h + lambda); }
 
-/* Best split of one node on one input. */
-static void find_split(ctx_t *c, worker_t *w, const lnode_t *nd, size_t j, split_t *out)
+/* Best split of one node on one input, from its histogram (pairs g, h;
+ * nbins[j] bins then the missing slot). A hessian sum below eps counts as
+ * empty: subtracted histograms keep rounding residue. */
+static void find_split(const ctx_t *c, const double *hist, const lnode_t *nd, size_t j,
+                       split_t *out)
 {
     const gbdt_params_t *prm = c->prm;
     size_t nb = c->nbins[j];
-    double *hg = w->hg, *hh = w->hh;
-    memset(hg, 0, (nb + 1) * sizeof(double));
-    memset(hh, 0, (nb + 1) * sizeof(double));
-    const uint16_t *code = c->codes + j * c->n;
-    for (size_t k = nd->start; k < nd->end; k++) {
-        size_t r = c->rows[k];
-        uint16_t b = code[r];
-        size_t slot = b == MISSING_CODE ? nb : b;
-        hg[slot] += c->grad[r];
-        hh[slot] += c->hess[r];
-    }
-    double gm = hg[nb], hm = hh[nb];
     double G = nd->g, H = nd->h, lam = prm->lambda, mcw = prm->min_child_weight;
+    double eps = 1e-12 * (H > 1 ? H : 1);
+    double gm = hist[2 * nb], hm = hist[2 * nb + 1];
+    if (hm <= eps)
+        gm = 0, hm = 0;
     double parent = score_of(G, H, lam);
     out->gain = 0;
     out->feature = -1;
     if (!c->is_cat || !c->is_cat[j]) {
         double gl = 0, hl = 0;
         for (size_t b = 0; b + 1 < nb; b++) {
-            gl += hg[b];
-            hl += hh[b];
+            gl += hist[2 * b];
+            hl += hist[2 * b + 1];
             for (int dl = 0; dl < 2; dl++) {
                 if (dl && hm == 0)
                     break;
@@ -186,8 +179,9 @@ static void find_split(ctx_t *c, worker_t *w, const lnode_t *nd, size_t j, split
     catstat_t cs[256];
     size_t m = 0;
     for (size_t b = 0; b < nb && b < 256; b++)
-        if (hh[b] > 0)
-            cs[m++] = (catstat_t){(int)b, hg[b], hh[b], hg[b] / (hh[b] + lam)};
+        if (hist[2 * b + 1] > eps)
+            cs[m++] = (catstat_t){(int)b, hist[2 * b], hist[2 * b + 1],
+                                  hist[2 * b] / (hist[2 * b + 1] + lam)};
     if (m < 2 && hm == 0)
         return;
     qsort(cs, m, sizeof(catstat_t), by_key);
@@ -221,19 +215,53 @@ static void find_split(ctx_t *c, worker_t *w, const lnode_t *nd, size_t j, split
     }
 }
 
+/* One thread's share of a level: the inputs [j0, j1). For those inputs it
+ * builds the histograms of the nodes that need building (rows in order),
+ * derives the siblings' (parent minus built sibling), then finds each
+ * node's best split. Threads touch disjoint slots, so no locking; the sums
+ * do not depend on the number of threads. */
 static void *level_run(void *arg)
 {
     worker_t *w = arg;
     ctx_t *c = w->c;
-    for (size_t j = (size_t)w->t; j < c->p; j += (size_t)c->nthreads) {
-        for (size_t i = 0; i < c->nlevel; i++) {
+    size_t j0 = c->p * (size_t)w->t / (size_t)c->nthreads,
+           j1 = c->p * (size_t)(w->t + 1) / (size_t)c->nthreads;
+    if (j0 == j1)
+        return NULL;
+    size_t s0 = c->off[j0], s1 = j1 < c->p ? c->off[j1] : c->nslots;
+    for (size_t i = 0; i < c->nlevel; i++) {
+        lnode_t *nd = &c->level[i];
+        if (nd->sibling >= 0)
+            continue;
+        double *hist = nd->hist;
+        memset(hist + 2 * s0, 0, (s1 - s0) * 2 * sizeof(double));
+        for (size_t k = nd->start; k < nd->end; k++) {
+            size_t r = c->rows[k];
+            const uint16_t *cr = c->codes + r * c->p;
+            double g = c->gh[2 * r], h = c->gh[2 * r + 1];
+            for (size_t j = j0; j < j1; j++) {
+                double *slot = hist + 2 * (c->off[j] + cr[j]);
+                slot[0] += g;
+                slot[1] += h;
+            }
+        }
+    }
+    for (size_t i = 0; i < c->nlevel; i++) {
+        lnode_t *nd = &c->level[i];
+        if (nd->sibling < 0)
+            continue;
+        const double *sib = c->level[nd->sibling].hist;
+        for (size_t q = 2 * s0; q < 2 * s1; q++)
+            nd->hist[q] = nd->from[q] - sib[q];
+    }
+    for (size_t i = 0; i < c->nlevel; i++)
+        for (size_t j = j0; j < j1; j++) {
             split_t *s = &c->cand[i * c->p + j];
             s->feature = -1;
             s->gain = 0;
             if (c->use_col[j])
-                find_split(c, w, &c->level[i], j, s);
+                find_split(c, c->level[i].hist + 2 * c->off[j], &c->level[i], j, s);
         }
-    }
     return NULL;
 }
 
@@ -295,46 +323,63 @@ static void tb_add_cat(tbuild_t *b, int32_t c)
 
 static bool goes_left(const ctx_t *c, const split_t *s, size_t r)
 {
-    uint16_t code = c->codes[(size_t)s->feature * c->n + r];
-    if (code == MISSING_CODE)
+    size_t f = (size_t)s->feature;
+    uint16_t code = c->codes[r * c->p + f];
+    if (code == c->nbins[f])
         return s->default_left;
     if (s->categorical)
         return (s->cats[code / 64] >> (code % 64)) & 1;
     return (int)code <= s->bin;
 }
 
+/* Histograms, splits and partitions for the nodes of @p lv (sets c->cand). */
+static split_t *process_level(ctx_t *c, worker_t *ws, lnode_t *lv, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        lv[i].hist = xmalloc(c->nslots * 2 * sizeof(double));
+    c->cand = xmalloc((n ? n : 1) * c->p * sizeof(split_t));
+    c->level = lv;
+    c->nlevel = n;
+    level_splits(c, ws);
+    split_t *cand = c->cand;
+    c->cand = NULL;
+    return cand;
+}
+
 static void build_tree(ctx_t *c, worker_t *ws, size_t nrows, tbuild_t *tb, size_t *tmp)
 {
     const gbdt_params_t *prm = c->prm;
-    size_t maxlevel = (size_t)1 << (prm->max_depth > 20 ? 20 : prm->max_depth);
-    lnode_t *cur = xmalloc(maxlevel * sizeof(lnode_t)), *next = xmalloc(maxlevel * sizeof(lnode_t));
-    c->cand = xmalloc(maxlevel * c->p * sizeof(split_t));
+    /* nodes per level: at most 2^depth, and at most one per row */
+    int d = prm->max_depth > 30 ? 30 : prm->max_depth;
+    size_t cap = (size_t)1 << d;
+    if (cap > 2 * nrows + 2)
+        cap = 2 * nrows + 2;
+    lnode_t *cur = xmalloc(cap * sizeof(lnode_t)), *next = xmalloc(cap * sizeof(lnode_t));
     double g = 0, h = 0;
     for (size_t k = 0; k < nrows; k++) {
-        g += c->grad[c->rows[k]];
-        h += c->hess[c->rows[k]];
+        g += c->gh[2 * c->rows[k]];
+        h += c->gh[2 * c->rows[k] + 1];
     }
     size_t ncur = 1;
-    cur[0] = (lnode_t){tb_add(tb), 0, nrows, g, h};
+    cur[0] = (lnode_t){tb_add(tb), 0, nrows, g, h, NULL, NULL, -1};
+    split_t *cand = prm->max_depth > 0 ? process_level(c, ws, cur, 1) : NULL;
     for (int depth = 0; ncur > 0; depth++) {
         size_t nnext = 0;
-        if (depth < prm->max_depth) {
-            c->level = cur;
-            c->nlevel = ncur;
-            level_splits(c, ws);
-        }
         for (size_t i = 0; i < ncur; i++) {
             lnode_t *nd = &cur[i];
             split_t *best = NULL;
-            if (depth < prm->max_depth)
+            if (cand)
                 for (size_t j = 0; j < c->p; j++) {
-                    split_t *s = &c->cand[i * c->p + j];
+                    split_t *s = &cand[i * c->p + j];
                     if (s->feature >= 0 && s->gain > 0 && (!best || s->gain > best->gain))
                         best = s;
                 }
             model_tree_t *t = &tb->t;
             if (!best) {
-                t->value[nd->id] = -nd->g / (nd->h + prm->lambda) * prm->learning_rate;
+                double v = -nd->g / (nd->h + prm->lambda) * prm->learning_rate;
+                t->value[nd->id] = v;
+                for (size_t k = nd->start; k < nd->end; k++)
+                    c->margin[c->rows[k]] += v;
                 continue;
             }
             /* stable partition of the node's rows */
@@ -361,18 +406,29 @@ static void build_tree(ctx_t *c, worker_t *ws, size_t nrows, tbuild_t *tb, size_
             } else {
                 t->threshold[nd->id] = c->edges[best->feature][best->bin];
             }
-            next[nnext++] = (lnode_t){l, nd->start, nd->start + nl, best->gl, best->hl};
-            next[nnext++] = (lnode_t){rr, nd->start + nl, nd->end, best->gr, best->hr};
+            /* the child with fewer rows builds its histogram, the other
+             * derives it: parent minus sibling */
+            int li = (int)nnext, ri = (int)nnext + 1;
+            bool left_small = nl <= nr;
+            next[nnext++] = (lnode_t){l,        nd->start, nd->start + nl, best->gl,
+                                      best->hl, NULL,      nd->hist,       left_small ? -1 : ri};
+            next[nnext++] = (lnode_t){rr,       nd->start + nl, nd->end,  best->gr,
+                                      best->hr, NULL,           nd->hist, left_small ? li : -1};
         }
+        free(cand);
+        cand = NULL;
+        if (nnext && depth + 1 < prm->max_depth)
+            cand = process_level(c, ws, next, nnext);
+        for (size_t i = 0; i < ncur; i++)
+            free(cur[i].hist);
         lnode_t *sw = cur;
         cur = next;
         next = sw;
         ncur = nnext;
     }
+    free(cand);
     free(cur);
     free(next);
-    free(c->cand);
-    c->cand = NULL;
 }
 
 static double logloss_of(const double *margin, const int *y, size_t n)
@@ -405,6 +461,7 @@ int gbdt_fit(const gbdt_data_t *tr, const gbdt_data_t *va, const bool *is_cat, c
     c.nthreads = prm->threads < 1 ? 1 : prm->threads > MAX_THREADS ? MAX_THREADS : prm->threads;
     c.codes = xmalloc(n * p * sizeof(uint16_t));
     c.nbins = xcalloc(p, sizeof(size_t));
+    c.off = xcalloc(p, sizeof(size_t));
     c.edges = xcalloc(p, sizeof(double *));
     c.nedges = xcalloc(p, sizeof(size_t));
     double *vals = xmalloc(n * sizeof(double));
@@ -417,7 +474,7 @@ int gbdt_fit(const gbdt_data_t *tr, const gbdt_data_t *va, const bool *is_cat, c
         goto fail;
     }
     for (size_t j = 0; j < p; j++) {
-        uint16_t *code = c.codes + j * n;
+        uint16_t *code = c.codes + j; /* stride p */
         if (is_cat && is_cat[j]) {
             c.nbins[j] = ncats[j] ? ncats[j] : 1;
             if (c.nbins[j] > 256) {
@@ -427,7 +484,8 @@ int gbdt_fit(const gbdt_data_t *tr, const gbdt_data_t *va, const bool *is_cat, c
             }
             for (size_t i = 0; i < n; i++) {
                 double x = tr->X[i * p + j];
-                code[i] = isnan(x) || x < 0 || x >= (double)c.nbins[j] ? MISSING_CODE : (uint16_t)x;
+                code[i * p] = isnan(x) || x < 0 || x >= (double)c.nbins[j] ? (uint16_t)c.nbins[j]
+                                                                           : (uint16_t)x;
             }
             continue;
         }
@@ -435,16 +493,20 @@ int gbdt_fit(const gbdt_data_t *tr, const gbdt_data_t *va, const bool *is_cat, c
         for (size_t i = 0; i < n; i++)
             if (!isnan(tr->X[i * p + j]))
                 vals[m++] = tr->X[i * p + j];
-        qsort(vals, m, sizeof(double), cmp_double);
+        model_sort_doubles(vals, m);
         c.edges[j] = xmalloc((size_t)prm->max_bins * sizeof(double));
         c.nedges[j] = gbdt_bin_edges(vals, m, prm->max_bins, c.edges[j]);
         c.nbins[j] = c.nedges[j] + 1;
         for (size_t i = 0; i < n; i++) {
             double x = tr->X[i * p + j];
-            code[i] = isnan(x) ? MISSING_CODE : bin_of(c.edges[j], c.nedges[j], x);
+            code[i * p] = isnan(x) ? (uint16_t)c.nbins[j] : bin_of(c.edges[j], c.nedges[j], x);
         }
     }
     free(vals);
+    for (size_t j = 0; j < p; j++) {
+        c.off[j] = c.nslots;
+        c.nslots += c.nbins[j] + 1; /* the bins, then missing */
+    }
 
     double base = log((double)npos / (double)(n - npos));
     out->base_margin = base;
@@ -454,8 +516,9 @@ int gbdt_fit(const gbdt_data_t *tr, const gbdt_data_t *va, const bool *is_cat, c
         mtr[i] = base;
     for (size_t i = 0; va && i < va->n; i++)
         mva[i] = base;
-    c.grad = xmalloc(n * sizeof(double));
-    c.hess = xmalloc(n * sizeof(double));
+    c.gh = xmalloc(2 * n * sizeof(double));
+    c.margin = mtr;
+    uint8_t *in_tree = xmalloc(n);
     c.rows = xmalloc(n * sizeof(size_t));
     size_t *tmp = xmalloc(n * sizeof(size_t));
     bool *use_col = xmalloc(p * sizeof(bool));
@@ -463,7 +526,7 @@ int gbdt_fit(const gbdt_data_t *tr, const gbdt_data_t *va, const bool *is_cat, c
     c.use_col = use_col;
     worker_t ws[MAX_THREADS];
     for (int t = 0; t < c.nthreads; t++)
-        ws[t] = (worker_t){&c, t, xmalloc(258 * sizeof(double)), xmalloc(258 * sizeof(double))};
+        ws[t] = (worker_t){&c, t};
     uint64_t rng = prm->seed;
     out->trees = xcalloc((size_t)(prm->n_trees > 0 ? prm->n_trees : 1), sizeof(model_tree_t));
     double best_loss = (double)INFINITY;
@@ -471,8 +534,8 @@ int gbdt_fit(const gbdt_data_t *tr, const gbdt_data_t *va, const bool *is_cat, c
     for (int it = 0; it < prm->n_trees; it++) {
         for (size_t i = 0; i < n; i++) {
             double pr = 1.0 / (1.0 + exp(-mtr[i]));
-            c.grad[i] = pr - tr->y[i];
-            c.hess[i] = pr * (1 - pr);
+            c.gh[2 * i] = pr - tr->y[i];
+            c.gh[2 * i + 1] = pr * (1 - pr);
         }
         size_t nrows = 0;
         for (size_t i = 0; i < n; i++)
@@ -499,8 +562,16 @@ int gbdt_fit(const gbdt_data_t *tr, const gbdt_data_t *va, const bool *is_cat, c
         build_tree(&c, ws, nrows, &tb, tmp);
         out->trees[out->ntrees++] = tb.t;
         const model_tree_t *t = &out->trees[out->ntrees - 1];
-        for (size_t i = 0; i < n; i++)
-            mtr[i] += model_tree_margin(t, tr->X + i * p);
+        /* rows in the tree got their leaf's value while it was built (bins
+         * route as thresholds do); the others go through the tree */
+        if (nrows < n) {
+            memset(in_tree, 0, n);
+            for (size_t k = 0; k < nrows; k++)
+                in_tree[c.rows[k]] = 1;
+            for (size_t i = 0; i < n; i++)
+                if (!in_tree[i])
+                    mtr[i] += model_tree_margin(t, tr->X + i * p);
+        }
         if (va && va->n) {
             for (size_t i = 0; i < va->n; i++)
                 mva[i] += model_tree_margin(t, va->X + i * p);
@@ -525,14 +596,10 @@ int gbdt_fit(const gbdt_data_t *tr, const gbdt_data_t *va, const bool *is_cat, c
         model_tree_cleanup(&out->trees[--out->ntrees]);
     out->best_round = best_round;
     out->best_valid_loss = va && va->n ? best_loss : (double)NAN;
-    for (int t = 0; t < c.nthreads; t++) {
-        free(ws[t].hg);
-        free(ws[t].hh);
-    }
     free(mtr);
     free(mva);
-    free(c.grad);
-    free(c.hess);
+    free(c.gh);
+    free(in_tree);
     free(c.rows);
     free(tmp);
     free(use_col);
@@ -542,6 +609,7 @@ int gbdt_fit(const gbdt_data_t *tr, const gbdt_data_t *va, const bool *is_cat, c
     free(c.edges);
     free(c.nedges);
     free(c.nbins);
+    free(c.off);
     free(c.codes);
     return 0;
 fail:
@@ -550,6 +618,7 @@ fail:
     free(c.edges);
     free(c.nedges);
     free(c.nbins);
+    free(c.off);
     free(c.codes);
     return -1;
 }

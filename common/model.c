@@ -623,6 +623,59 @@ json_t *model_tree_to_json(const model_tree_t *t)
                      "left", l, "right", r, "default_left", dl, "value", val, "categories", cats);
 }
 
+/* ---- sorting ---- */
+
+static uint64_t dkey(double d)
+{
+    uint64_t u;
+    memcpy(&u, &d, sizeof(u));
+    return (u >> 63) ? ~u : u ^ 0x8000000000000000ull;
+}
+
+void model_sort_doubles(double *v, size_t n)
+{
+    if (n < 256) {
+        for (size_t i = 1; i < n; i++) { /* insertion sort */
+            double x = v[i];
+            size_t j = i;
+            for (; j > 0 && v[j - 1] > x; j--)
+                v[j] = v[j - 1];
+            v[j] = x;
+        }
+        return;
+    }
+    uint64_t *a = xmalloc(n * sizeof(uint64_t)), *b = xmalloc(n * sizeof(uint64_t));
+    for (size_t i = 0; i < n; i++)
+        a[i] = dkey(v[i]);
+    size_t *cnt = xmalloc(65536 * sizeof(size_t));
+    for (int pass = 0; pass < 4; pass++) {
+        int sh = pass * 16;
+        memset(cnt, 0, 65536 * sizeof(size_t));
+        for (size_t i = 0; i < n; i++)
+            cnt[(a[i] >> sh) & 0xFFFF]++;
+        if (cnt[(a[0] >> sh) & 0xFFFF] == n)
+            continue; /* every key has the same digit */
+        size_t sum = 0;
+        for (size_t k = 0; k < 65536; k++) {
+            size_t c = cnt[k];
+            cnt[k] = sum;
+            sum += c;
+        }
+        for (size_t i = 0; i < n; i++)
+            b[cnt[(a[i] >> sh) & 0xFFFF]++] = a[i];
+        uint64_t *t = a;
+        a = b;
+        b = t;
+    }
+    for (size_t i = 0; i < n; i++) {
+        uint64_t u = (a[i] >> 63) ? a[i] ^ 0x8000000000000000ull : ~a[i];
+        memcpy(&v[i], &u, sizeof(u));
+    }
+    free(cnt);
+    free(a);
+    free(b);
+}
+
 /* ---- metrics ---- */
 
 typedef struct scored {

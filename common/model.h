@@ -133,6 +133,10 @@ void model_tree_cleanup(model_tree_t *t);
 /** A tree as JSON (new reference). */
 json_t *model_tree_to_json(const model_tree_t *t);
 
+/** Sort finite doubles ascending (LSD radix sort, O(n); for binning and
+ * quantiles of large columns). */
+void model_sort_doubles(double *v, size_t n);
+
 /* ---- evaluation (metrics on a held-out split) ---- */
 
 typedef struct model_metrics {

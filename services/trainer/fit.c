@@ -239,12 +239,6 @@ static int by_count(const void *a, const void *b)
     return strcmp(x->s, y->s);
 }
 
-static int cmp_dbl(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* Category counts of column c over the rows in idx (sorted by count desc). */
 static catcount_t *count_categories(const dataset_t *ds, int c, const size_t *idx, size_t n,
                                     size_t *ncc)
@@ -284,7 +278,7 @@ static double *sorted_values(const dataset_t *ds, int c, const size_t *idx, size
         if (x->kind == SPEC_V_NUM && isfinite(x->num))
             v[k++] = x->num;
     }
-    qsort(v, k, sizeof(double), cmp_dbl);
+    model_sort_doubles(v, k);
     *m = k;
     return v;
 }
@@ -766,6 +760,9 @@ int trainer_fit_main(int argc, char **argv)
         }
         dump = NULL;
     }
+
+    if (conf.dump_matrix)
+        t_encoded = mono_us(); /* the dump is not part of the fit */
 
     /* 7. fit */
     json_t *params = json_object();
