@@ -31,6 +31,7 @@
 #include "spec.h"
 
 #define TRAINER_VERSION MLOPS_VERSION
+#define MLOPS_EXIT_GATES 3 /* --strict-gates and a gate failed */
 #define RESERVOIR_MAX 10000
 #define PROFILE_BINS 10
 #define SCORE_BINS 20
@@ -67,6 +68,11 @@ typedef struct fit_conf {
     bool profile_sample;
     char *dump_matrix;
     bool quiet;
+    /* quality gates */
+    double min_auc;
+    double max_log_loss;
+    int64_t min_rows;
+    bool strict_gates;
 } fit_conf_t;
 
 static const cfg_item_t fit_items[] = {
@@ -112,6 +118,14 @@ static const cfg_item_t fit_items[] = {
              "also write the encoded inputs as CSV (split,row,label,slots...; row = 0-based data "
              "row; for oracle tests)"),
     CFG_ITEM(fit_conf_t, quiet, CFG_T_BOOL, "false", 0, "no progress lines on stderr"),
+    CFG_ITEM_RANGE(fit_conf_t, min_auc, CFG_T_DBL, "0", 0,
+                   "gate: lowest held-out AUC (0 = no gate)", 0, 1),
+    CFG_ITEM_RANGE(fit_conf_t, max_log_loss, CFG_T_DBL, "0", 0,
+                   "gate: highest held-out log loss (0 = no gate)", 0, 1e6),
+    CFG_ITEM_RANGE(fit_conf_t, min_rows, CFG_T_INT, "0", 0,
+                   "gate: fewest training rows (0 = no gate)", 0, 1e12),
+    CFG_ITEM(fit_conf_t, strict_gates, CFG_T_BOOL, "false", 0,
+             "exit 3 when a gate fails (the artifact is written either way, gates recorded)"),
 };
 
 static bool quiet;
@@ -917,7 +931,37 @@ int trainer_fit_main(int argc, char **argv)
     json_object_set_new(prof, "sample_max", json_integer(RESERVOIR_MAX));
     json_object_set_new(doc, "profile", prof);
 
-    /* 10. lineage */
+    /* 10. quality gates, recorded in the artifact (the registry refuses to
+     * promote a version whose gates failed) */
+    json_t *gates = json_array();
+    bool gates_ok = true;
+    struct {
+        const char *name;
+        double limit, value;
+        bool on, pass;
+    } gt[] = {
+        {"min_auc", conf.min_auc, mv.auc, conf.min_auc > 0, mv.auc >= conf.min_auc},
+        {"max_log_loss", conf.max_log_loss, mv.log_loss, conf.max_log_loss > 0,
+         mv.log_loss <= conf.max_log_loss},
+        {"min_rows", (double)conf.min_rows, (double)ntr, conf.min_rows > 0,
+         (double)ntr >= (double)conf.min_rows},
+    };
+    for (size_t k = 0; k < MLOPS_ARRAY_LEN(gt); k++) {
+        if (!gt[k].on)
+            continue;
+        gates_ok &= gt[k].pass;
+        json_array_append_new(
+            gates, json_pack("{s:s, s:f, s:o, s:b}", "gate", gt[k].name, "limit", gt[k].limit,
+                             "value", isfinite(gt[k].value) ? json_real(gt[k].value) : json_null(),
+                             "passed", gt[k].pass));
+        if (!gt[k].pass)
+            progress("gate %s FAILED: %g (limit %g)", gt[k].name, gt[k].value, gt[k].limit);
+    }
+    json_object_set_new(doc, "gates",
+                        json_pack("{s:b, s:o, s:s}", "passed", gates_ok, "results", gates,
+                                  "evaluated_on", "held_out"));
+
+    /* 11. lineage */
     char sha[65];
     if (dataset_file_sha256(conf.data, sha, errstr, sizeof(errstr))) {
         json_decref(params);
@@ -940,7 +984,7 @@ int trainer_fit_main(int argc, char **argv)
                   (double)(t_end - t_fitted) / 1e3, "total", (double)(t_end - t_start) / 1e3));
     json_object_set_new(doc, "lineage", lin);
 
-    /* 11. validate the whole document again, then write it atomically */
+    /* 12. validate the whole document again, then write it atomically */
     model_destroy(m);
     m = model_from_json(doc, errstr, sizeof(errstr));
     if (!m) {
@@ -949,8 +993,9 @@ int trainer_fit_main(int argc, char **argv)
     }
     if (model_write_file(doc, conf.out, errstr, sizeof(errstr)))
         goto done;
-    progress("wrote %s (%s, %zu slots)", conf.out, logreg ? "logreg" : "gbdt", p);
-    code = MLOPS_EXIT_OK;
+    progress("wrote %s (%s, %zu slots)%s", conf.out, logreg ? "logreg" : "gbdt", p,
+             gates_ok ? "" : "; quality gates FAILED (recorded in the artifact)");
+    code = gates_ok || !conf.strict_gates ? MLOPS_EXIT_OK : MLOPS_EXIT_GATES;
     errstr[0] = '\0';
 done:
     if (code != MLOPS_EXIT_OK && errstr[0])

@@ -416,3 +416,32 @@ def test_model_card(data):
     assert f"| auc | {model['metrics']['auc']:.4f} |" in md
     assert "| mean_radius | numeric |" in md
     assert f"{model['threshold']:.6f}" in md
+
+
+def test_quality_gates(data):
+    tmp, sets = data
+    csv, flags = sets["breast_cancer"]
+    model, dump, path = fit(tmp, csv, "logreg", *flags, "--min-auc", "0.9", "--max-log-loss",
+                            "5", "--min-rows", "100", name="gates-ok")
+    g = model["gates"]
+    assert g["passed"] is True and [r["gate"] for r in g["results"]] == [
+        "min_auc", "max_log_loss", "min_rows"]
+    assert g["results"][0]["value"] == model["metrics"]["auc"]
+    assert g["results"][2]["value"] == (dump.split == "train").sum()
+    # an impossible gate: recorded as failed; the artifact is still written,
+    # and --strict-gates makes the exit status say so
+    out = tmp / "gates-fail.json"
+    r = run(TRAINER, "fit", "--data", csv, *flags, "--min-rows", "100000", "--out", out)
+    assert r.returncode == 0, r.stderr
+    failed = json.loads(out.read_text())
+    VALIDATOR.validate(failed)
+    assert failed["gates"]["passed"] is False
+    assert failed["gates"]["results"][0] == {"gate": "min_rows", "limit": 100000.0,
+                                             "value": float((dump.split == "train").sum()),
+                                             "passed": False}
+    r = run(TRAINER, "fit", "--data", csv, *flags, "--min-rows", "100000", "--strict-gates",
+            "--out", out)
+    assert r.returncode == 3 and "min_rows FAILED" in r.stderr
+    # no gate asked for: an empty, passing list
+    assert fit(tmp, csv, "logreg", *flags, name="nogates")[0]["gates"] == {
+        "passed": True, "results": [], "evaluated_on": "held_out"}
