@@ -82,7 +82,8 @@ static const cfg_item_t fit_items[] = {
              "the label's positive class (default: the spec's)"),
     CFG_ITEM(fit_conf_t, spec, CFG_T_STR, NULL, 0,
              "feature spec (default: inferred from the CSV as `mlopsctl spec infer` does)"),
-    CFG_ITEM(fit_conf_t, algo, CFG_T_STR, "logreg", 0, "logreg or gbdt"),
+    CFG_ITEM(fit_conf_t, algo, CFG_T_STR, "logreg", 0,
+             "logreg, gbdt, or auto (a small grid of both, 3-fold CV on the training rows)"),
     CFG_ITEM_RANGE(fit_conf_t, seed, CFG_T_INT, "1", 0, "seed of the split and the sampling", 0,
                    4294967295.0),
     CFG_ITEM_RANGE(fit_conf_t, valid_fraction, CFG_T_DBL, "0.2", 0,
@@ -488,6 +489,207 @@ static void prepend(char *buf, size_t size, const char *prefix)
     buf[lp + lb] = '\0';
 }
 
+/* The document's inputs and slots for one algorithm (fitted on the training
+ * rows), a placeholder model, and the input vectors of both splits encoded
+ * by model_encode() (the scorer's code). Returns the encoding model. */
+static model_t *encode_design(json_t *doc, const dataset_t *ds, const colinfo_t *cols, size_t ncols,
+                              const size_t *tr, size_t ntr, const size_t *va, size_t nva,
+                              bool logreg, double **Xp, double **Xvp, size_t *pp, char *errstr,
+                              size_t size)
+{
+    json_object_set_new(doc, "algo", json_string(logreg ? "logreg" : "gbdt"));
+    json_t *inputs = json_array(), *slots = json_array();
+    for (size_t k = 0; k < ncols; k++)
+        json_array_append_new(inputs, fit_input(ds, &cols[k], tr, ntr, logreg, slots));
+    json_object_set_new(doc, "inputs", inputs);
+    json_object_set_new(doc, "slots", slots);
+    size_t p = json_array_size(slots);
+    if (logreg) {
+        json_t *coef = json_array();
+        for (size_t k = 0; k < p; k++)
+            json_array_append_new(coef, json_real(0));
+        json_object_set_new(doc, "logreg", json_pack("{s:f, s:o}", "intercept", 0.0, "coef", coef));
+    } else {
+        json_object_set_new(doc, "gbdt", json_pack("{s:f, s:[]}", "base_margin", 0.0, "trees"));
+    }
+    json_object_set_new(doc, "threshold", json_real(0.5));
+    json_object_set_new(doc, "metrics", json_object());
+    json_object_set_new(doc, "profile", json_object());
+    json_object_set_new(doc, "lineage", json_object());
+    model_t *m = model_from_json(doc, errstr, size);
+    if (!m) {
+        prepend(errstr, size, "internal: the preprocessing does not validate: ");
+        return NULL;
+    }
+    double *X = xmalloc((ntr * p + 1) * sizeof(double));
+    double *Xv = xmalloc((nva * p + 1) * sizeof(double));
+    for (size_t i = 0; i < ntr; i++)
+        model_encode(m, ds->vals + tr[i] * ds->ncolumns, X + i * p);
+    for (size_t i = 0; i < nva; i++)
+        model_encode(m, ds->vals + va[i] * ds->ncolumns, Xv + i * p);
+    progress("%s design: %zu inputs in %zu slots", logreg ? "logreg" : "gbdt", ncols, p);
+    *Xp = X;
+    *Xvp = Xv;
+    *pp = p;
+    return m;
+}
+
+/* ---- --algo auto: a small grid, k-fold cross-validation on the training rows ---- */
+
+#define CV_FOLDS 3
+
+typedef struct cand {
+    bool logreg;
+    double c;
+    int max_depth;
+    double learning_rate;
+    char label[96];
+} cand_t;
+
+/* Mean CV AUC of one candidate; the folds are fixed by the seed. */
+static double cv_auc(const fit_conf_t *conf, const cand_t *cd, const model_t *m, const double *X,
+                     size_t p, const int *y, size_t n, const int *fold, json_t *aucs)
+{
+    double sum = 0;
+    for (int f = 0; f < CV_FOLDS; f++) {
+        size_t nin = 0, nout = 0;
+        for (size_t i = 0; i < n; i++)
+            nin += fold[i] != f;
+        nout = n - nin;
+        double *Xi = xmalloc((nin * p + 1) * sizeof(double)),
+               *Xo = xmalloc((nout * p + 1) * sizeof(double));
+        int *yi = xmalloc((nin ? nin : 1) * sizeof(int)),
+            *yo = xmalloc((nout ? nout : 1) * sizeof(int));
+        size_t a = 0, b = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (fold[i] != f) {
+                memcpy(Xi + a * p, X + i * p, p * sizeof(double));
+                yi[a++] = y[i];
+            } else {
+                memcpy(Xo + b * p, X + i * p, p * sizeof(double));
+                yo[b++] = y[i];
+            }
+        }
+        double *s = xmalloc((nout ? nout : 1) * sizeof(double));
+        char err[512];
+        int rc;
+        if (cd->logreg) {
+            logreg_params_t lp;
+            logreg_params_default(&lp);
+            lp.C = cd->c;
+            lp.threads = (int)conf->threads;
+            double *coef = xmalloc((p ? p : 1) * sizeof(double)), b0 = 0;
+            rc = logreg_fit(Xi, yi, nin, p, &lp, coef, &b0, NULL, err, sizeof(err));
+            for (size_t i = 0; rc == 0 && i < nout; i++) {
+                double z = b0;
+                for (size_t k = 0; k < p; k++)
+                    z += coef[k] * Xo[i * p + k];
+                s[i] = z;
+            }
+            free(coef);
+        } else {
+            gbdt_params_t gp;
+            gbdt_params_default(&gp);
+            gp.n_trees = (int)conf->n_trees;
+            gp.max_depth = cd->max_depth;
+            gp.learning_rate = cd->learning_rate;
+            gp.lambda = conf->lambda;
+            gp.min_child_weight = conf->min_child_weight;
+            gp.max_bins = (int)conf->max_bins;
+            gp.early_stopping = (int)conf->early_stopping;
+            gp.threads = (int)conf->threads;
+            gp.seed = (uint64_t)conf->seed;
+            size_t ninp;
+            const model_input_t *ins = model_inputs(m, &ninp);
+            bool *is_cat = xcalloc(p ? p : 1, sizeof(bool));
+            size_t *ncats = xcalloc(p ? p : 1, sizeof(size_t));
+            for (size_t k = 0; k < ninp; k++) {
+                is_cat[ins[k].slot] = ins[k].categorical;
+                ncats[ins[k].slot] = ins[k].ncats;
+            }
+            gbdt_data_t di = {nin, p, Xi, yi}, dout = {nout, p, Xo, yo};
+            gbdt_result_t gr;
+            rc = gbdt_fit(&di, &dout, is_cat, ncats, &gp, &gr, err, sizeof(err));
+            for (size_t i = 0; rc == 0 && i < nout; i++)
+                s[i] = gbdt_margin(&gr, Xo + i * p);
+            if (rc == 0)
+                gbdt_result_cleanup(&gr);
+            free(is_cat);
+            free(ncats);
+        }
+        double auc = rc == 0 ? model_auc(s, yo, nout) : (double)NAN;
+        json_array_append_new(aucs, isfinite(auc) ? json_real(auc) : json_null());
+        sum += auc;
+        free(Xi), free(Xo), free(yi), free(yo), free(s);
+    }
+    return sum / CV_FOLDS;
+}
+
+static json_t *select_by_cv(const fit_conf_t *conf, const model_t *ml, const double *Xl, size_t pl,
+                            const model_t *mg, const double *Xg, size_t pg, const int *y, size_t n,
+                            cand_t *chosen)
+{
+    cand_t grid[] = {
+        {.logreg = true, .c = 0.1},
+        {.logreg = true, .c = 1.0},
+        {.logreg = true, .c = 10.0},
+        {.logreg = false, .max_depth = 3, .learning_rate = 0.1},
+        {.logreg = false, .max_depth = 6, .learning_rate = 0.1},
+    };
+    /* stratified folds: each class dealt round-robin in a seeded order */
+    int *fold = xmalloc((n ? n : 1) * sizeof(int));
+    size_t *order = xmalloc((n ? n : 1) * sizeof(size_t));
+    uint64_t rng = (uint64_t)conf->seed ^ 0xC0FFEEull;
+    for (size_t i = 0; i < n; i++)
+        order[i] = i;
+    for (size_t i = n; i > 1; i--) {
+        size_t j = (size_t)(rng_next(&rng) % i), t = order[i - 1];
+        order[i - 1] = order[j], order[j] = t;
+    }
+    size_t dealt[2] = {0, 0};
+    for (size_t k = 0; k < n; k++) {
+        size_t i = order[k];
+        fold[i] = (int)(dealt[y[i] != 0]++ % CV_FOLDS);
+    }
+    free(order);
+    json_t *cands = json_array();
+    double best = -1;
+    size_t besti = 0;
+    for (size_t g = 0; g < MLOPS_ARRAY_LEN(grid); g++) {
+        cand_t *cd = &grid[g];
+        json_t *params, *aucs = json_array();
+        if (cd->logreg) {
+            snprintf(cd->label, sizeof(cd->label), "logreg C=%g", cd->c);
+            params = json_pack("{s:f}", "C", cd->c);
+        } else {
+            snprintf(cd->label, sizeof(cd->label), "gbdt depth=%d rate=%g", cd->max_depth,
+                     cd->learning_rate);
+            params = json_pack("{s:i, s:f, s:I}", "max_depth", cd->max_depth, "learning_rate",
+                               cd->learning_rate, "n_trees", (json_int_t)conf->n_trees);
+        }
+        double mean = cd->logreg ? cv_auc(conf, cd, ml, Xl, pl, y, n, fold, aucs)
+                                 : cv_auc(conf, cd, mg, Xg, pg, y, n, fold, aucs);
+        progress("auto: %-24s CV AUC %.6f", cd->label, mean);
+        json_array_append_new(cands, json_pack("{s:s, s:o, s:o, s:o}", "algo",
+                                               cd->logreg ? "logreg" : "gbdt", "params", params,
+                                               "cv_auc", aucs, "mean_auc",
+                                               isfinite(mean) ? json_real(mean) : json_null()));
+        if (isfinite(mean) && mean > best) {
+            best = mean;
+            besti = g;
+        }
+    }
+    free(fold);
+    if (best < 0) {
+        json_decref(cands);
+        return NULL;
+    }
+    *chosen = grid[besti];
+    return json_pack("{s:s, s:i, s:o, s:I}", "method",
+                     "stratified k-fold cross-validation on the training split, mean AUC", "folds",
+                     CV_FOLDS, "candidates", cands, "chosen", (json_int_t)besti);
+}
+
 #define FAIL(...)                                                                                  \
     do {                                                                                           \
         snprintf(errstr, sizeof(errstr), __VA_ARGS__);                                             \
@@ -524,9 +726,10 @@ int trainer_fit_main(int argc, char **argv)
     }
     quiet = conf.quiet;
     bool logreg = !strcmp(conf.algo, "logreg");
-    if (!logreg && strcmp(conf.algo, "gbdt")) {
+    bool automatic = !strcmp(conf.algo, "auto");
+    if (!logreg && !automatic && strcmp(conf.algo, "gbdt")) {
         code = MLOPS_EXIT_USAGE;
-        FAIL("--algo '%s': one of logreg, gbdt", conf.algo);
+        FAIL("--algo '%s': one of logreg, gbdt, auto", conf.algo);
     }
     double w_pos = 1, w_neg = 1;
     bool balanced = !strcmp(conf.class_weight, "balanced");
@@ -692,7 +895,6 @@ int trainer_fit_main(int argc, char **argv)
     doc = json_object();
     json_object_set_new(doc, "schema", json_string(MODEL_SCHEMA));
     json_object_set_new(doc, "name", json_string(conf.name ? conf.name : spec->name));
-    json_object_set_new(doc, "algo", json_string(logreg ? "logreg" : "gbdt"));
     char ts[32];
     fmt_rfc3339(wall_us(), ts, sizeof(ts));
     json_object_set_new(doc, "created_at", json_string(ts));
@@ -701,45 +903,64 @@ int trainer_fit_main(int argc, char **argv)
     json_object_set_new(doc, "label",
                         json_pack("{s:s, s:s, s:s?}", "field", label, "positive", positive,
                                   "negative", ds->negative));
-    json_t *inputs = json_array(), *slots = json_array();
-    for (size_t k = 0; k < ncols; k++)
-        json_array_append_new(inputs, fit_input(ds, &cols[k], tr, ntr, logreg, slots));
-    json_object_set_new(doc, "inputs", inputs);
-    json_object_set_new(doc, "slots", slots);
-    size_t p = json_array_size(slots);
-    if (logreg) {
-        json_t *coef = json_array();
-        for (size_t k = 0; k < p; k++)
-            json_array_append_new(coef, json_real(0));
-        json_object_set_new(doc, "logreg", json_pack("{s:f, s:o}", "intercept", 0.0, "coef", coef));
-    } else {
-        json_object_set_new(doc, "gbdt", json_pack("{s:f, s:[]}", "base_margin", 0.0, "trees"));
-    }
-    json_object_set_new(doc, "threshold", json_real(0.5));
-    json_object_set_new(doc, "metrics", json_object());
-    json_object_set_new(doc, "profile", json_object());
-    json_object_set_new(doc, "lineage", json_object());
-    m = model_from_json(doc, errstr, sizeof(errstr));
-    if (!m) {
-        prepend(errstr, sizeof(errstr), "internal: the preprocessing does not validate: ");
-        goto done;
-    }
-
-    /* 6. the input vectors, by the scorer's code */
-    X = xmalloc(ntr * p * sizeof(double));
-    Xv = xmalloc(nva * p * sizeof(double));
     y = xmalloc(ntr * sizeof(int));
     yv = xmalloc(nva * sizeof(int));
-    for (size_t i = 0; i < ntr; i++) {
-        model_encode(m, ds->vals + tr[i] * ds->ncolumns, X + i * p);
+    for (size_t i = 0; i < ntr; i++)
         y[i] = ds->label[tr[i]];
-    }
-    for (size_t i = 0; i < nva; i++) {
-        model_encode(m, ds->vals + va[i] * ds->ncolumns, Xv + i * p);
+    for (size_t i = 0; i < nva; i++)
         yv[i] = ds->label[va[i]];
+    json_t *selection = NULL;
+    size_t p;
+    if (automatic) {
+        /* both designs, a small grid, k-fold CV on the training rows */
+        json_t *dl = json_deep_copy(doc), *dg = json_deep_copy(doc);
+        double *Xl = NULL, *Xlv = NULL, *Xg = NULL, *Xgv = NULL;
+        size_t pl, pg;
+        model_t *ml = encode_design(dl, ds, cols, ncols, tr, ntr, va, nva, true, &Xl, &Xlv, &pl,
+                                    errstr, sizeof(errstr));
+        model_t *mg = ml ? encode_design(dg, ds, cols, ncols, tr, ntr, va, nva, false, &Xg, &Xgv,
+                                         &pg, errstr, sizeof(errstr))
+                         : NULL;
+        cand_t chosen;
+        if (ml && mg)
+            selection = select_by_cv(&conf, ml, Xl, pl, mg, Xg, pg, y, ntr, &chosen);
+        if (!selection) {
+            if (ml && mg)
+                snprintf(errstr, sizeof(errstr), "--algo auto: cross-validation failed");
+            model_destroy(ml);
+            model_destroy(mg);
+            json_decref(dl);
+            json_decref(dg);
+            free(Xl), free(Xlv), free(Xg), free(Xgv);
+            goto done;
+        }
+        logreg = chosen.logreg;
+        if (logreg) {
+            conf.c = chosen.c;
+        } else {
+            conf.max_depth = chosen.max_depth;
+            conf.learning_rate = chosen.learning_rate;
+        }
+        json_decref(doc);
+        doc = logreg ? dl : dg;
+        json_decref(logreg ? dg : dl);
+        m = logreg ? ml : mg;
+        model_destroy(logreg ? mg : ml);
+        X = logreg ? Xl : Xg;
+        Xv = logreg ? Xlv : Xgv;
+        free(logreg ? Xg : Xl);
+        free(logreg ? Xgv : Xlv);
+        p = logreg ? pl : pg;
+        json_object_set_new(doc, "selection", selection);
+        progress("auto: chose %s", chosen.label);
+    } else {
+        m = encode_design(doc, ds, cols, ncols, tr, ntr, va, nva, logreg, &X, &Xv, &p, errstr,
+                          sizeof(errstr));
+        if (!m)
+            goto done;
     }
+    json_t *slots = json_object_get(doc, "slots");
     int64_t t_encoded = mono_us();
-    progress("encoded %zu inputs into %zu slots", ncols, p);
     if (conf.dump_matrix) {
         dump = fopen(conf.dump_matrix, "w");
         if (!dump)

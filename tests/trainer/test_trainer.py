@@ -445,3 +445,32 @@ def test_quality_gates(data):
     # no gate asked for: an empty, passing list
     assert fit(tmp, csv, "logreg", *flags, name="nogates")[0]["gates"] == {
         "passed": True, "results": [], "evaluated_on": "held_out"}
+
+
+def test_algo_auto_picks_the_best_cv_candidate(data):
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    tmp, sets = data
+    csv, flags = sets["diabetes"]
+    model, dump, _ = fit(tmp, csv, "auto", *flags, name="auto")
+    sel = model["selection"]
+    means = [c["mean_auc"] for c in sel["candidates"]]
+    assert sel["chosen"] == int(np.argmax(means))
+    best = sel["candidates"][sel["chosen"]]
+    assert model["algo"] == best["algo"]
+    for k, v in best["params"].items():
+        if k != "n_trees":
+            assert model["lineage"]["params"][k] == pytest.approx(v)
+    for c in sel["candidates"]:
+        assert len(c["cv_auc"]) == sel["folds"] == 3
+        assert c["mean_auc"] == pytest.approx(np.mean(c["cv_auc"]))
+    # the logistic candidates' CV AUC is close to scikit-learn's own 3-fold CV
+    # on the same training rows (other folds, so only roughly)
+    lr_model, lr_dump, _ = fit(tmp, csv, "logreg", *flags, name="auto-lr")
+    X, y, _, _, _, _ = split(lr_dump)
+    for c in sel["candidates"]:
+        if c["algo"] != "logreg":
+            continue
+        sk = cross_val_score(LogisticRegression(C=c["params"]["C"], max_iter=10000), X, y,
+                             cv=StratifiedKFold(3, shuffle=True, random_state=0),
+                             scoring="roc_auc").mean()
+        assert abs(c["mean_auc"] - sk) < 0.03, (c, sk)
