@@ -52,6 +52,7 @@ typedef struct fit_conf {
     /* logreg */
     double c;
     char *class_weight;
+    char *penalty;
     /* gbdt */
     int64_t n_trees;
     int64_t max_depth;
@@ -95,6 +96,7 @@ static const cfg_item_t fit_items[] = {
     CFG_ITEM(fit_conf_t, event_time, CFG_T_STR, NULL, 0, "event time column (spec inference only)"),
     CFG_ITEM_RANGE(fit_conf_t, c, CFG_T_DBL, "1.0", 0, "logreg: inverse L2 strength C", 1e-9, 1e12),
     CFG_ITEM(fit_conf_t, class_weight, CFG_T_STR, "none", 0, "logreg: none or balanced"),
+    CFG_ITEM(fit_conf_t, penalty, CFG_T_STR, "l2", 0, "logreg: l2 or l1"),
     CFG_ITEM_RANGE(fit_conf_t, n_trees, CFG_T_INT, "200", 0, "gbdt: most boosting rounds", 1,
                    100000),
     CFG_ITEM_RANGE(fit_conf_t, max_depth, CFG_T_INT, "6", 0, "gbdt: tree depth", 1, 16),
@@ -737,6 +739,11 @@ int trainer_fit_main(int argc, char **argv)
         code = MLOPS_EXIT_USAGE;
         FAIL("--class-weight '%s': one of none, balanced", conf.class_weight);
     }
+    bool l1 = !strcmp(conf.penalty, "l1");
+    if (!l1 && strcmp(conf.penalty, "l2")) {
+        code = MLOPS_EXIT_USAGE;
+        FAIL("--penalty '%s': one of l2, l1", conf.penalty);
+    }
     if (conf.positive && !conf.label && !conf.spec) {
         code = MLOPS_EXIT_USAGE;
         FAIL("--positive needs --label (or a spec with a label)");
@@ -1018,9 +1025,11 @@ int trainer_fit_main(int argc, char **argv)
         lp.w_pos = w_pos;
         lp.w_neg = w_neg;
         lp.threads = (int)conf.threads;
+        lp.l1 = l1;
         double *coef = xmalloc((p ? p : 1) * sizeof(double)), b0;
         logreg_info_t info;
-        progress("logreg: Newton, C=%g, class weights %s", lp.C, conf.class_weight);
+        progress("logreg: %s, C=%g, class weights %s", l1 ? "L1, proximal Newton" : "L2, Newton",
+                 lp.C, conf.class_weight);
         if (logreg_fit(X, y, ntr, p, &lp, coef, &b0, &info, errstr, sizeof(errstr))) {
             free(coef);
             json_decref(params);
@@ -1033,10 +1042,10 @@ int trainer_fit_main(int argc, char **argv)
         free(coef);
         json_object_set_new(doc, "logreg",
                             json_pack("{s:f, s:o, s:f, s:s, s:i, s:f}", "intercept", b0, "coef", jc,
-                                      "C", lp.C, "penalty", "l2", "iterations", info.iterations,
-                                      "grad_max", info.grad_max));
+                                      "C", lp.C, "penalty", l1 ? "l1" : "l2", "iterations",
+                                      info.iterations, "grad_max", info.grad_max));
         json_object_set_new(params, "C", json_real(lp.C));
-        json_object_set_new(params, "penalty", json_string("l2"));
+        json_object_set_new(params, "penalty", json_string(l1 ? "l1" : "l2"));
         json_object_set_new(params, "class_weight", json_string(conf.class_weight));
         json_object_set_new(params, "w_pos", json_real(w_pos));
         json_object_set_new(params, "w_neg", json_real(w_neg));

@@ -474,3 +474,25 @@ def test_algo_auto_picks_the_best_cv_candidate(data):
                              cv=StratifiedKFold(3, shuffle=True, random_state=0),
                              scoring="roc_auc").mean()
         assert abs(c["mean_auc"] - sk) < 0.03, (c, sk)
+
+
+@pytest.mark.parametrize("name", ["breast_cancer", "diabetes"])
+def test_logreg_l1_matches_sklearn_saga(data, name):
+    import warnings
+    tmp, sets = data
+    csv, flags = sets[name]
+    model, dump, _ = fit(tmp, csv, "logreg", *flags, "--penalty", "l1", "--c", "0.1",
+                         name=f"l1-{name}")
+    X, y, Xv, yv, _, _ = split(dump)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # saga's convergence chatter and deprecations
+        sk = LogisticRegression(penalty="l1", C=0.1, solver="saga", tol=1e-12,
+                                max_iter=200000).fit(X, y)
+    coef = np.array(model["logreg"]["coef"])
+    ours_auc, sk_auc = model["metrics"]["auc"], roc_auc_score(yv, sk.predict_proba(Xv)[:, 1])
+    print(f"{name}: logreg L1 AUC ours {ours_auc:.6f} sklearn saga {sk_auc:.6f}, "
+          f"nonzero {int((coef != 0).sum())}/{len(coef)}")
+    assert abs(ours_auc - sk_auc) <= 0.001
+    assert np.array_equal(coef != 0, sk.coef_[0] != 0)  # the same sparsity pattern
+    assert np.allclose(coef, sk.coef_[0], atol=1e-5)
+    assert model["logreg"]["penalty"] == "l1" and 0 < (coef != 0).sum() < len(coef)

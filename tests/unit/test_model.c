@@ -147,6 +147,43 @@ Test(logreg, class_weight_equals_duplicated_rows)
     cr_assert_float_eq(b1, b2, 1e-9);
 }
 
+Test(logreg, l1_solution_meets_the_optimality_conditions)
+{
+    enum { N = 1500, P = 8 };
+    static double X[N * P];
+    static int y[N];
+    make_lr_data(N, P, X, y);
+    logreg_params_t lp;
+    logreg_params_default(&lp);
+    lp.l1 = true;
+    lp.C = 0.02;
+    double coef[P], b;
+    char err[256];
+    cr_assert_eq(logreg_fit(X, y, N, P, &lp, coef, &b, NULL, err, sizeof(err)), 0, "%s", err);
+    double g[P + 1] = {0};
+    for (int i = 0; i < N; i++) {
+        double z = b;
+        for (int k = 0; k < P; k++)
+            z += coef[k] * X[i * P + k];
+        double r = 1 / (1 + exp(-z)) - y[i];
+        for (int k = 0; k < P; k++)
+            g[k] += r * X[i * P + k];
+        g[P] += r;
+    }
+    double lam = 1 / lp.C;
+    int zeros = 0;
+    for (int k = 0; k < P; k++) {
+        if (coef[k] == 0) {
+            zeros++;
+            cr_assert(fabs(g[k]) <= lam + 1e-7, "zero coefficient %d: |g| %g > %g", k, g[k], lam);
+        } else {
+            cr_assert(fabs(g[k] + (coef[k] > 0 ? lam : -lam)) < 1e-7, "coefficient %d", k);
+        }
+    }
+    cr_assert(fabs(g[P]) < 1e-7);
+    cr_assert(zeros > 0 && zeros < P, "%d of %d coefficients are zero", zeros, P);
+}
+
 Test(logreg, one_class_is_an_error)
 {
     double X[4] = {1, 2, 3, 4};
