@@ -95,13 +95,20 @@ typedef struct lnode {
 typedef struct ctx {
     const gbdt_params_t *prm;
     size_t n, p;
-    uint16_t *codes; /* n x p, row-major; code nbins[j] = missing */
-    size_t *nbins;   /* per input */
-    size_t *off;     /* per input: first slot of its bins in a node histogram */
-    size_t nslots;   /* slots in a node histogram */
+    uint16_t *codes;  /* n x p, row-major; code nbins[j] = missing */
+    uint16_t *ccodes; /* the same codes p x n, column-major (partitions) */
+    double **pool;    /* spare node histograms */
+    size_t npool, cappool;
+    const gbdt_data_t *train;
+    bool failed;
+    char errbuf[128];
+    size_t *nbins; /* per input */
+    size_t *off;   /* per input: first slot of its bins in a node histogram */
+    size_t nslots; /* slots in a node histogram */
     double **edges;
     size_t *nedges;
     const bool *is_cat;
+    const size_t *ncats;
     double *gh;     /* (gradient, hessian) per row */
     double *margin; /* training margins: each leaf adds its value to its rows */
     size_t *rows;   /* node row ranges */
@@ -324,7 +331,7 @@ static void tb_add_cat(tbuild_t *b, int32_t c)
 static bool goes_left(const ctx_t *c, const split_t *s, size_t r)
 {
     size_t f = (size_t)s->feature;
-    uint16_t code = c->codes[r * c->p + f];
+    uint16_t code = c->ccodes[f * c->n + r];
     if (code == c->nbins[f])
         return s->default_left;
     if (s->categorical)
@@ -332,11 +339,28 @@ static bool goes_left(const ctx_t *c, const split_t *s, size_t r)
     return (int)code <= s->bin;
 }
 
+/* Node histograms are large (every bin of every input): reuse them. */
+static double *hist_get(ctx_t *c)
+{
+    return c->npool ? c->pool[--c->npool] : xmalloc(c->nslots * 2 * sizeof(double));
+}
+
+static void hist_put(ctx_t *c, double *h)
+{
+    if (!h)
+        return;
+    if (c->npool == c->cappool) {
+        c->cappool = c->cappool ? c->cappool * 2 : 16;
+        c->pool = xrealloc(c->pool, c->cappool * sizeof(double *));
+    }
+    c->pool[c->npool++] = h;
+}
+
 /* Histograms, splits and partitions for the nodes of @p lv (sets c->cand). */
 static split_t *process_level(ctx_t *c, worker_t *ws, lnode_t *lv, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        lv[i].hist = xmalloc(c->nslots * 2 * sizeof(double));
+        lv[i].hist = hist_get(c);
     c->cand = xmalloc((n ? n : 1) * c->p * sizeof(split_t));
     c->level = lv;
     c->nlevel = n;
@@ -420,7 +444,7 @@ static void build_tree(ctx_t *c, worker_t *ws, size_t nrows, tbuild_t *tb, size_
         if (nnext && depth + 1 < prm->max_depth)
             cand = process_level(c, ws, next, nnext);
         for (size_t i = 0; i < ncur; i++)
-            free(cur[i].hist);
+            hist_put(c, cur[i].hist);
         lnode_t *sw = cur;
         cur = next;
         next = sw;
@@ -441,6 +465,50 @@ static double logloss_of(const double *margin, const int *y, size_t n)
         s += l - (y[i] ? z : 0);
     }
     return n ? s / (double)n : (double)NAN;
+}
+
+/* Bin the inputs j = t, t + nthreads, ... (one thread's share). */
+static void *bin_run(void *arg)
+{
+    worker_t *w = arg;
+    ctx_t *c = w->c;
+    const gbdt_data_t *tr = c->train;
+    size_t n = c->n, p = c->p;
+    double *vals = xmalloc((n + 1) * sizeof(double));
+    for (size_t j = (size_t)w->t; j < p; j += (size_t)c->nthreads) {
+        uint16_t *code = c->codes + j, *ccode = c->ccodes + j * n;
+        if (c->is_cat && c->is_cat[j]) {
+            c->nbins[j] = c->ncats[j] ? c->ncats[j] : 1;
+            if (c->nbins[j] > 256) {
+                snprintf(c->errbuf, sizeof(c->errbuf),
+                         "gbdt: input %zu has more than 256 categories", j);
+                c->failed = true;
+                continue;
+            }
+            for (size_t i = 0; i < n; i++) {
+                double x = tr->X[i * p + j];
+                uint16_t b = isnan(x) || x < 0 || x >= (double)c->nbins[j] ? (uint16_t)c->nbins[j]
+                                                                           : (uint16_t)x;
+                code[i * p] = ccode[i] = b;
+            }
+            continue;
+        }
+        size_t m = 0;
+        for (size_t i = 0; i < n; i++)
+            if (!isnan(tr->X[i * p + j]))
+                vals[m++] = tr->X[i * p + j];
+        model_sort_doubles(vals, m);
+        c->edges[j] = xmalloc((size_t)c->prm->max_bins * sizeof(double));
+        c->nedges[j] = gbdt_bin_edges(vals, m, c->prm->max_bins, c->edges[j]);
+        c->nbins[j] = c->nedges[j] + 1;
+        for (size_t i = 0; i < n; i++) {
+            double x = tr->X[i * p + j];
+            uint16_t b = isnan(x) ? (uint16_t)c->nbins[j] : bin_of(c->edges[j], c->nedges[j], x);
+            code[i * p] = ccode[i] = b;
+        }
+    }
+    free(vals);
+    return NULL;
 }
 
 int gbdt_fit(const gbdt_data_t *tr, const gbdt_data_t *va, const bool *is_cat, const size_t *ncats,
@@ -473,34 +541,30 @@ int gbdt_fit(const gbdt_data_t *tr, const gbdt_data_t *va, const bool *is_cat, c
         free(vals);
         goto fail;
     }
-    for (size_t j = 0; j < p; j++) {
-        uint16_t *code = c.codes + j; /* stride p */
-        if (is_cat && is_cat[j]) {
-            c.nbins[j] = ncats[j] ? ncats[j] : 1;
-            if (c.nbins[j] > 256) {
-                snprintf(errstr, errstr_size, "gbdt: input %zu has more than 256 categories", j);
-                free(vals);
-                goto fail;
-            }
-            for (size_t i = 0; i < n; i++) {
-                double x = tr->X[i * p + j];
-                code[i * p] = isnan(x) || x < 0 || x >= (double)c.nbins[j] ? (uint16_t)c.nbins[j]
-                                                                           : (uint16_t)x;
-            }
-            continue;
-        }
-        size_t m = 0;
-        for (size_t i = 0; i < n; i++)
-            if (!isnan(tr->X[i * p + j]))
-                vals[m++] = tr->X[i * p + j];
-        model_sort_doubles(vals, m);
-        c.edges[j] = xmalloc((size_t)prm->max_bins * sizeof(double));
-        c.nedges[j] = gbdt_bin_edges(vals, m, prm->max_bins, c.edges[j]);
-        c.nbins[j] = c.nedges[j] + 1;
-        for (size_t i = 0; i < n; i++) {
-            double x = tr->X[i * p + j];
-            code[i * p] = isnan(x) ? (uint16_t)c.nbins[j] : bin_of(c.edges[j], c.nedges[j], x);
-        }
+    c.ccodes = xmalloc(n * p * sizeof(uint16_t));
+    c.train = tr;
+    c.is_cat = is_cat;
+    c.ncats = ncats;
+    {
+        pthread_t tid[MAX_THREADS];
+        bool started[MAX_THREADS] = {false};
+        worker_t bw[MAX_THREADS];
+        for (int t = 0; t < c.nthreads; t++)
+            bw[t] = (worker_t){&c, t};
+        for (int t = 1; t < c.nthreads; t++)
+            started[t] = pthread_create(&tid[t], NULL, bin_run, &bw[t]) == 0;
+        for (int t = 1; t < c.nthreads; t++)
+            if (!started[t])
+                bin_run(&bw[t]);
+        bin_run(&bw[0]);
+        for (int t = 1; t < c.nthreads; t++)
+            if (started[t])
+                pthread_join(tid[t], NULL);
+    }
+    if (c.failed) {
+        snprintf(errstr, errstr_size, "%s", c.errbuf);
+        free(vals);
+        goto fail;
     }
     free(vals);
     for (size_t j = 0; j < p; j++) {
@@ -611,6 +675,10 @@ int gbdt_fit(const gbdt_data_t *tr, const gbdt_data_t *va, const bool *is_cat, c
     free(c.nbins);
     free(c.off);
     free(c.codes);
+    free(c.ccodes);
+    for (size_t k = 0; k < c.npool; k++)
+        free(c.pool[k]);
+    free(c.pool);
     return 0;
 fail:
     for (size_t j = 0; j < p; j++)
@@ -620,6 +688,7 @@ fail:
     free(c.nbins);
     free(c.off);
     free(c.codes);
+    free(c.ccodes);
     return -1;
 }
 

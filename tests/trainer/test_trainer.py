@@ -496,3 +496,23 @@ def test_logreg_l1_matches_sklearn_saga(data, name):
     assert np.array_equal(coef != 0, sk.coef_[0] != 0)  # the same sparsity pattern
     assert np.allclose(coef, sk.coef_[0], atol=1e-5)
     assert model["logreg"]["penalty"] == "l1" and 0 < (coef != 0).sum() < len(coef)
+
+
+def test_profile_sample_can_be_turned_off(data):
+    tmp, sets = data
+    csv, flags = sets["diabetes"]
+    model, _, _ = fit(tmp, csv, "gbdt", *flags, "--n-trees", 5, "--no-profile-sample",
+                      name="nosample")
+    prof = model["profile"]
+    assert prof["sample_enabled"] is False
+    assert all(p["sample"] is None for p in prof["inputs"])
+    assert all(sum(p["bin_counts"]) == p["count"] - p["missing"] for p in prof["inputs"])
+    # the bin counts follow the documented rule (bin = number of edges <= value)
+    raw = pd.read_csv(csv)
+    trn = pd.read_csv(tmp / "nosample.gbdt.matrix.csv")
+    rows = trn[trn.split == "train"].row.to_numpy()
+    for p in prof["inputs"]:
+        v = raw.iloc[rows][p["column"]].to_numpy(float)
+        counts = np.bincount(np.searchsorted(p["bin_edges"], v, side="right"),
+                             minlength=len(p["bin_edges"]) + 1)
+        assert counts.tolist() == p["bin_counts"], p["column"]
