@@ -23,6 +23,7 @@ void gbdt_params_default(gbdt_params_t *p)
     p->early_stopping = 20;
     p->threads = 2;
     p->seed = 1;
+    p->max_leaves = 0;
     p->progress = NULL;
     p->progress_arg = NULL;
 }
@@ -370,6 +371,75 @@ static split_t *process_level(ctx_t *c, worker_t *ws, lnode_t *lv, size_t n)
     return cand;
 }
 
+static split_t *best_split(const ctx_t *c, split_t *cand)
+{
+    split_t *best = NULL;
+    for (size_t j = 0; cand && j < c->p; j++) {
+        split_t *s = &cand[j];
+        if (s->feature >= 0 && s->gain > 0 && (!best || s->gain > best->gain))
+            best = s;
+    }
+    return best;
+}
+
+static void make_leaf(ctx_t *c, tbuild_t *tb, const lnode_t *nd)
+{
+    double v = -nd->g / (nd->h + c->prm->lambda) * c->prm->learning_rate;
+    tb->t.value[nd->id] = v;
+    for (size_t k = nd->start; k < nd->end; k++)
+        c->margin[c->rows[k]] += v;
+}
+
+/* Split @p nd by @p best: partition its rows (stably), add the two tree
+ * nodes, fill @p kids (left, right; the smaller one builds its histogram,
+ * the other derives it from the parent's; sibling indices are base+0/1). */
+static void split_node(ctx_t *c, tbuild_t *tb, const lnode_t *nd, const split_t *best, size_t *tmp,
+                       lnode_t kids[2], int base)
+{
+    size_t nl = 0, nr = 0;
+    for (size_t k = nd->start; k < nd->end; k++) {
+        size_t r = c->rows[k];
+        if (goes_left(c, best, r))
+            c->rows[nd->start + nl++] = r;
+        else
+            tmp[nr++] = r;
+    }
+    memcpy(c->rows + nd->start + nl, tmp, nr * sizeof(size_t));
+    int32_t l = tb_add(tb), rr = tb_add(tb);
+    model_tree_t *t = &tb->t;
+    t->feature[nd->id] = best->feature;
+    t->left[nd->id] = l;
+    t->right[nd->id] = rr;
+    t->default_left[nd->id] = best->default_left;
+    if (best->categorical) {
+        t->cat_off[nd->id] = (int32_t)t->ncats_total;
+        for (int32_t q = 0; q < 256; q++)
+            if ((best->cats[q / 64] >> (q % 64)) & 1) {
+                tb_add_cat(tb, q);
+                tb->t.cat_len[nd->id]++;
+            }
+    } else {
+        t->threshold[nd->id] = c->edges[best->feature][best->bin];
+    }
+    bool left_small = nl <= nr;
+    kids[0] = (lnode_t){l,        nd->start, nd->start + nl, best->gl,
+                        best->hl, NULL,      nd->hist,       left_small ? -1 : base + 1};
+    kids[1] = (lnode_t){rr,       nd->start + nl, nd->end,  best->gr,
+                        best->hr, NULL,           nd->hist, left_small ? base : -1};
+}
+
+static double node_sums(const ctx_t *c, size_t nrows, double *h)
+{
+    double g = 0;
+    *h = 0;
+    for (size_t k = 0; k < nrows; k++) {
+        g += c->gh[2 * c->rows[k]];
+        *h += c->gh[2 * c->rows[k] + 1];
+    }
+    return g;
+}
+
+/* Depth-wise growth: every node of a level is split before the next. */
 static void build_tree(ctx_t *c, worker_t *ws, size_t nrows, tbuild_t *tb, size_t *tmp)
 {
     const gbdt_params_t *prm = c->prm;
@@ -379,11 +449,7 @@ static void build_tree(ctx_t *c, worker_t *ws, size_t nrows, tbuild_t *tb, size_
     if (cap > 2 * nrows + 2)
         cap = 2 * nrows + 2;
     lnode_t *cur = xmalloc(cap * sizeof(lnode_t)), *next = xmalloc(cap * sizeof(lnode_t));
-    double g = 0, h = 0;
-    for (size_t k = 0; k < nrows; k++) {
-        g += c->gh[2 * c->rows[k]];
-        h += c->gh[2 * c->rows[k] + 1];
-    }
+    double h, g = node_sums(c, nrows, &h);
     size_t ncur = 1;
     cur[0] = (lnode_t){tb_add(tb), 0, nrows, g, h, NULL, NULL, -1};
     split_t *cand = prm->max_depth > 0 ? process_level(c, ws, cur, 1) : NULL;
@@ -391,53 +457,13 @@ static void build_tree(ctx_t *c, worker_t *ws, size_t nrows, tbuild_t *tb, size_
         size_t nnext = 0;
         for (size_t i = 0; i < ncur; i++) {
             lnode_t *nd = &cur[i];
-            split_t *best = NULL;
-            if (cand)
-                for (size_t j = 0; j < c->p; j++) {
-                    split_t *s = &cand[i * c->p + j];
-                    if (s->feature >= 0 && s->gain > 0 && (!best || s->gain > best->gain))
-                        best = s;
-                }
-            model_tree_t *t = &tb->t;
+            const split_t *best = cand ? best_split(c, &cand[i * c->p]) : NULL;
             if (!best) {
-                double v = -nd->g / (nd->h + prm->lambda) * prm->learning_rate;
-                t->value[nd->id] = v;
-                for (size_t k = nd->start; k < nd->end; k++)
-                    c->margin[c->rows[k]] += v;
+                make_leaf(c, tb, nd);
                 continue;
             }
-            /* stable partition of the node's rows */
-            size_t nl = 0, nr = 0;
-            for (size_t k = nd->start; k < nd->end; k++) {
-                size_t r = c->rows[k];
-                if (goes_left(c, best, r))
-                    c->rows[nd->start + nl++] = r;
-                else
-                    tmp[nr++] = r;
-            }
-            memcpy(c->rows + nd->start + nl, tmp, nr * sizeof(size_t));
-            int32_t l = tb_add(tb), rr = tb_add(tb);
-            t = &tb->t;
-            t->feature[nd->id] = best->feature;
-            t->left[nd->id] = l;
-            t->right[nd->id] = rr;
-            t->default_left[nd->id] = best->default_left;
-            if (best->categorical) {
-                t->cat_off[nd->id] = (int32_t)t->ncats_total;
-                for (int32_t q = 0; q < 256; q++)
-                    if ((best->cats[q / 64] >> (q % 64)) & 1)
-                        tb_add_cat(tb, q), t = &tb->t, t->cat_len[nd->id]++;
-            } else {
-                t->threshold[nd->id] = c->edges[best->feature][best->bin];
-            }
-            /* the child with fewer rows builds its histogram, the other
-             * derives it: parent minus sibling */
-            int li = (int)nnext, ri = (int)nnext + 1;
-            bool left_small = nl <= nr;
-            next[nnext++] = (lnode_t){l,        nd->start, nd->start + nl, best->gl,
-                                      best->hl, NULL,      nd->hist,       left_small ? -1 : ri};
-            next[nnext++] = (lnode_t){rr,       nd->start + nl, nd->end,  best->gr,
-                                      best->hr, NULL,           nd->hist, left_small ? li : -1};
+            split_node(c, tb, nd, best, tmp, &next[nnext], (int)nnext);
+            nnext += 2;
         }
         free(cand);
         cand = NULL;
@@ -453,6 +479,63 @@ static void build_tree(ctx_t *c, worker_t *ws, size_t nrows, tbuild_t *tb, size_
     free(cand);
     free(cur);
     free(next);
+}
+
+/* Leaf-wise (loss-guided) growth: split the leaf with the largest gain
+ * until max_leaves (ties: the lower node id), each no deeper than
+ * max_depth (0 = no limit). */
+static void build_tree_lossguide(ctx_t *c, worker_t *ws, size_t nrows, tbuild_t *tb, size_t *tmp)
+{
+    const gbdt_params_t *prm = c->prm;
+    size_t cap = (size_t)prm->max_leaves + 2;
+    typedef struct leaf {
+        lnode_t nd;
+        split_t best;
+        bool can_split;
+        int depth;
+    } leaf_t;
+    leaf_t *leaves = xmalloc(cap * sizeof(leaf_t));
+    double h, g = node_sums(c, nrows, &h);
+    lnode_t root = {tb_add(tb), 0, nrows, g, h, NULL, NULL, -1};
+    split_t *cand = process_level(c, ws, &root, 1);
+    const split_t *b0 = best_split(c, cand);
+    leaves[0] = (leaf_t){.nd = root, .can_split = b0 != NULL, .depth = 0};
+    if (b0)
+        leaves[0].best = *b0;
+    free(cand);
+    size_t nleaves = 1;
+    while (nleaves < (size_t)prm->max_leaves) {
+        size_t pick = SIZE_MAX;
+        for (size_t i = 0; i < nleaves; i++)
+            if (leaves[i].can_split &&
+                (pick == SIZE_MAX || leaves[i].best.gain > leaves[pick].best.gain ||
+                 (leaves[i].best.gain == leaves[pick].best.gain &&
+                  leaves[i].nd.id < leaves[pick].nd.id)))
+                pick = i;
+        if (pick == SIZE_MAX)
+            break;
+        leaf_t parent = leaves[pick];
+        lnode_t kids[2];
+        split_node(c, tb, &parent.nd, &parent.best, tmp, kids, 0);
+        int depth = parent.depth + 1;
+        bool deeper = prm->max_depth <= 0 || depth < prm->max_depth;
+        split_t *kc = deeper ? process_level(c, ws, kids, 2) : NULL;
+        hist_put(c, parent.nd.hist);
+        for (int k = 0; k < 2; k++) {
+            leaf_t *lf = k == 0 ? &leaves[pick] : &leaves[nleaves];
+            const split_t *bk = kc ? best_split(c, &kc[(size_t)k * c->p]) : NULL;
+            *lf = (leaf_t){.nd = kids[k], .can_split = bk != NULL, .depth = depth};
+            if (bk)
+                lf->best = *bk;
+        }
+        free(kc);
+        nleaves++;
+    }
+    for (size_t i = 0; i < nleaves; i++) {
+        make_leaf(c, tb, &leaves[i].nd);
+        hist_put(c, leaves[i].nd.hist);
+    }
+    free(leaves);
 }
 
 static double logloss_of(const double *margin, const int *y, size_t n)
@@ -623,7 +706,10 @@ int gbdt_fit(const gbdt_data_t *tr, const gbdt_data_t *va, const bool *is_cat, c
             }
         }
         tbuild_t tb = {0};
-        build_tree(&c, ws, nrows, &tb, tmp);
+        if (prm->max_leaves > 0)
+            build_tree_lossguide(&c, ws, nrows, &tb, tmp);
+        else
+            build_tree(&c, ws, nrows, &tb, tmp);
         out->trees[out->ntrees++] = tb.t;
         const model_tree_t *t = &out->trees[out->ntrees - 1];
         /* rows in the tree got their leaf's value while it was built (bins

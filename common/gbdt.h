@@ -3,6 +3,9 @@
  * @brief Histogram gradient-boosted decision trees for binary
  *        classification (logistic loss), in the manner of XGBoost's `hist`.
  *
+ * Growth is depth-wise, or leaf-wise with max_leaves > 0 (XGBoost's
+ * grow_policy=lossguide, LightGBM's default).
+ *
  * Each input is binned once: a numeric input into at most max_bins bins cut
  * at quantiles of the training values (every distinct value is its own bin
  * when there are few enough), a categorical input by its category index.
@@ -36,7 +39,8 @@
 
 typedef struct gbdt_params {
     int n_trees;
-    int max_depth;
+    int max_depth;  /**< depth-wise: >= 1; leaf-wise: 0 = no limit */
+    int max_leaves; /**< > 0: leaf-wise growth (largest gain first) up to this many leaves */
     double learning_rate;
     double lambda;
     double gamma;

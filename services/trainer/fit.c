@@ -56,6 +56,8 @@ typedef struct fit_conf {
     /* gbdt */
     int64_t n_trees;
     int64_t max_depth;
+    char *growth;
+    int64_t max_leaves;
     double learning_rate;
     double lambda;
     double gamma;
@@ -99,7 +101,12 @@ static const cfg_item_t fit_items[] = {
     CFG_ITEM(fit_conf_t, penalty, CFG_T_STR, "l2", 0, "logreg: l2 or l1"),
     CFG_ITEM_RANGE(fit_conf_t, n_trees, CFG_T_INT, "200", 0, "gbdt: most boosting rounds", 1,
                    100000),
-    CFG_ITEM_RANGE(fit_conf_t, max_depth, CFG_T_INT, "6", 0, "gbdt: tree depth", 1, 16),
+    CFG_ITEM_RANGE(fit_conf_t, max_depth, CFG_T_INT, "6", 0,
+                   "gbdt: tree depth (lossguide: 0 = no limit)", 0, 32),
+    CFG_ITEM(fit_conf_t, growth, CFG_T_STR, "depthwise", 0,
+             "gbdt: depthwise, or lossguide (split the leaf with the largest gain first)"),
+    CFG_ITEM_RANGE(fit_conf_t, max_leaves, CFG_T_INT, "31", 0,
+                   "gbdt lossguide: most leaves per tree", 2, 65536),
     CFG_ITEM_RANGE(fit_conf_t, learning_rate, CFG_T_DBL, "0.1", 0, "gbdt: learning rate", 1e-6, 1),
     CFG_ITEM_RANGE(fit_conf_t, lambda, CFG_T_DBL, "1.0", 0, "gbdt: L2 on leaf values", 0, 1e9),
     CFG_ITEM_RANGE(fit_conf_t, gamma, CFG_T_DBL, "0", 0, "gbdt: minimum split gain", 0, 1e9),
@@ -739,6 +746,15 @@ int trainer_fit_main(int argc, char **argv)
         code = MLOPS_EXIT_USAGE;
         FAIL("--class-weight '%s': one of none, balanced", conf.class_weight);
     }
+    bool lossguide = !strcmp(conf.growth, "lossguide");
+    if (!lossguide && strcmp(conf.growth, "depthwise")) {
+        code = MLOPS_EXIT_USAGE;
+        FAIL("--growth '%s': one of depthwise, lossguide", conf.growth);
+    }
+    if (!lossguide && conf.max_depth < 1) {
+        code = MLOPS_EXIT_USAGE;
+        FAIL("--max-depth 0 (no limit) needs --growth lossguide");
+    }
     bool l1 = !strcmp(conf.penalty, "l1");
     if (!l1 && strcmp(conf.penalty, "l2")) {
         code = MLOPS_EXIT_USAGE;
@@ -1055,6 +1071,7 @@ int trainer_fit_main(int argc, char **argv)
         gbdt_params_default(&gp);
         gp.n_trees = (int)conf.n_trees;
         gp.max_depth = (int)conf.max_depth;
+        gp.max_leaves = lossguide ? (int)conf.max_leaves : 0;
         gp.learning_rate = conf.learning_rate;
         gp.lambda = conf.lambda;
         gp.gamma = conf.gamma;
@@ -1103,7 +1120,9 @@ int trainer_fit_main(int argc, char **argv)
         json_object_set_new(params, "colsample", json_real(gp.colsample));
         json_object_set_new(params, "max_bins", json_integer(gp.max_bins));
         json_object_set_new(params, "early_stopping", json_integer(gp.early_stopping));
-        json_object_set_new(params, "growth", json_string("depthwise"));
+        json_object_set_new(params, "growth", json_string(lossguide ? "lossguide" : "depthwise"));
+        if (lossguide)
+            json_object_set_new(params, "max_leaves", json_integer(conf.max_leaves));
     }
     int64_t t_fitted = mono_us();
     model_destroy(m);

@@ -516,3 +516,30 @@ def test_profile_sample_can_be_turned_off(data):
         counts = np.bincount(np.searchsorted(p["bin_edges"], v, side="right"),
                              minlength=len(p["bin_edges"]) + 1)
         assert counts.tolist() == p["bin_counts"], p["column"]
+
+
+@pytest.mark.parametrize("name", ["breast_cancer", "attrition"])
+def test_gbdt_lossguide_matches_xgboost(data, name):
+    tmp, sets = data
+    csv, flags = sets[name]
+    p = GBDT_PARAMS
+    model, dump, _ = fit(tmp, csv, "gbdt", *flags, *gbdt_flags(), "--growth", "lossguide",
+                         "--max-leaves", 15, "--max-depth", 0, name=f"lg-{name}")
+    X, y, Xv, yv, _, _ = split(dump)
+    types = ["c" if i["kind"] == "categorical" else "q" for i in model["inputs"]]
+    dtr = xgb.DMatrix(X, y, feature_types=types, enable_categorical=True)
+    dva = xgb.DMatrix(Xv, yv, feature_types=types, enable_categorical=True)
+    params = dict(objective="binary:logistic", tree_method="hist", grow_policy="lossguide",
+                  max_leaves=15, max_depth=0, eta=p["learning_rate"], reg_lambda=p["lam"],
+                  min_child_weight=p["min_child_weight"], max_bin=p["max_bins"], nthread=2,
+                  base_score=float(y.mean()), eval_metric="logloss", seed=1)
+    booster = xgb.train(params, dtr, p["n_trees"], evals=[(dva, "valid")],
+                        early_stopping_rounds=p["early_stopping"], verbose_eval=False)
+    xgb_auc = roc_auc_score(yv, booster.predict(dva, iteration_range=(0, booster.best_iteration + 1)))
+    ours_auc = model["metrics"]["auc"]
+    print(f"{name}: gbdt lossguide AUC ours {ours_auc:.6f} xgboost {xgb_auc:.6f}")
+    assert abs(ours_auc - xgb_auc) <= 0.005
+    leaves = [sum(1 for f in t["feature"] if f < 0) for t in model["gbdt"]["trees"]]
+    assert max(leaves) <= 15
+    if name == "attrition":  # enough rows to reach the leaf budget
+        assert max(leaves) == 15

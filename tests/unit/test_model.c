@@ -367,6 +367,51 @@ Test(gbdt, same_seed_same_trees_for_any_thread_count)
     gbdt_result_cleanup(&b);
 }
 
+Test(gbdt, lossguide_respects_the_leaf_budget_and_splits_by_gain)
+{
+    enum { N = 4000, P = 4 };
+    static double X[N * P];
+    static int y[N];
+    make_lr_data(N, P, X, y);
+    gbdt_params_t gp;
+    gbdt_params_default(&gp);
+    gp.n_trees = 5;
+    gp.early_stopping = 0;
+    gp.max_leaves = 7;
+    gp.max_depth = 0;
+    gp.min_child_weight = 0;
+    gbdt_data_t d = {N, P, X, y};
+    gbdt_result_t a, b;
+    char err[256];
+    gp.threads = 1;
+    cr_assert_eq(gbdt_fit(&d, NULL, NULL, NULL, &gp, &a, err, sizeof(err)), 0, "%s", err);
+    gp.threads = 2;
+    cr_assert_eq(gbdt_fit(&d, NULL, NULL, NULL, &gp, &b, err, sizeof(err)), 0, "%s", err);
+    for (size_t t = 0; t < a.ntrees; t++) {
+        size_t leaves = 0;
+        for (size_t k = 0; k < a.trees[t].nnodes; k++)
+            leaves += a.trees[t].feature[k] < 0;
+        cr_assert_eq(leaves, 7, "tree %zu has %zu leaves", t, leaves);
+        cr_assert_eq(a.trees[t].nnodes, b.trees[t].nnodes);
+        for (size_t k = 0; k < a.trees[t].nnodes; k++)
+            cr_assert_eq(a.trees[t].value[k], b.trees[t].value[k]);
+    }
+    /* with one leaf to add, leaf-wise and depth-wise agree on the root split */
+    gp.max_leaves = 2;
+    gp.n_trees = 1;
+    gbdt_result_t c1, c2;
+    cr_assert_eq(gbdt_fit(&d, NULL, NULL, NULL, &gp, &c1, err, sizeof(err)), 0);
+    gp.max_leaves = 0;
+    gp.max_depth = 1;
+    cr_assert_eq(gbdt_fit(&d, NULL, NULL, NULL, &gp, &c2, err, sizeof(err)), 0);
+    cr_assert_eq(c1.trees[0].feature[0], c2.trees[0].feature[0]);
+    cr_assert_eq(c1.trees[0].threshold[0], c2.trees[0].threshold[0]);
+    gbdt_result_cleanup(&a);
+    gbdt_result_cleanup(&b);
+    gbdt_result_cleanup(&c1);
+    gbdt_result_cleanup(&c2);
+}
+
 /* ---- the artifact ---- */
 
 #define SPEC                                                                                       \
