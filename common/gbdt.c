@@ -237,18 +237,27 @@ static void *level_run(void *arg)
     if (j0 == j1)
         return NULL;
     size_t s0 = c->off[j0], s1 = j1 < c->p ? c->off[j1] : c->nslots;
+    /* a private copy of the offsets: the compiler keeps them apart from the
+     * histogram writes */
+    size_t *off = xmalloc((j1 - j0) * sizeof(size_t));
+    for (size_t j = j0; j < j1; j++)
+        off[j - j0] = c->off[j];
     for (size_t i = 0; i < c->nlevel; i++) {
         lnode_t *nd = &c->level[i];
         if (nd->sibling >= 0)
             continue;
-        double *hist = nd->hist;
+        double *restrict hist = nd->hist;
         memset(hist + 2 * s0, 0, (s1 - s0) * 2 * sizeof(double));
+        const size_t *restrict rows = c->rows;
+        const uint16_t *restrict codes = c->codes;
+        const double *restrict gh = c->gh;
+        size_t p = c->p, nj = j1 - j0;
         for (size_t k = nd->start; k < nd->end; k++) {
-            size_t r = c->rows[k];
-            const uint16_t *cr = c->codes + r * c->p;
-            double g = c->gh[2 * r], h = c->gh[2 * r + 1];
-            for (size_t j = j0; j < j1; j++) {
-                double *slot = hist + 2 * (c->off[j] + cr[j]);
+            size_t r = rows[k];
+            const uint16_t *cr = codes + r * p + j0;
+            double g = gh[2 * r], h = gh[2 * r + 1];
+            for (size_t j = 0; j < nj; j++) {
+                double *slot = hist + 2 * (off[j] + cr[j]);
                 slot[0] += g;
                 slot[1] += h;
             }
@@ -270,6 +279,7 @@ static void *level_run(void *arg)
             if (c->use_col[j])
                 find_split(c, c->level[i].hist + 2 * c->off[j], &c->level[i], j, s);
         }
+    free(off);
     return NULL;
 }
 
