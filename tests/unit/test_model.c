@@ -616,6 +616,25 @@ Test(dataset, errors_name_file_line_and_column)
     cr_assert_str_eq(ds->vals[1].str, "x");
     cr_assert_str_eq(ds->negative, "0");
     dataset_destroy(ds);
+    /* bytes that are not UTF-8 (an overlong '/', a lone continuation byte, a
+     * surrogate) are refused as ingest refuses them; valid multi-byte text is kept */
+    fp = fopen(path, "w");
+    fprintf(fp, "id,e,ts,a,c,y\n1,e1,2026-01-01T00:00:00Z,1,\xc3\xa9t\xc3\xa9,1\n"
+                "2,e1,2026-01-01T00:00:01Z,1,\xc0\xaf,0\n3,e1,2026-01-01T00:00:02Z,1,\x80,0\n"
+                "4,e1,2026-01-01T00:00:03Z,1,\xed\xa0\x80,0\n5,e1,2026-01-01T00:00:04Z,1,"
+                "\xf0\x9f\x98\x80,0\n");
+    fclose(fp);
+    ds = dataset_load_csv(spec, path, &o, err, sizeof(err));
+    cr_assert(ds, "%s", err);
+    cr_assert_eq(ds->nrows, 5);
+    bool keep[5] = {true, false, false, false, true};
+    for (int i = 0; i < 5; i++) {
+        cr_assert_eq(ds->ok[i], keep[i], "row %d", i + 1);
+        if (!keep[i])
+            cr_assert(strstr(ds->why[i], "UTF-8"), "%s", ds->why[i]);
+    }
+    cr_assert_str_eq(ds->vals[0 * ds->ncolumns + 1].str, "\xc3\xa9t\xc3\xa9");
+    dataset_destroy(ds);
     unlink(path);
     free(path);
     spec_destroy(spec);
