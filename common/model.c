@@ -525,7 +525,8 @@ double model_tree_margin(const model_tree_t *t, const double *x)
             left = t->default_left[n];
         } else if (t->cat_len[n] > 0) {
             left = false;
-            int32_t c = (int32_t)v;
+            /* a category index; anything else (no encoder gives it) goes right */
+            int32_t c = v >= 0 && v < 65536 ? (int32_t)v : -1;
             const int32_t *cs = t->cats + t->cat_off[n];
             for (int32_t k = 0; k < t->cat_len[n]; k++)
                 if (cs[k] == c) {

@@ -543,3 +543,23 @@ def test_gbdt_lossguide_matches_xgboost(data, name):
     assert max(leaves) <= 15
     if name == "attrition":  # enough rows to reach the leaf budget
         assert max(leaves) == 15
+
+
+def test_predict_refused_rows(small, tmp_path):
+    tmp, df, spec = small
+    model, _, path = fit(tmp, tmp / "small.csv", "logreg", "--spec", spec, "--label", "label",
+                         "--positive", "malignant", name="refuse")
+    d = df.copy()
+    d.loc[d.index[4], "mean_area"] = "not-a-number"  # line 6
+    d = d.drop(columns=["label"])  # predict needs no label column
+    d.to_csv(tmp_path / "bad.csv", index=False)
+    out = tmp_path / "scores.csv"
+    r = run(MLOPSCTL, "predict", "--model", path, "--data", tmp_path / "bad.csv", "--out", out)
+    assert r.returncode != 0 and not out.exists()
+    assert "bad.csv:6:" in r.stderr and "mean_area" in r.stderr, r.stderr
+    r = run(MLOPSCTL, "predict", "--model", path, "--data", tmp_path / "bad.csv", "--out", out,
+            "--skip-refused")
+    assert r.returncode == 0, r.stderr
+    lines = out.read_text().splitlines()
+    assert lines[0] == "score" and len(lines) == len(d) + 1
+    assert lines[5] == "" and all(lines[i] for i in range(1, len(lines)) if i != 5)
