@@ -513,6 +513,23 @@ size_t model_encode(const model_t *m, const spec_value_t *values, double *x)
     return missing;
 }
 
+size_t model_encode_json(const model_t *m, const json_t *values, spec_value_t *scratch, double *x)
+{
+    for (size_t i = 0; i < m->ninputs; i++) {
+        const model_input_t *in = &m->inputs[i];
+        const json_t *v = json_is_object(values) ? json_object_get(values, in->column) : NULL;
+        spec_value_t *sv = &scratch[in->col];
+        *sv = (spec_value_t){.kind = SPEC_V_MISSING};
+        if (json_is_number(v))
+            *sv = (spec_value_t){.kind = SPEC_V_NUM, .num = json_number_value(v)};
+        else if (json_is_boolean(v))
+            *sv = (spec_value_t){.kind = SPEC_V_NUM, .num = json_is_true(v) ? 1 : 0};
+        else if (json_is_string(v))
+            *sv = (spec_value_t){.kind = SPEC_V_STR, .str = json_string_value(v)};
+    }
+    return model_encode(m, scratch, x);
+}
+
 double model_sigmoid(double margin) { return 1.0 / (1.0 + exp(-margin)); }
 
 double model_tree_margin(const model_tree_t *t, const double *x)

@@ -251,6 +251,14 @@ def test_predict_equals_python_scoring(data, name, algo):
     expect = np.array([py_score(model, py_encode(model, values[e])) for e in raw[id_col]])
     got = ours.score.to_numpy(float)
     assert np.max(np.abs(got - expect)) <= 1e-12, np.max(np.abs(got - expect))
+    # the scorer's path (features/1 records -> model_encode_json) gives the
+    # same bits as the CSV path, row by row
+    fscores = tmp / f"fscores-{name}-{algo}.csv"
+    r = run(MLOPSCTL, "predict", "--model", path, "--features", feats, "--out", fscores)
+    assert r.returncode == 0, r.stderr
+    by_id = dict(zip(values.keys(), pd.read_csv(fscores, dtype=str).score))
+    csv_text = pd.read_csv(scores, dtype=str).score
+    assert [by_id[e] for e in raw[id_col]] == list(csv_text)
     # the artifact's held-out metrics are those of these scores (sklearn's metrics)
     va = dump[dump.split == "valid"]
     s, yv = got[va.row.to_numpy()], va.label.to_numpy(int)

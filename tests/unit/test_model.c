@@ -471,6 +471,19 @@ Test(model, logreg_encodes_fill_scale_and_one_hot)
     spec_value_t unk[2] = {{SPEC_V_NUM, 1.0, NULL}, {SPEC_V_STR, 0, "new"}};
     cr_assert_eq(model_encode(m, unk, x), 1);
     cr_assert(x[0] == 0 && x[1] == 0 && x[2] == 0);
+    /* the same from a features/1 values object */
+    spec_value_t scratch[2];
+    double xj[3];
+    json_t *vals = json_pack("{s:f, s:s}", "a", 9.0, "c", "x");
+    cr_assert_eq(model_encode_json(m, vals, scratch, xj), 0);
+    model_encode(m, v, x);
+    cr_assert(memcmp(x, xj, sizeof(x)) == 0);
+    json_decref(vals);
+    vals = json_pack("{s:n, s:[]}", "a", "c");
+    cr_assert_eq(model_encode_json(m, vals, scratch, xj), 2);
+    model_encode(m, miss, x);
+    cr_assert(memcmp(x, xj, sizeof(x)) == 0);
+    json_decref(vals);
     model_destroy(m);
     json_decref(doc);
 }
