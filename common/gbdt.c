@@ -686,7 +686,8 @@ int gbdt_fit(const gbdt_data_t *tr, const gbdt_data_t *va, const bool *is_cat, c
         ws[t] = (worker_t){&c, t};
     uint64_t rng = prm->seed;
     out->trees = xcalloc((size_t)(prm->n_trees > 0 ? prm->n_trees : 1), sizeof(model_tree_t));
-    double best_loss = (double)INFINITY;
+    double best_loss = (double)INFINITY, last_loss = (double)NAN;
+    size_t va_done = 0; /* trees applied to the held-out margins */
     int best_round = 0;
     for (int it = 0; it < prm->n_trees; it++) {
         for (size_t i = 0; i < n; i++) {
@@ -732,9 +733,13 @@ int gbdt_fit(const gbdt_data_t *tr, const gbdt_data_t *va, const bool *is_cat, c
                 if (!in_tree[i])
                     mtr[i] += model_tree_margin(t, tr->X + i * p);
         }
-        if (va && va->n) {
-            for (size_t i = 0; i < va->n; i++)
-                mva[i] += model_tree_margin(t, va->X + i * p);
+        /* without early stopping the held-out loss is only reported: bring
+         * its margins up to date every 25 rounds and at the end */
+        bool evaluate = prm->early_stopping > 0 || (it + 1) % 25 == 0 || it + 1 == prm->n_trees;
+        if (va && va->n && evaluate) {
+            for (; va_done < out->ntrees; va_done++)
+                for (size_t i = 0; i < va->n; i++)
+                    mva[i] += model_tree_margin(&out->trees[va_done], va->X + i * p);
             double loss = logloss_of(mva, va->y, va->n);
             if (prm->progress)
                 prm->progress(prm->progress_arg, it + 1, loss);
@@ -744,14 +749,17 @@ int gbdt_fit(const gbdt_data_t *tr, const gbdt_data_t *va, const bool *is_cat, c
             } else if (prm->early_stopping > 0 && it + 1 - best_round >= prm->early_stopping) {
                 break;
             }
-        } else {
+            last_loss = loss;
+        } else if (!va || !va->n) {
             best_round = it + 1;
             if (prm->progress)
                 prm->progress(prm->progress_arg, it + 1, (double)NAN);
         }
     }
-    if (prm->early_stopping == 0)
+    if (prm->early_stopping == 0) {
         best_round = (int)out->ntrees;
+        best_loss = last_loss;
+    }
     while ((int)out->ntrees > best_round)
         model_tree_cleanup(&out->trees[--out->ntrees]);
     out->best_round = best_round;

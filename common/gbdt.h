@@ -51,8 +51,9 @@ typedef struct gbdt_params {
     int early_stopping; /**< rounds without improvement; 0 = off */
     int threads;
     uint64_t seed;
-    /** Called after each round (may be NULL): valid_loss is NaN without a
-     * validation set. */
+    /** Called after each round whose held-out loss is computed (every round
+     * with early stopping, else every 25th and the last; every round, with a
+     * NaN loss, without a validation set). May be NULL. */
     void (*progress)(void *arg, int round, double valid_loss);
     void *progress_arg;
 } gbdt_params_t;
@@ -74,7 +75,7 @@ typedef struct gbdt_result {
     model_tree_t *trees;
     size_t ntrees;
     int best_round;         /**< 1-based, the number of trees kept */
-    double best_valid_loss; /**< NaN without a validation set */
+    double best_valid_loss; /**< held-out loss of the kept trees; NaN without a validation set */
 } gbdt_result_t;
 
 /**
