@@ -421,3 +421,46 @@ def test_health_reports_db_and_durability(registry):
     assert registry.request("GET", "/ready").status == 200
     m = registry.request("GET", "/metrics").body.decode()
     assert "mlops_registry_writes_total" in m
+
+
+def test_deployment_record(registry, tokens):
+    t = tokens["trainer"]
+    v1, _ = register(registry, "dp-a", t)
+    v2, _ = register(registry, "dp-a", t)
+    D = "/api/v1/models/dp-a/deployment"
+    d = registry.get(D, token=tokens["reader"]).json()["deployment"]
+    assert d["mode"] == "canary" and d["canary_share"] == 0 and d["champion"] is None
+    # a split needs a challenger
+    err(registry.call("PUT", D, {"canary_share": 0.1}), 409, "INVALID_STATE")
+    assert registry.post("/api/v1/models/dp-a/aliases/champion/promote", {"version": v1}).status == 200
+    assert registry.post("/api/v1/models/dp-a/aliases/challenger/promote",
+                         {"version": v2}).status == 200
+    r = registry.call("PUT", D, {"canary_share": 0.1})
+    assert r.status == 200, r
+    d = r.json()["deployment"]
+    assert (d["mode"], d["canary_share"], d["champion"], d["challenger"]) == ("canary", 0.1, v1, v2)
+    r = registry.call("PUT", D, {"mode": "ab"})
+    assert r.json()["deployment"]["mode"] == "ab" and r.json()["deployment"]["canary_share"] == 0.1
+    err(registry.call("PUT", D, {"mode": "blue-green"}), 400)
+    err(registry.call("PUT", D, {"canary_share": 1.5}), 400)
+    err(registry.call("PUT", D, {"canary_share": "half"}), 400)
+    err(registry.call("PUT", D, {"canary_share": 0.2}, token=t), 403)
+    err(registry.get("/api/v1/models/nope/deployment"), 404)
+
+
+def test_model_card(registry, tokens):
+    t = tokens["trainer"]
+    extra = {"metrics": {"auc": 0.87, "rows": 1000}, "lineage": {"topic": "features"}}
+    v1, doc = register(registry, "card-a", t, extra=extra)
+    registry.post("/api/2.0/mlflow/model-versions/create", {"name": "card-a", "source": "s3://x"},
+                  token=t)
+    assert registry.post("/api/v1/models/card-a/aliases/champion/promote", {"version": v1}).status == 200
+    card = registry.get("/api/v1/models/card-a/card", token=tokens["reader"]).json()
+    assert card["name"] == "card-a" and card["aliases"] == {"champion": v1}
+    by_v = {v["version"]: v for v in card["versions"]}
+    assert by_v[v1]["metrics"] == extra["metrics"] and by_v[v1]["lineage"] == extra["lineage"]
+    assert by_v[v1]["algorithm"] == "logreg" and by_v[v1]["gates_passed"] is True
+    assert by_v[v1]["artifact"] == {"sha256": sha256(doc), "size_bytes": len(doc)}
+    assert by_v[v1 + 1]["artifact"] is None and by_v[v1 + 1]["gates_passed"] is None
+    assert card["deployment"]["champion"] == v1 and card["alias_moves"] == 1
+    err(registry.get("/api/v1/models/nope/card"), 404)

@@ -35,6 +35,8 @@ ROUTES = {
     ("POST", V1 + "/models/{}/aliases/{}/promote", "admin"),
     ("POST", V1 + "/models/{}/aliases/{}/rollback", "admin"),
     ("GET", V1 + "/models/{}/history", "reader"), ("GET", V1 + "/audit", "admin"),
+    ("GET", V1 + "/models/{}/deployment", "reader"), ("PUT", V1 + "/models/{}/deployment", "admin"),
+    ("GET", V1 + "/models/{}/card", "reader"),
     ("POST", V1 + "/tokens", "admin"), ("GET", V1 + "/tokens", "admin"),
     ("DELETE", V1 + "/tokens/{}", "admin"),
 }

@@ -7,9 +7,12 @@ import threading
 
 import pytest
 
-from conftest import Database, Registry
+from conftest import ROOT, Database, Registry
 
 RM = "/api/2.0/mlflow/registered-models"
+# what the source tree holds, as "version|name"
+MIGRATIONS = [f"{int(p.name[:4])}|{p.stem}" for p in
+              sorted((ROOT / "services/registry/migrations").glob("[0-9][0-9][0-9][0-9]_*.sql"))]
 
 
 @pytest.fixture
@@ -37,7 +40,7 @@ def test_two_instances_migrate_once(tmp_path, fresh_db):
     try:
         assert not errors, errors
         rows = fresh_db.sql("SELECT version, name FROM registry_migrations ORDER BY version")
-        assert rows == ["1|0001_init"]
+        assert rows == MIGRATIONS
         # exactly one admin token was bootstrapped, into one of the two files
         assert fresh_db.sql("SELECT count(*) FROM api_tokens WHERE role = 'admin'") == ["1"]
         files = [p for p in (tmp_path / "r0/state/registry/admin_token",
@@ -59,7 +62,7 @@ def test_two_instances_migrate_once(tmp_path, fresh_db):
         assert not (tmp_path / "t3").exists()
     finally:
         r.stop()
-    assert fresh_db.sql("SELECT count(*) FROM registry_migrations") == ["1"]
+    assert fresh_db.sql("SELECT count(*) FROM registry_migrations") == [str(len(MIGRATIONS))]
 
 
 def test_not_durable_database_is_degraded_and_refuses_writes(tmp_path):
@@ -110,5 +113,39 @@ def test_lost_connection_reconnects_without_restart(tmp_path, fresh_db):
         assert w.status == 200, w
         assert fresh_db.sql("SELECT name FROM registered_models ORDER BY id") == ["before", "after"]
         assert r.request("GET", "/health").json()["db"] == "up"
+    finally:
+        r.stop()
+
+
+def test_rate_limit_per_token(tmp_path, fresh_db):
+    r = Registry(tmp_path, fresh_db, extra=["--rate-limit-rps", "2", "--rate-limit-burst", "3"])
+    try:
+        codes = [r.get("/api/v1/whoami").status for _ in range(5)]
+        assert codes[:3] == [200, 200, 200] and 429 in codes[3:], codes
+        lim = r.get("/api/v1/whoami")
+        if lim.status == 429:
+            assert int(lim.headers["Retry-After"]) >= 1
+            assert lim.json()["error_code"] == "REQUEST_LIMIT_EXCEEDED"
+        import time as _t
+        _t.sleep(1.1)
+        assert r.get("/api/v1/whoami").status == 200
+    finally:
+        r.stop()
+
+
+def test_slow_client_is_cut_off(tmp_path, fresh_db):
+    import socket
+    import time as _t
+    r = Registry(tmp_path, fresh_db, extra=["--request-timeout-s", "1"])
+    try:
+        s = socket.create_connection(("127.0.0.1", r.port))
+        s.sendall(b"GET /api/v1/whoami HTTP/1.1\r\nHost: x\r\n")  # never finishes
+        t0 = _t.time()
+        s.settimeout(10)
+        data = s.recv(4096)
+        assert _t.time() - t0 < 5
+        assert data == b"" or b" 408 " in data or b" 400 " in data, data
+        s.close()
+        assert r.request("GET", "/health").status == 200  # still serving
     finally:
         r.stop()
