@@ -10,5 +10,6 @@ int cmd_spec(int argc, char **argv);
 int cmd_replay(int argc, char **argv);
 int cmd_dlq(int argc, char **argv);
 int cmd_token(int argc, char **argv);
+int cmd_models(int argc, char **argv);
 
 #endif

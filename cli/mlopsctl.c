@@ -81,6 +81,8 @@ static const command_t commands[] = {
     {"dlq", "list, show and redrive the events ingest refused (events.dlq)", cmd_dlq},
     {"replay", "copy a topic's offset or time range into another topic (backfills)", cmd_replay},
     {"token", "create, list and revoke mlops-registry API tokens", cmd_token},
+    {"models", "the model registry: list, versions, register, promote, rollback, history, audit",
+     cmd_models},
     {"version", "print the version", cmd_version},
     {"help", "this help", cmd_help},
 };
