@@ -35,6 +35,10 @@ static const cfg_item_t registry_items[] = {
                    1000000),
     CFG_ITEM_RANGE(registry_conf_t, rate_limit_burst, CFG_T_INT, "0", 0,
                    "burst per token (0 = rate_limit_rps)", 0, 1000000),
+    CFG_ITEM_RANGE(registry_conf_t, token_cache_ms, CFG_T_INT, "1000", 0,
+                   "how long a checked token is trusted without a database look-up (0 = "
+                   "always look up); revocations through another instance take this long",
+                   0, 60000),
     CFG_ITEM(registry_conf_t, models_topic, CFG_T_STR, "models", 0,
              "compacted topic of model_event/1 change events"),
     CFG_ITEM(registry_conf_t, outbox_relay, CFG_T_BOOL, "true", 0,
@@ -193,6 +197,7 @@ static void teardown(service_t *svc, void *opaque)
     pg_close(rg->pg);
     rg->pg = NULL;
     free(rg->rl);
+    free(rg->tcache);
     if (rg->own_dsn) {
         free(rg->conf->pg_dsn);
         rg->conf->pg_dsn = NULL;

@@ -845,6 +845,27 @@ int mf_mv_get(req_ctx_t *c)
     int st = 0;
     model_row_t m;
     int64_t version, vid;
+    /* the hot read: one round trip; the lookups below only name what is missing */
+    const char *name = in_str(c, "name"), *vs = in_str(c, "version");
+    if (name && vs && parse_version(vs) > 0) {
+        strbuf_t sql;
+        strbuf_init(&sql);
+        strbuf_appendf(&sql,
+                       "SELECT %s FROM model_versions v JOIN registered_models m"
+                       " ON m.id = v.model_id WHERE m.name = $1 AND m.deleted_ms IS NULL"
+                       " AND v.version = $2::int AND v.deleted_ms IS NULL",
+                       store_version_json_sql());
+        PGresult *r = ctx_query(c, &st, sql.data, 2, QPARAMS(name, vs));
+        strbuf_cleanup(&sql);
+        if (!r)
+            return st;
+        json_t *j = PQntuples(r) == 1 ? json_loads(PQgetvalue(r, 0, 0), 0, NULL) : NULL;
+        PQclear(r);
+        if (j) {
+            c->out = wrap("model_version", j);
+            return 200;
+        }
+    }
     if ((st = get_version(c, false, &m, &version, &vid)))
         return st;
     json_t *j = store_version_json(c, vid, &st);

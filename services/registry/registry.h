@@ -36,6 +36,7 @@ typedef struct registry_conf {
     int64_t request_timeout_s;
     int64_t rate_limit_rps;
     int64_t rate_limit_burst;
+    int64_t token_cache_ms;
     char *models_topic;
     bool outbox_relay;
     int64_t outbox_batch;
@@ -53,6 +54,7 @@ extern const size_t registry_nmigrations;
 
 typedef struct relay relay_t;
 typedef struct ratelimit ratelimit_t;
+typedef struct token_cache token_cache_t;
 
 typedef struct registry {
     registry_conf_t *conf;
@@ -62,6 +64,7 @@ typedef struct registry {
     char durability_detail[256];
     relay_t *relay;
     ratelimit_t *rl;
+    token_cache_t *tcache;
     bool db_up;         /**< the last round trip worked */
     struct event *ping; /**< the 2 s database ping */
     bool own_dsn;       /**< pg_dsn was read from the stack and is ours to free */
@@ -150,6 +153,9 @@ struct req_ctx {
     change_t chg;
     void *scratch; /**< ctx-owned allocations */
 };
+
+/** Forget every cached token (after a token write). */
+void token_cache_clear(registry_t *rg);
 
 /** Register the API routes on @p srv (one catch-all for /api/). */
 void api_register(registry_t *rg, http_server_t *srv);

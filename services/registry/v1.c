@@ -609,6 +609,7 @@ int v1_token_revoke(req_ctx_t *c)
     if (!done)
         return ctx_fail(c, 404, "RESOURCE_DOES_NOT_EXIST", "no live token with id %lld",
                         (long long)id);
+    token_cache_clear(c->rg);
     c->chg.action = "token.revoke";
     c->chg.object_type = "token";
     c->chg.object = i64s(c, id);
