@@ -175,8 +175,12 @@ PGresult *ctx_query(req_ctx_t *c, int *st, const char *sql, int n, const char *c
         e = NULL;
         res = pg_exec(c->rg->pg, sql, n, params, &e);
     }
-    if (!res)
+    if (!res) {
+        c->rg->db_up = pg_ok(c->rg->pg); /* after a loss, pg_exec tried one reset */
         *st = ctx_db_fail(c, e);
+    } else {
+        c->rg->db_up = true;
+    }
     return res;
 }
 
