@@ -11,5 +11,6 @@ int cmd_replay(int argc, char **argv);
 int cmd_dlq(int argc, char **argv);
 int cmd_token(int argc, char **argv);
 int cmd_models(int argc, char **argv);
+int cmd_registry(int argc, char **argv);
 
 #endif

@@ -83,6 +83,7 @@ static const command_t commands[] = {
     {"token", "create, list and revoke mlops-registry API tokens", cmd_token},
     {"models", "the model registry: list, versions, register, promote, rollback, history, audit",
      cmd_models},
+    {"registry", "back up or restore the registry's database (pg_dump/pg_restore)", cmd_registry},
     {"version", "print the version", cmd_version},
     {"help", "this help", cmd_help},
 };
