@@ -941,7 +941,15 @@ int mf_mv_transition(req_ctx_t *c)
     c->chg.before = store_snapshot(c, m.id, &st);
     if (!c->chg.before)
         return st;
-    if ((st = store_transition(c, &m, vid, version, stage, archive, false, "")) != 200)
+    /* our extension: an admin may force a serving stage past the gates, with a reason */
+    bool force = false;
+    if (in_bool(c, "force", &force, &st) < 0)
+        return st;
+    const char *reason = in_str(c, "reason");
+    if (force && (!reason || !*reason))
+        return ctx_fail(c, 400, "INVALID_PARAMETER_VALUE", "force needs a non-empty reason");
+    if ((st = store_transition(c, &m, vid, version, stage, archive, force, reason ? reason : "")) !=
+        200)
         return st;
     set_change(c, "model_version.transition_stage", "model_version",
                ctx_fmt(c, "%s/%lld", m.name, (long long)version), m.id);

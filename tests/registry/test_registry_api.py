@@ -187,6 +187,15 @@ def test_stages_gates_and_latest_versions(registry, tokens):
     v4, _ = register(registry, "st-a", t, passed=False)
     err(registry.post(MV + "/transition-stage", {"name": "st-a", "version": str(v4),
                                                  "stage": "Staging"}), 409, "INVALID_STATE")
+    # an admin may force it, with a reason (recorded in the history)
+    err(registry.post(MV + "/transition-stage", {"name": "st-a", "version": str(v4),
+                                                 "stage": "Staging", "force": True}), 400)
+    r = registry.post(MV + "/transition-stage", {"name": "st-a", "version": str(v4),
+                                                 "stage": "Staging", "force": True,
+                                                 "reason": "manual check passed"})
+    assert r.status == 200 and r.json()["model_version"]["current_stage"] == "Staging"
+    assert registry.post(MV + "/transition-stage", {"name": "st-a", "version": str(v4),
+                                                    "stage": "None"}).status == 200
     r = registry.post(MV + "/transition-stage", {"name": "st-a", "version": str(v2),
                                                  "stage": "production"})
     assert r.status == 200 and r.json()["model_version"]["current_stage"] == "Production"
@@ -221,8 +230,11 @@ def test_stages_gates_and_latest_versions(registry, tokens):
         sorted([("Archived", str(v3)), ("None", str(v4)), ("Production", str(v2))])
     err(registry.post(RM + "/get-latest-versions", {"name": "st-a", "stages": ["Bogus"]}), 400)
     hist = registry.get("/api/v1/models/st-a/history").json()["stages"]
-    assert [(h["version"], h["from_stage"], h["to_stage"]) for h in hist][:3] == [
-        (v2, "None", "Production"), (v3, "None", "Production"), (v3, "Production", "Archived")]
+    assert [(h["version"], h["from_stage"], h["to_stage"], h["forced"]) for h in hist][:5] == [
+        (v4, "None", "Staging", True), (v4, "Staging", "None", False),
+        (v2, "None", "Production", False), (v3, "None", "Production", False),
+        (v3, "Production", "Archived", False)]
+    assert hist[0]["reason"] == "manual check passed"
 
 
 def test_aliases_mlflow(registry, tokens):
