@@ -47,6 +47,10 @@ static const cfg_item_t registry_items[] = {
                    "outbox rows published per batch", 1, 10000),
     CFG_ITEM_RANGE(registry_conf_t, outbox_poll_ms, CFG_T_INT, "500", 0,
                    "how often the relay looks for rows written by other instances", 10, 60000),
+    CFG_ITEM(registry_conf_t, tls_cert_file, CFG_T_STR, NULL, 0,
+             "PEM certificate chain: serve HTTPS (TLS 1.2+) on the port, health and metrics too"),
+    CFG_ITEM(registry_conf_t, tls_key_file, CFG_T_STR, NULL, CFG_SECRET,
+             "PEM private key of tls_cert_file (the path is treated as a secret)"),
 };
 
 static void status(json_t *st, void *opaque)
@@ -168,6 +172,19 @@ static int setup(service_t *svc, void *opaque)
                          .max_header_bytes = (size_t)c->max_header_bytes,
                          .timeout_s = (int)c->request_timeout_s};
     http_server_set_limits(service_http(svc), &lim);
+    if (!c->tls_cert_file != !c->tls_key_file) {
+        log_fatal("tls_cert_file and tls_key_file go together");
+        return -1;
+    }
+    if (c->tls_cert_file) {
+        rg->tls = tls_enable(service_http(svc), c->tls_cert_file, c->tls_key_file, errstr,
+                             sizeof(errstr));
+        if (!rg->tls) {
+            log_fatal("TLS: %s", errstr);
+            return -1;
+        }
+        log_info("HTTPS on (certificate %s)", c->tls_cert_file);
+    }
     api_register(rg, service_http(svc));
     rg->db_up = true;
     rg->ping = event_new(service_base(svc), -1, EV_PERSIST, on_ping, rg);
@@ -198,6 +215,8 @@ static void teardown(service_t *svc, void *opaque)
     rg->pg = NULL;
     free(rg->rl);
     free(rg->tcache);
+    tls_free(rg->tls);
+    rg->tls = NULL;
     if (rg->own_dsn) {
         free(rg->conf->pg_dsn);
         rg->conf->pg_dsn = NULL;

@@ -41,6 +41,8 @@ typedef struct registry_conf {
     bool outbox_relay;
     int64_t outbox_batch;
     int64_t outbox_poll_ms;
+    char *tls_cert_file;
+    char *tls_key_file;
 } registry_conf_t;
 
 /** One embedded migration (migrations.c, generated from migrations/). */
@@ -67,6 +69,7 @@ typedef struct registry {
     token_cache_t *tcache;
     bool db_up;         /**< the last round trip worked */
     struct event *ping; /**< the 2 s database ping */
+    void *tls;          /**< SSL_CTX when HTTPS is on */
     bool own_dsn;       /**< pg_dsn was read from the stack and is ours to free */
     uint64_t request_seq;
     metric_t *m_writes, *m_conflicts, *m_auth_failures, *m_replays;
@@ -263,6 +266,13 @@ int v1_token_create(req_ctx_t *c);
 int v1_token_list(req_ctx_t *c);
 int v1_token_revoke(req_ctx_t *c);
 int v1_whoami(req_ctx_t *c);
+
+/* ---- tls.c ------------------------------------------------------------------------------ */
+
+/** Serve HTTPS on @p srv with a PEM certificate chain and key. Returns the SSL_CTX or NULL. */
+void *tls_enable(http_server_t *srv, const char *cert_file, const char *key_file, char *errstr,
+                 size_t errstr_size);
+void tls_free(void *ctx);
 
 /* ---- relay.c ------------------------------------------------------------------------ */
 

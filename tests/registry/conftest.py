@@ -103,6 +103,11 @@ class Registry:
         else:
             args += ["--no-outbox-relay"]
         self.args = args + list(extra)
+        self.scheme = "https" if "--tls-cert-file" in extra else "http"
+        self.ssl = None
+        if self.scheme == "https":
+            import ssl
+            self.ssl = ssl.create_default_context(cafile=extra[list(extra).index("--tls-cert-file") + 1])
         self.proc = None
         self.start()
 
@@ -151,7 +156,7 @@ class Registry:
 
     @property
     def base(self):
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def request(self, method, path, body=None, token=None, headers=None, raw=None, timeout=30):
         hdrs = dict(headers or {})
@@ -165,7 +170,7 @@ class Registry:
             hdrs["Authorization"] = f"Bearer {token}"
         req = urllib.request.Request(self.base + path, data=data, method=method, headers=hdrs)
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
+            with urllib.request.urlopen(req, timeout=timeout, context=self.ssl) as r:
                 return Response(r.status, r.headers, r.read())
         except urllib.error.HTTPError as e:
             return Response(e.code, e.headers, e.read())

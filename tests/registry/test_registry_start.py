@@ -149,3 +149,36 @@ def test_slow_client_is_cut_off(tmp_path, fresh_db):
         assert r.request("GET", "/health").status == 200  # still serving
     finally:
         r.stop()
+
+
+def test_https_listener(tmp_path, fresh_db):
+    import ssl
+    import subprocess
+    import urllib.error
+    import urllib.request
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    r = Registry(tmp_path, fresh_db, extra=["--tls-cert-file", str(cert), "--tls-key-file", str(key)])
+    try:
+        # verified against the certificate, hostname included
+        assert r.request("GET", "/health").json()["status"] == "ok"
+        assert r.post(RM + "/create", {"name": "tls-a"}).status == 200
+        assert r.request("GET", "/api/v1/whoami").status == 401
+        # plain HTTP on the TLS port gets no answer
+        with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
+            urllib.request.urlopen(f"http://127.0.0.1:{r.port}/health", timeout=3).read()
+    finally:
+        r.stop()
+    # a key that does not match, or one of the pair missing: exit 1 with the reason
+    other = tmp_path / "other.pem"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-out", str(other)], check=True,
+                   capture_output=True)
+    from conftest import BINARY
+    for extra in (["--tls-cert-file", str(cert), "--tls-key-file", str(other)],
+                  ["--tls-cert-file", str(cert)]):
+        p = subprocess.run([str(BINARY), "--pg-dsn", fresh_db.dsn, "--metrics-port", "0",
+                            "--state-dir", str(tmp_path / "s2"), "--no-outbox-relay", *extra],
+                           capture_output=True, text=True, timeout=30)
+        assert p.returncode == 1 and "tls" in p.stderr.lower(), p.stderr
