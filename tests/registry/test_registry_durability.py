@@ -103,14 +103,21 @@ class PrivatePostgres:
                               self.dsn(), "-c", q], check=True, capture_output=True, text=True)
         return out.stdout.splitlines()
 
-    def stop(self):
+    def shutdown(self):
+        """Fast shutdown (SIGINT) of the postmaster itself, by its pid: runuser
+        does not pass SIGINT on."""
         if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+            try:
+                os.kill(self.postmaster_pid(), signal.SIGINT)
+            except (OSError, ValueError):
+                pass
             try:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                self.kill9_all()
+
+    def stop(self):
+        self.shutdown()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -128,6 +135,7 @@ def test_registrations_survive_postgres_kill9(tmp_path):
                                                  "--pg-statement-timeout-ms", "3000"])
         trainer = reg.token("trainer")
         outcomes = {}  # key -> (first status seen, final version)
+        done = [0]
         lock = threading.Lock()
         stop_at = time.time() + 120
 
@@ -156,11 +164,15 @@ def test_registrations_survive_postgres_kill9(tmp_path):
                     time.sleep(0.05)
                 with lock:
                     outcomes[key] = (first, version, sha256(doc), name)
+                    done[0] += 1
 
         threads = [threading.Thread(target=client, args=(i,)) for i in range(CLIENTS)]
         for t in threads:
             t.start()
-        time.sleep(random.uniform(0.3, 1.0))  # a random point in the burst
+        # a random point in the burst: after 10% to 60% of the registrations
+        kill_after = random.randint(CLIENTS * PER_CLIENT // 10, CLIENTS * PER_CLIENT * 6 // 10)
+        while done[0] < kill_after and time.time() < stop_at:
+            time.sleep(0.001)
         pg.kill9_all()
         time.sleep(0.5)
         pg.start()
@@ -194,7 +206,49 @@ def test_registrations_survive_postgres_kill9(tmp_path):
         keys = int(pg.sql("SELECT count(*) FROM idempotency_keys")[0])
         assert keys == len(outcomes)
         print(f"durability: {len(outcomes)} registrations, {interrupted} interrupted by the kill")
+        assert interrupted > 0, "the kill came after the burst: nothing was tested"
+        # /health follows within one ping (2 s)
+        deadline = time.time() + 6
+        while reg.request("GET", "/health").json()["db"] != "up" and time.time() < deadline:
+            time.sleep(0.2)
         assert reg.request("GET", "/health").json()["db"] == "up"
+    finally:
+        if reg:
+            reg.stop()
+        pg.stop()
+
+
+@pytest.mark.skipif(not (PG_BIN / "initdb").exists(), reason="PostgreSQL 15 server binaries")
+def test_postgres_down_503_then_recovers_without_restart(tmp_path):
+    pg = PrivatePostgres()
+    reg = None
+    try:
+        reg = Registry(tmp_path, _Db(pg), extra=["--pg-connect-timeout-s", "2",
+                                                 "--token-cache-ms", "0"])
+        assert reg.post("/api/2.0/mlflow/registered-models/create", {"name": "pd-a"}).status == 200
+        pg.shutdown()
+        t0 = time.time()
+        for path in ("/api/2.0/mlflow/registered-models/get?name=pd-a",):
+            r = reg.get(path)
+            assert r.status == 503, r
+            assert r.json()["error_code"] == "TEMPORARILY_UNAVAILABLE"
+            assert int(r.headers["Retry-After"]) >= 1
+        w = reg.post("/api/2.0/mlflow/registered-models/create", {"name": "pd-b"})
+        assert w.status == 503 and "Retry-After" in w.headers, w
+        assert time.time() - t0 < 10, "answers within the request deadline"
+        h = reg.request("GET", "/health").json()
+        assert h["db"] == "down" and h["status"] == "degraded"
+        assert reg.request("GET", "/ready").status == 503
+        pg.start()
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            if reg.get("/api/2.0/mlflow/registered-models/get?name=pd-a").status == 200:
+                break
+            time.sleep(0.2)
+        assert reg.get("/api/2.0/mlflow/registered-models/get?name=pd-a").status == 200
+        assert reg.post("/api/2.0/mlflow/registered-models/create", {"name": "pd-b"}).status == 200
+        assert reg.request("GET", "/health").json()["db"] == "up"
+        assert reg.proc.poll() is None  # the same process all along
     finally:
         if reg:
             reg.stop()
