@@ -140,5 +140,18 @@ def test_outbox_in_commit_order_across_kill9(tmp_path, db, topic):
         assert last["obz-1"]["snapshot"]["deleted"] is True
         assert last["obz-2"]["snapshot"]["deleted"] is True
         assert reg.request("GET", "/health").json()["outbox_published"] >= 1
+        # the metrics, read with Prometheus' own parser
+        from prometheus_client.parser import text_string_to_metric_families
+        fams = {f.name: f for f in text_string_to_metric_families(
+            reg.request("GET", "/metrics").body.decode())}
+        assert fams["mlops_registry_outbox_published"].samples[0].value >= 1
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            fams = {f.name: f for f in text_string_to_metric_families(
+                reg.request("GET", "/metrics").body.decode())}
+            if fams["mlops_registry_outbox_unsent"].samples[0].value == 0:
+                break
+            time.sleep(0.2)
+        assert fams["mlops_registry_outbox_unsent"].samples[0].value == 0
     finally:
         reg.stop()
