@@ -13,6 +13,8 @@ static const cfg_item_t registry_items[] = {
     CFG_ITEM(registry_conf_t, pg_dsn, CFG_T_STR, NULL, CFG_SECRET,
              "Postgres connection string (default: the local stack's, from "
              "<state_dir>/secrets/pg_dsn)"),
+    CFG_ITEM(registry_conf_t, pg_password_file, CFG_T_STR, NULL, 0,
+             "a file holding the Postgres password, for a pg_dsn without one (a mounted secret)"),
     CFG_ITEM_RANGE(registry_conf_t, pg_connect_timeout_s, CFG_T_INT, "5", 0,
                    "Postgres connect timeout", 1, 300),
     CFG_ITEM_RANGE(registry_conf_t, pg_statement_timeout_ms, CFG_T_INT, "5000", 0,
@@ -133,6 +135,25 @@ static int setup(service_t *svc, void *opaque)
         }
         c->pg_dsn = dsn; /* freed in teardown (cfg owns only what it set) */
         rg->own_dsn = true;
+    }
+    /* a password kept apart from the DSN reaches libpq (and the relay's
+     * connection) through its own environment variable */
+    if (c->pg_password_file) {
+        char *pw = file_read_all(c->pg_password_file, 4096, NULL, errstr, sizeof(errstr));
+        if (!pw) {
+            log_fatal("pg_password_file: %s", errstr);
+            return -1;
+        }
+        size_t n = strlen(pw);
+        while (n && (pw[n - 1] == '\n' || pw[n - 1] == '\r'))
+            pw[--n] = '\0';
+        log_add_secret(pw);
+        int rc = setenv("PGPASSWORD", pw, 1);
+        free(pw);
+        if (rc) {
+            log_fatal("cannot set PGPASSWORD");
+            return -1;
+        }
     }
     err_t *e = NULL;
     rg->pg =

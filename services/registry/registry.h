@@ -26,6 +26,7 @@
 typedef struct registry_conf {
     SERVICE_COMMON_FIELDS;
     char *pg_dsn;
+    char *pg_password_file;
     int64_t pg_connect_timeout_s;
     int64_t pg_statement_timeout_ms;
     char *state_dir;

@@ -182,3 +182,27 @@ def test_https_listener(tmp_path, fresh_db):
                             "--state-dir", str(tmp_path / "s2"), "--no-outbox-relay", *extra],
                            capture_output=True, text=True, timeout=30)
         assert p.returncode == 1 and "tls" in p.stderr.lower(), p.stderr
+
+
+def test_password_from_a_file_as_compose_mounts_it(tmp_path, fresh_db):
+    import urllib.parse
+    u = urllib.parse.urlparse(fresh_db.dsn)
+    pw_file = tmp_path / "pg_password"
+    pw_file.write_text(u.password + "\n")
+    bare = u._replace(netloc=f"{u.username}@{u.hostname}:{u.port}").geturl()
+
+    class NoPw:
+        dsn = bare
+    r = Registry(tmp_path, NoPw(), extra=["--pg-password-file", str(pw_file)])
+    try:
+        assert r.request("GET", "/health").json()["db"] == "up"
+        assert not any(u.password in line for line in r.logs)
+    finally:
+        r.stop()
+    # without the file the same DSN cannot log in: the file is what carried the password
+    import subprocess
+    from conftest import BINARY
+    p = subprocess.run([str(BINARY), "--pg-dsn", bare, "--metrics-port", "0", "--state-dir",
+                        str(tmp_path / "s3"), "--no-outbox-relay"], capture_output=True, text=True,
+                       timeout=30, env={"PATH": "/usr/bin:/bin", "PGPASSFILE": "/dev/null"})
+    assert p.returncode == 1 and "password" in p.stderr, p.stderr
