@@ -417,7 +417,7 @@ static void reply(req_ctx_t *c, int st)
     http_reply_json(c->req, st, out);
 }
 
-static void ctx_cleanup(req_ctx_t *c)
+void ctx_cleanup(req_ctx_t *c)
 {
     json_decref(c->in);
     json_decref(c->out);

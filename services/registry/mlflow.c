@@ -459,6 +459,22 @@ static int parse_filter(req_ctx_t *c, search_t *s, const char *filter)
     return 0;
 }
 
+int mf_filter_sql(req_ctx_t *c, bool versions, const char *filter, strbuf_t *where,
+                  const char **params, int *np)
+{
+    search_t s = {.versions = versions};
+    strbuf_init(&s.where);
+    int st = parse_filter(c, &s, filter);
+    if (!st) {
+        strbuf_append(where, s.where.data ? s.where.data : "", s.where.len);
+        for (int i = 0; i < s.np; i++)
+            params[i] = s.params[i];
+        *np = s.np;
+    }
+    strbuf_cleanup(&s.where);
+    return st;
+}
+
 static int parse_order(req_ctx_t *c, bool versions, strbuf_t *order)
 {
     json_t *ob = json_object_get(c->in, "order_by");

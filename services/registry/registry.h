@@ -227,6 +227,17 @@ int store_transition(req_ctx_t *c, const model_row_t *m, int64_t vid, int64_t ve
 /** Canonical MLflow stage name for any case of it, or NULL. */
 const char *stage_canonical(const char *s);
 
+/**
+ * The SQL of an MLflow search filter: appends " AND ..." fragments (fixed
+ * text, values as $1..$n) to @p where and points @p params (32 slots) at the
+ * values (ctx-owned). Returns 0, or 400 with the reason in c->err_msg.
+ */
+int mf_filter_sql(req_ctx_t *c, bool versions, const char *filter, strbuf_t *where,
+                  const char **params, int *np);
+
+/** Free what a request context holds (for contexts made outside on_api: tests). */
+void ctx_cleanup(req_ctx_t *c);
+
 /* ---- mlflow.c / v1.c handlers ------------------------------------------------------ */
 
 int mf_rm_create(req_ctx_t *c);
