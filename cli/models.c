@@ -11,6 +11,7 @@
  *   history NAME [--alias A]           alias moves and stage transitions
  *   audit [--object O] [--limit N]     the audit log
  *   card NAME                          the model card
+ *   deploy NAME [--mode canary|ab] [--canary-share X]   show or change the deployment record
  */
 #include <curl/curl.h>
 #include <jansson.h>
@@ -38,6 +39,8 @@ typedef struct models_conf {
     char *reason;
     char *object;
     int64_t limit;
+    char *mode;
+    double canary_share;
     bool json;
 } models_conf_t;
 
@@ -61,11 +64,14 @@ static const cfg_item_t items[] = {
              "audit: only this object (a model name, name/version or name@alias)"),
     CFG_ITEM_RANGE(models_conf_t, limit, CFG_T_INT, "100", 0, "audit: at most this many entries", 1,
                    1000),
+    CFG_ITEM(models_conf_t, mode, CFG_T_STR, NULL, 0, "deploy: canary or ab"),
+    CFG_ITEM_RANGE(models_conf_t, canary_share, CFG_T_DBL, "-1", 0,
+                   "deploy: the challenger's share of entities, 0 to 1 (-1 = unchanged)", -1, 1),
     CFG_ITEM(models_conf_t, json, CFG_T_BOOL, "false", 0, "print the registry's JSON"),
 };
 
 static const char *const actions[] = {"list",     "show",    "versions", "register", "promote",
-                                      "rollback", "history", "audit",    "card"};
+                                      "rollback", "history", "audit",    "card",     "deploy"};
 
 static void usage(FILE *out)
 {
@@ -75,7 +81,8 @@ static void usage(FILE *out)
                  "       mlopsctl models promote NAME VERSION --alias A "
                  "[--expected-version N|none] [--force --reason R]\n"
                  "       mlopsctl models rollback NAME --alias A [--expected-version N]\n"
-                 "       mlopsctl models audit [--object O] [--limit N]\n\n"
+                 "       mlopsctl models audit [--object O] [--limit N]\n"
+                 "       mlopsctl models deploy NAME [--mode canary|ab] [--canary-share X]\n\n"
                  "Talk to mlops-registry (--registry-url, token from --token, MLOPS_TOKEN or\n"
                  "<state_dir>/registry/admin_token).\n");
 }
@@ -374,6 +381,18 @@ int cmd_models(int argc, char **argv)
                          o ? o : "");
         free(o);
         st = regclient_call(&rc, "GET", path, NULL, &reply, errstr, sizeof(errstr));
+    } else if (!strcmp(action, "deploy")) {
+        path = xasprintf("/api/v1/models/%s/deployment", name_enc);
+        if (conf.mode || conf.canary_share >= 0) {
+            body = json_object();
+            if (conf.mode)
+                json_object_set_new(body, "mode", json_string(conf.mode));
+            if (conf.canary_share >= 0)
+                json_object_set_new(body, "canary_share", json_real(conf.canary_share));
+            st = regclient_call(&rc, "PUT", path, body, &reply, errstr, sizeof(errstr));
+        } else {
+            st = regclient_call(&rc, "GET", path, NULL, &reply, errstr, sizeof(errstr));
+        }
     } else {
         path = xasprintf("/api/v1/models/%s/card", name_enc);
         st = regclient_call(&rc, "GET", path, NULL, &reply, errstr, sizeof(errstr));
@@ -417,6 +436,14 @@ int cmd_models(int argc, char **argv)
         print_history(reply);
     } else if (!strcmp(action, "audit")) {
         print_audit(reply);
+    } else if (!strcmp(action, "deploy")) {
+        json_t *d = json_object_get(reply, "deployment");
+        char b1[24], b2[24], b3[24];
+        printf("%s: champion %s, challenger %s, shadow %s, mode %s, canary share %g\n",
+               str(reply, "name"), int_or_dash(json_object_get(d, "champion"), b1, sizeof(b1)),
+               int_or_dash(json_object_get(d, "challenger"), b2, sizeof(b2)),
+               int_or_dash(json_object_get(d, "shadow"), b3, sizeof(b3)), str(d, "mode"),
+               json_number_value(json_object_get(d, "canary_share")));
     } else {
         print_card(reply);
     }

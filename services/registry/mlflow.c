@@ -541,10 +541,9 @@ static int run_search(req_ctx_t *c, bool versions)
     strbuf_init(&sql);
     if ((st = parse_filter(c, &s, in_str(c, "filter"))) || (st = parse_order(c, versions, &order)))
         goto out;
-    add_param(c, &s, ctx_fmt(c, "%lld", (long long)max + 1),
-              strlen(ctx_fmt(c, "%lld", (long long)max + 1)));
-    char *offs = ctx_fmt(c, "%lld", (long long)offset);
-    add_param(c, &s, offs, strlen(offs));
+    /* one row more than asked tells whether there is a next page */
+    s.params[s.np++] = ctx_fmt(c, "%lld", (long long)max + 1);
+    s.params[s.np++] = ctx_fmt(c, "%lld", (long long)offset);
     if (versions)
         strbuf_appendf(
             &sql,

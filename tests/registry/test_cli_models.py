@@ -58,6 +58,18 @@ def test_models_cli_register_promote_rollback_history(registry, tmp_path, tokens
     p = ctl(registry, "audit", "--object", f"{name}@champion", "--json")
     acts = [e["action"] for e in json.loads(p.stdout)["entries"]]
     assert acts == ["alias.promote", "alias.promote", "alias.rollback"]
+    # the deployment record: a share needs a challenger
+    p = ctl(registry, "deploy", name, "--canary-share", "0.2")
+    assert p.returncode == 1 and "INVALID_STATE" in p.stderr
+    assert ctl(registry, "promote", name, "2", "--alias", "challenger").returncode == 0
+    p = ctl(registry, "deploy", name, "--canary-share", "0.2")
+    assert p.returncode == 0 and "challenger 2" in p.stdout and "canary share 0.2" in p.stdout, \
+        p.stdout + p.stderr
+    d = registry.get("/api/v1/models/cli-m%27x/deployment").json()["deployment"]
+    assert d["canary_share"] == 0.2 and d["challenger"] == 2 and d["champion"] == 1
+    p = ctl(registry, "deploy", name, "--json")
+    assert json.loads(p.stdout)["deployment"]["canary_share"] == 0.2
+    assert ctl(registry, "deploy", name, "--canary-share", "1.5").returncode == 2
     # errors: unknown model, missing arguments, unknown action
     p = ctl(registry, "show", "no-such-model")
     assert p.returncode == 1 and "RESOURCE_DOES_NOT_EXIST" in p.stderr
