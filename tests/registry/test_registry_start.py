@@ -120,7 +120,8 @@ def test_lost_connection_reconnects_without_restart(tmp_path, fresh_db):
 def test_rate_limit_per_token(tmp_path, fresh_db):
     r = Registry(tmp_path, fresh_db, extra=["--rate-limit-rps", "2", "--rate-limit-burst", "3"])
     try:
-        codes = [r.get("/api/v1/whoami").status for _ in range(5)]
+        # 2/s refills half a token per 0.25 s: twelve quick requests must run dry
+        codes = [r.get("/api/v1/whoami").status for _ in range(12)]
         assert codes[:3] == [200, 200, 200] and 429 in codes[3:], codes
         lim = r.get("/api/v1/whoami")
         if lim.status == 429:
