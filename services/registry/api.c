@@ -701,10 +701,12 @@ static int run_write(req_ctx_t *c, const char *raw_uri)
         strbuf_append(&sb, c->body, c->body_len);
         sha256_hex(sb.data, sb.len, reqhash);
         strbuf_cleanup(&sb);
-        PGresult *r = Q(c, &st,
-                        "SELECT request_sha256, status, response FROM idempotency_keys"
-                        " WHERE token_id = $1::bigint AND key = $2",
-                        tid, key);
+        PGresult *r =
+            Q(c, &st,
+              "SELECT request_sha256, status, response FROM idempotency_keys"
+              " WHERE token_id = $1::bigint AND key = $2 AND created_ms >= $3::bigint",
+              tid, key,
+              ctx_fmt(c, "%lld", (long long)(wall_ms() - rg->conf->idempotency_ttl_s * 1000)));
         if (!r)
             goto fail;
         if (PQntuples(r) == 1) {
@@ -778,15 +780,29 @@ static int run_write(req_ctx_t *c, const char *raw_uri)
         char code[8], now[24];
         snprintf(code, sizeof(code), "%d", st);
         snprintf(now, sizeof(now), "%lld", (long long)wall_ms());
-        PGresult *r = Q(c, &st,
-                        "INSERT INTO idempotency_keys (token_id, key, method, path, request_sha256,"
-                        " status, response, created_ms)"
-                        " VALUES ($1::bigint, $2, $3, $4, $5, $6::int, $7, $8::bigint)",
-                        tid, key, method_name(c->route->method), raw_uri, reqhash, code, resp, now);
+        PGresult *r =
+            Q(c, &st,
+              "INSERT INTO idempotency_keys (token_id, key, method, path, request_sha256,"
+              " status, response, created_ms)"
+              " VALUES ($1::bigint, $2, $3, $4, $5, $6::int, $7, $8::bigint)"
+              " ON CONFLICT (token_id, key) DO UPDATE SET method = EXCLUDED.method,"
+              " path = EXCLUDED.path, request_sha256 = EXCLUDED.request_sha256,"
+              " status = EXCLUDED.status, response = EXCLUDED.response,"
+              " created_ms = EXCLUDED.created_ms"
+              " WHERE idempotency_keys.created_ms < $9::bigint",
+              tid, key, method_name(c->route->method), raw_uri, reqhash, code, resp, now,
+              ctx_fmt(c, "%lld", (long long)(wall_ms() - rg->conf->idempotency_ttl_s * 1000)));
         free(resp);
         if (!r)
             goto fail;
+        /* no row: another registry recorded this key meanwhile (and is not expired) */
+        bool stored = atoi(PQcmdTuples(r)) == 1;
         PQclear(r);
+        if (!stored) {
+            st = ctx_fail(c, 409, "RESOURCE_CONFLICT",
+                          "this Idempotency-Key is being used by a concurrent request: retry");
+            goto fail;
+        }
     }
     if (pg_commit(rg->pg, &e)) {
         json_decref(c->out);

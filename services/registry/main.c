@@ -41,6 +41,10 @@ static const cfg_item_t registry_items[] = {
                    "how long a checked token is trusted without a database look-up (0 = "
                    "always look up); revocations through another instance take this long",
                    0, 60000),
+    CFG_ITEM_RANGE(registry_conf_t, idempotency_ttl_s, CFG_T_INT, "86400", 0,
+                   "how long an Idempotency-Key is remembered", 60, 31536000),
+    CFG_ITEM_RANGE(registry_conf_t, outbox_retention_s, CFG_T_INT, "604800", 0,
+                   "how long published outbox rows are kept", 60, 31536000),
     CFG_ITEM(registry_conf_t, models_topic, CFG_T_STR, "models", 0,
              "compacted topic of model_event/1 change events"),
     CFG_ITEM(registry_conf_t, outbox_relay, CFG_T_BOOL, "true", 0,
@@ -94,6 +98,24 @@ static void on_ping(evutil_socket_t fd, short what, void *arg)
             log_warn("Postgres unreachable: %s", e ? e->msg : "?");
         rg->db_up = pg_ok(rg->pg);
         err_destroy(e);
+        return;
+    }
+    /* housekeeping about once a minute: idempotency records past their
+     * lifetime, and outbox rows published long ago */
+    if (++rg->pings % 30 == 1) {
+        char ik[24], ob[24];
+        snprintf(ik, sizeof(ik), "%lld",
+                 (long long)(wall_ms() - rg->conf->idempotency_ttl_s * 1000));
+        snprintf(ob, sizeof(ob), "%lld",
+                 (long long)(wall_ms() - rg->conf->outbox_retention_s * 1000));
+        if (pg_exec_cmd(rg->pg, "DELETE FROM idempotency_keys WHERE created_ms < $1::bigint", 1,
+                        QPARAMS(ik), &e) ||
+            pg_exec_cmd(rg->pg,
+                        "DELETE FROM outbox WHERE sent_ms IS NOT NULL AND sent_ms < $1::bigint", 1,
+                        QPARAMS(ob), &e)) {
+            log_warn("housekeeping: %s", e ? e->msg : "?");
+            err_destroy(e);
+        }
     }
 }
 

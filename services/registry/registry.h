@@ -38,6 +38,8 @@ typedef struct registry_conf {
     int64_t rate_limit_rps;
     int64_t rate_limit_burst;
     int64_t token_cache_ms;
+    int64_t idempotency_ttl_s;
+    int64_t outbox_retention_s;
     char *models_topic;
     bool outbox_relay;
     int64_t outbox_batch;
@@ -68,7 +70,8 @@ typedef struct registry {
     relay_t *relay;
     ratelimit_t *rl;
     token_cache_t *tcache;
-    bool db_up;         /**< the last round trip worked */
+    bool db_up;
+    uint64_t pings;     /**< the last round trip worked */
     struct event *ping; /**< the 2 s database ping */
     void *tls;          /**< SSL_CTX when HTTPS is on */
     bool own_dsn;       /**< pg_dsn was read from the stack and is ours to free */

@@ -400,6 +400,14 @@ def test_idempotency_keys(registry, db, tokens):
     assert registry.post(MV + "/create", {"name": "id-b", "source": "s"}, token=t,
                          headers=h2).status == 200
     err(registry.post(MV + "/create", body, token=t, headers={"Idempotency-Key": "x" * 201}), 400)
+    # a key past idempotency_ttl_s (a day) is forgotten: the same request is new again
+    db.sql("UPDATE idempotency_keys SET created_ms = created_ms - 2 * 86400 * 1000"
+           " WHERE key = 'key-123'")
+    r4 = registry.post(MV + "/create", body, token=t, headers=h)
+    assert r4.status == 200 and r4.headers.get("Idempotent-Replayed") is None
+    assert r4.json()["model_version"]["version"] == "3"
+    r5 = registry.post(MV + "/create", body, token=t, headers=h)
+    assert r5.headers.get("Idempotent-Replayed") == "true" and r5.json() == r4.json()
 
 
 def test_limits_methods_and_malformed_requests(registry, tokens):

@@ -207,3 +207,26 @@ def test_password_from_a_file_as_compose_mounts_it(tmp_path, fresh_db):
                         str(tmp_path / "s3"), "--no-outbox-relay"], capture_output=True, text=True,
                        timeout=30, env={"PATH": "/usr/bin:/bin", "PGPASSFILE": "/dev/null"})
     assert p.returncode == 1 and "password" in p.stderr, p.stderr
+
+
+def test_housekeeping_drops_old_idempotency_keys_and_published_outbox_rows(tmp_path, fresh_db):
+    import time as _t
+    r = Registry(tmp_path, fresh_db)
+    try:
+        # rows as if written long ago; the first housekeeping runs with the first ping (2 s)
+        old = "(extract(epoch from now()) * 1000)::bigint - 30::bigint * 86400 * 1000"
+        fresh_db.sql("INSERT INTO idempotency_keys VALUES (1, 'old', 'POST', '/x', 'h', 200, '{}',"
+                     f" {old}), (1, 'new', 'POST', '/x', 'h', 200, '{{}}',"
+                     " (extract(epoch from now()) * 1000)::bigint)")
+        fresh_db.sql(f"INSERT INTO outbox (model_name, payload, created_ms, sent_ms) VALUES"
+                     f" ('m', '{{}}', {old}, {old}), ('m', '{{}}', {old}, NULL)")
+        deadline = _t.time() + 8
+        while _t.time() < deadline:
+            if fresh_db.sql("SELECT key FROM idempotency_keys ORDER BY key") == ["new"]:
+                break
+            _t.sleep(0.2)
+        assert fresh_db.sql("SELECT key FROM idempotency_keys ORDER BY key") == ["new"]
+        # an unsent row is never dropped, however old
+        assert fresh_db.sql("SELECT count(*), count(sent_ms) FROM outbox") == ["1|0"]
+    finally:
+        r.stop()
