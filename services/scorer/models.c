@@ -6,6 +6,7 @@
  *    the configured alias (default champion) and the `challenger` and
  *    `shadow` aliases are fetched over /api/v1 and verified against the
  *    sha256 the registry reports; then a follower thread reads `models`
+ *    from its end
  *    (model_event/1 snapshots) and polls the registry every
  *    registry_poll_s. When the snapshot names other versions it fetches,
  *    verifies (sha256) and parses them off the hot path and hands a ready
@@ -19,6 +20,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -81,14 +83,16 @@ struct models {
     modelset_t *next;
     alias_state_t served[ROLE_N]; /* what the follower last built (follower thread) */
     char bad_sha[8][65];          /* rejected artifacts, not tried again */
+    int64_t bad_version[8];
     int nbad;
     pthread_t thread;
     bool thread_started;
     atomic_bool quit;
     _Atomic int64_t last_sync_ms; /* last time the registry confirmed the set */
     int64_t generation;
-    double share;   /* canary share last seen in a snapshot (follower thread) */
-    rd_kafka_t *rk; /* models topic consumer (follower thread) */
+    double share;        /* canary share last seen in a snapshot (follower thread) */
+    double served_share; /* the share of the last set built (follower thread) */
+    rd_kafka_t *rk;      /* models topic consumer (follower thread) */
     char *token;
     metric_t *m_stale, *m_load_errors, *m_loads, *m_registry_errors, *m_info[ROLE_N];
     metrics_t *metrics;
@@ -102,8 +106,31 @@ static size_t on_data(char *ptr, size_t size, size_t nmemb, void *arg)
     return size * nmemb;
 }
 
-/* GET @p path; returns the HTTP status (body in @p out) or -1 with errstr. */
-static long http_get(models_t *mo, const char *path, strbuf_t *out, char *errstr,
+/* Keep the X-Artifact-Sha256 header's value (64 hex digits) in @p arg. */
+static size_t on_header(char *ptr, size_t size, size_t nmemb, void *arg)
+{
+    size_t n = size * nmemb;
+    static const char name[] = "x-artifact-sha256:";
+    if (arg && n > sizeof(name) - 1 && !strncasecmp(ptr, name, sizeof(name) - 1)) {
+        const char *v = ptr + sizeof(name) - 1;
+        size_t len = n - (sizeof(name) - 1);
+        while (len && (*v == ' ' || *v == '\t'))
+            v++, len--;
+        while (len && (v[len - 1] == '\r' || v[len - 1] == '\n' || v[len - 1] == ' '))
+            len--;
+        if (len == 64) {
+            memcpy(arg, v, 64);
+            ((char *)arg)[64] = '\0';
+        }
+    }
+    return n;
+}
+
+/*
+ * GET @p path; returns the HTTP status (body in @p out, the
+ * X-Artifact-Sha256 header in @p sha_hdr when given) or -1 with errstr.
+ */
+static long http_get(models_t *mo, const char *path, strbuf_t *out, char *sha_hdr, char *errstr,
                      size_t errstr_size)
 {
     CURL *curl = curl_easy_init();
@@ -122,6 +149,11 @@ static long http_get(models_t *mo, const char *path, strbuf_t *out, char *errstr
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_data);
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, out);
     curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    if (sha_hdr) {
+        sha_hdr[0] = '\0';
+        curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, on_header);
+        curl_easy_setopt(curl, CURLOPT_HEADERDATA, sha_hdr);
+    }
     CURLcode cc = curl_easy_perform(curl);
     long status = -1;
     if (cc != CURLE_OK)
@@ -157,7 +189,7 @@ static int registry_alias(models_t *mo, const char *alias, int64_t *version, cha
     char *path = xasprintf("/api/2.0/mlflow/registered-models/alias?name=%s&alias=%s", name, alias);
     strbuf_t body;
     strbuf_init(&body);
-    long st = http_get(mo, path, &body, errstr, errstr_size);
+    long st = http_get(mo, path, &body, NULL, errstr, errstr_size);
     int rc = -1;
     if (st == 404 || st == 400) {
         rc = 0; /* no such alias (or model) */
@@ -183,6 +215,14 @@ static int registry_alias(models_t *mo, const char *alias, int64_t *version, cha
     return rc;
 }
 
+static bool is_bad_version(models_t *mo, int64_t version)
+{
+    for (int i = 0; i < mo->nbad; i++)
+        if (mo->bad_version[i] == version)
+            return true;
+    return false;
+}
+
 static bool is_bad(models_t *mo, const char *sha)
 {
     for (int i = 0; i < mo->nbad; i++)
@@ -191,11 +231,14 @@ static bool is_bad(models_t *mo, const char *sha)
     return false;
 }
 
-static void mark_bad(models_t *mo, const char *sha)
+/* Versions of one model are immutable once they have an artifact: a rejected
+ * version (or sha) is not fetched again. */
+static void mark_bad(models_t *mo, int64_t version, const char *sha)
 {
-    if (!sha || !*sha || is_bad(mo, sha))
+    if (is_bad_version(mo, version))
         return;
-    str_copy(mo->bad_sha[mo->nbad % 8], sha, 65);
+    mo->bad_version[mo->nbad % 8] = version;
+    str_copy(mo->bad_sha[mo->nbad % 8], sha ? sha : "", 65);
     if (mo->nbad < 8)
         mo->nbad++;
 }
@@ -214,7 +257,8 @@ static model_t *registry_fetch(models_t *mo, int64_t version, const char *want, 
     strbuf_t body;
     strbuf_init(&body);
     model_t *m = NULL;
-    long st = http_get(mo, path, &body, errstr, errstr_size);
+    char hdr[65] = "";
+    long st = http_get(mo, path, &body, hdr, errstr, errstr_size);
     if (st != 200) {
         if (st > 0)
             snprintf(errstr, errstr_size, "%s: HTTP %ld", path, st);
@@ -224,6 +268,13 @@ static model_t *registry_fetch(models_t *mo, int64_t version, const char *want, 
     if (want && *want && strcmp(want, sha)) {
         snprintf(errstr, errstr_size, "%s: sha256 %s does not match the registry's %s", path, sha,
                  want);
+        *bad = true;
+        goto done;
+    }
+    if (!hdr[0] || strcmp(hdr, sha)) {
+        snprintf(errstr, errstr_size,
+                 "%s: sha256 %s of the bytes does not match X-Artifact-Sha256 %s", path, sha,
+                 hdr[0] ? hdr : "(missing)");
         *bad = true;
         goto done;
     }
@@ -364,7 +415,7 @@ static modelset_t *set_from_registry(models_t *mo, const alias_state_t want[ROLE
             continue; /* challenger or shadow = champion: nothing to compare */
         char sha[65] = "", errstr[1536];
         bool bad = false;
-        if (want[r].sha[0] && is_bad(mo, want[r].sha)) {
+        if ((want[r].sha[0] && is_bad(mo, want[r].sha)) || is_bad_version(mo, want[r].version)) {
             if (r == ROLE_CHAMPION)
                 goto fail;
             continue;
@@ -379,7 +430,7 @@ static modelset_t *set_from_registry(models_t *mo, const alias_state_t want[ROLE
                      "model version rejected, the current models keep serving: %s", errstr);
             if (bad) {
                 metric_inc(mo->m_load_errors);
-                mark_bad(mo, want[r].sha[0] ? want[r].sha : sha);
+                mark_bad(mo, want[r].version, want[r].sha[0] ? want[r].sha : sha);
             } else {
                 metric_inc(mo->m_registry_errors);
                 *transport_error = true;
@@ -434,7 +485,7 @@ static void remember_served(models_t *mo, const modelset_t *ms, const alias_stat
 /* Follower: a wanted state arrived (snapshot or poll). */
 static void follower_apply(models_t *mo, const alias_state_t want[ROLE_N], double share)
 {
-    if (same_as_served(mo, want)) {
+    if (same_as_served(mo, want) && share == mo->served_share) {
         atomic_store(&mo->last_sync_ms, mono_ms());
         return;
     }
@@ -443,6 +494,7 @@ static void follower_apply(models_t *mo, const alias_state_t want[ROLE_N], doubl
     if (!ms)
         return; /* stale until a later event or poll succeeds */
     remember_served(mo, ms, want);
+    mo->served_share = share;
     atomic_store(&mo->last_sync_ms, mono_ms());
     pthread_mutex_lock(&mo->mu);
     modelset_destroy(mo->next);
@@ -478,7 +530,10 @@ static void handle_event(models_t *mo, const rd_kafka_message_t *rkm)
 static void *follower_main(void *arg)
 {
     models_t *mo = arg;
-    int64_t next_poll = mono_ms() + mo->conf->registry_poll_s * 1000;
+    /* the models consumer starts at the end of the topic (the start-up set
+     * came from the registry: older snapshots must not be replayed); a poll
+     * one second in covers a change made while it was joining */
+    int64_t next_poll = mono_ms() + 1000;
     while (!atomic_load(&mo->quit)) {
         if (mo->rk) {
             rd_kafka_message_t *rkm = rd_kafka_consumer_poll(mo->rk, 200);
@@ -515,7 +570,7 @@ static rd_kafka_t *models_consumer(models_t *mo, char *errstr, size_t errstr_siz
     if (kafka_conf_set(kc, "bootstrap.servers", mo->conf->kafka_brokers, errstr, errstr_size) ||
         kafka_conf_set(kc, "group.id", group, errstr, errstr_size) ||
         kafka_conf_set(kc, "enable.auto.commit", "false", errstr, errstr_size) ||
-        kafka_conf_set(kc, "auto.offset.reset", "earliest", errstr, errstr_size) ||
+        kafka_conf_set(kc, "auto.offset.reset", "latest", errstr, errstr_size) ||
         kafka_conf_set(kc, "client.id", "mlops-scorer-models", errstr, errstr_size)) {
         rd_kafka_conf_destroy(kc);
         return NULL;
@@ -584,6 +639,7 @@ models_t *models_new(const scorer_conf_t *conf, metrics_t *metrics)
             goto fail;
         }
         remember_served(mo, mo->cur, want);
+        mo->served_share = conf->canary_share;
         char errstr[512];
         mo->rk = models_consumer(mo, errstr, sizeof(errstr));
         if (!mo->rk)
