@@ -305,7 +305,7 @@ def redis_server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def stream(tmp_path_factory, redis_server):
-    s = Stream(tmp_path_factory.mktemp("scorer"), redis_server, 30000 if SOAK else 10000)
+    s = Stream(tmp_path_factory.mktemp("scorer"), redis_server, 100000 if SOAK else 10000)
     yield s
     delete_topics(s.topics)
 
