@@ -17,6 +17,17 @@ static const cfg_item_t scorer_items[] = {
     CFG_ITEM_RANGE(scorer_conf_t, canary_share, CFG_T_DBL, "0", 0,
                    "share of entities the challenger serves (when the deployment record has none)",
                    0, 1),
+    CFG_ITEM(scorer_conf_t, rollout, CFG_T_STR, "canary", 0,
+             "champion/challenger split: canary (entity hash, canary_share) or ab (Thompson "
+             "sampling on rewards from labels)"),
+    CFG_ITEM(scorer_conf_t, labels_topic, CFG_T_STR, "labels", 0,
+             "topic of label/1 records (A/B rewards)"),
+    CFG_ITEM(scorer_conf_t, ab_group_id, CFG_T_STR, NULL, 0,
+             "consumer group of the A/B label reader (default mlops-scorer-<model>-ab)"),
+    CFG_ITEM_RANGE(scorer_conf_t, ab_event_ttl_s, CFG_T_INT, "604800", 0,
+                   "how long an A/B route waits for its label in Redis", 1, 31536000),
+    CFG_ITEM_RANGE(scorer_conf_t, ab_seed, CFG_T_INT, "0", 0,
+                   "seed of the Thompson sampler (0 = from the clock)", 0, 9000000000000000000),
     CFG_ITEM(scorer_conf_t, registry_url, CFG_T_STR, NULL, 0,
              "mlops-registry base URL (e.g. http://127.0.0.1:8080)"),
     CFG_ITEM(scorer_conf_t, registry_token, CFG_T_STR, NULL, CFG_SECRET,
@@ -119,6 +130,8 @@ static void on_lag_timer(evutil_socket_t fd, short what, void *arg)
 {
     scorer_t *sc = arg;
     models_tick(sc->models);
+    if (sc->ab)
+        ab_refresh(sc->ab);
     if (sc->cache) {
         ocache_stats_t st;
         ocache_stats(sc->cache, &st);
@@ -189,6 +202,7 @@ static void status(json_t *st, void *opaque)
                                           ms->role[r]->sha256));
     json_object_set_new(st, "models", models);
     json_object_set_new(st, "canary_share", json_real(ms->canary_share));
+    json_object_set_new(st, "rollout", json_string(sc->ab ? "ab" : "canary"));
     json_object_set_new(st, "mode",
                         json_string(sc->conf->exactly_once ? "exactly_once" : "at_least_once"));
     if (sc->rc)
@@ -247,7 +261,33 @@ static int setup(service_t *svc, void *opaque)
         return -1;
     const modelset_t *ms = models_current(sc->models);
     const char *mname = c->model_name ? c->model_name : ms->role[ROLE_CHAMPION]->name;
-    /* 3. the online store (connects lazily: the service starts while Redis is down) */
+    /* 3. A/B state (Redis) and its label reader thread */
+    if (strcmp(c->rollout, "canary") && strcmp(c->rollout, "ab")) {
+        log_fatal("rollout: '%s' is not one of canary, ab", c->rollout);
+        return -1;
+    }
+    if (!strcmp(c->rollout, "ab")) {
+        const json_t *lab = json_object_get(model_doc(ms->role[ROLE_CHAMPION]->m), "label");
+        char *gid =
+            c->ab_group_id ? xstrdup(c->ab_group_id) : xasprintf("mlops-scorer-%s-ab", mname);
+        ab_opts_t ao = {.model = mname,
+                        .positive = json_string_value(json_object_get(lab, "positive")),
+                        .redis_url = c->redis_url,
+                        .redis_timeout_ms = (int)c->redis_timeout_ms,
+                        .brokers = c->kafka_brokers,
+                        .labels_topic = c->labels_topic,
+                        .group_id = gid,
+                        .event_ttl_s = c->ab_event_ttl_s,
+                        .seed = (uint64_t)c->ab_seed,
+                        .metrics = m};
+        sc->ab = ab_new(&ao, errstr, sizeof(errstr));
+        free(gid);
+        if (!sc->ab) {
+            log_fatal("A/B: %s", errstr);
+            return -1;
+        }
+    }
+    /* 4. the online store (connects lazily: the service starts while Redis is down) */
     if (c->enrich) {
         redis_opts_t ro = {.url = c->redis_url,
                            .timeout_ms = (int)c->redis_timeout_ms,
@@ -267,7 +307,7 @@ static int setup(service_t *svc, void *opaque)
             metrics_counter(m, "mlops_scorer_cache_evictions_total",
                             "Online rows evicted from the cache (LRU).", NULL));
     }
-    /* 4. Kafka */
+    /* 5. Kafka */
     sc->group_id = c->group_id ? xstrdup(c->group_id) : xasprintf("mlops-scorer-%s", mname);
     sc->transactional_id = c->transactional_id
                                ? xstrdup(c->transactional_id)
@@ -315,7 +355,7 @@ static int setup(service_t *svc, void *opaque)
         log_fatal("%s", errstr);
         return -1;
     }
-    /* 5. the loop's wake-ups and timers */
+    /* 6. the loop's wake-ups and timers */
     sc->watchdog = watchdog_new(c->watchdog_ms, "scorer batch");
     sc->last_commit_ms = mono_ms();
     sc->watch = kafka_consumer_watch(kc, service_base(svc), on_input, sc, errstr, sizeof(errstr));
@@ -356,6 +396,7 @@ static void teardown(service_t *svc, void *opaque)
         kafka_producer_destroy(sc->kp);
     }
     pipeline_destroy(sc);
+    ab_destroy(sc->ab);
     ocache_destroy(sc->cache);
     redis_client_destroy(sc->rc);
     models_destroy(sc->models);

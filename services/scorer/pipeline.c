@@ -380,7 +380,7 @@ static void put_num(strbuf_t *out, double v)
  * Score @p it with @p sm and append its prediction/1 record to b->out.
  * @p served: this prediction is the decision (champion or challenger).
  */
-static void score_one(scorer_t *sc, batch_t *b, item_t *it, smodel_t *sm, bool served)
+static bool score_one(scorer_t *sc, batch_t *b, item_t *it, smodel_t *sm, bool served)
 {
     int64_t t0 = mono_us();
     const lookup_t *lk = it->lookup >= 0 ? &b->lookups[it->lookup] : NULL;
@@ -485,6 +485,7 @@ static void score_one(scorer_t *sc, batch_t *b, item_t *it, smodel_t *sm, bool s
                    "\",\"latency_us\":{\"decode\":%" PRId64 ",\"redis\":%" PRId64
                    ",\"predict\":%" PRId64 ",\"encode\":%" PRId64 "}}",
                    it->decode_us, it->redis_us, t1 - t0, t2 - t1);
+    return score >= thr;
 }
 
 /* ---- 5. produce -------------------------------------------------------------------- */
@@ -586,15 +587,22 @@ void pipeline_on_input(void *opaque)
     bool failed = false;
     smodel_t *champ = ms->role[ROLE_CHAMPION], *chall = ms->role[ROLE_CHALLENGER],
              *shadow = ms->role[ROLE_SHADOW];
+    ab_t *ab = chall ? sc->ab : NULL;
+    if (ab)
+        ab_set_pair(ab, champ->sha256, chall->sha256);
     for (size_t i = 0; i < n; i++) {
         item_t *it = &b->items[i];
         if (it->ok && !failed) {
             strbuf_reset(&b->out);
-            smodel_t *serve = champ;
-            if (chall &&
-                rollout_is_challenger(ms->salt, it->entity, strlen(it->entity), ms->canary_share))
-                serve = chall;
-            score_one(sc, b, it, serve, true);
+            int arm = 0; /* 0 champion, 1 challenger */
+            if (ab)
+                arm = ab_pick(ab);
+            else if (chall && rollout_is_challenger(ms->salt, it->entity, strlen(it->entity),
+                                                    ms->canary_share))
+                arm = 1;
+            bool decision = score_one(sc, b, it, arm ? chall : champ, true);
+            if (ab)
+                ab_note(ab, it->event_id, arm, decision);
             size_t first_len = b->out.len;
             if (shadow)
                 score_one(sc, b, it, shadow, false);
@@ -616,6 +624,8 @@ void pipeline_on_input(void *opaque)
         rd_kafka_message_destroy(it->rkm);
         it->rkm = NULL;
     }
+    if (ab)
+        ab_flush(ab);
     metric_observe(sc->m_batch_seconds, (double)(mono_us() - t0) / 1e6);
     watchdog_end(sc->watchdog);
     if (failed)

@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "ab.h"
 #include "kafka.h"
 #include "lifecycle.h"
 #include "metrics.h"
@@ -31,6 +32,11 @@ typedef struct scorer_conf {
     char *challenger_model;
     char *shadow_model;
     double canary_share;
+    char *rollout;
+    char *labels_topic;
+    char *ab_group_id;
+    int64_t ab_event_ttl_s;
+    int64_t ab_seed;
     char *registry_url;
     char *registry_token;
     char *model_name;
@@ -118,6 +124,7 @@ struct scorer {
     models_t *models;
     redis_client_t *rc;
     ocache_t *cache;
+    ab_t *ab; /* A/B by Thompson sampling (rollout = ab) */
     kafka_opts_t kopts;
     kafka_consumer_t *kc; /* at-least-once */
     kafka_producer_t *kp; /* at-least-once */

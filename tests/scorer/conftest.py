@@ -255,6 +255,7 @@ class Stream:
         self.fit("lr", "logreg")
         self.fit("lr2", "logreg", "--c", "0.05")
         self.fit("gbdt", "gbdt", "--n-trees", 30, "--max-depth", 4)
+        self.fit("weak", "logreg", "--c", "1e-6")
         run(MLOPSCTL, "produce", "--topic", self.raw, "--csv", self.csv, "--spec", self.spec,
             "--labels-topic", self.labels)
         self.rows = rows

@@ -247,3 +247,45 @@ Test(rollout, salt_changes_the_split)
     cr_assert_gt(differ, 400);
     cr_assert_lt(differ, 600);
 }
+
+/* ---- the Thompson sampler ------------------------------------------------------------- */
+
+#include "ab.h"
+
+Test(ab, beta_draws_have_the_beta_moments)
+{
+    /* mean a/(a+b), variance ab/((a+b)^2 (a+b+1)) */
+    const double ab_params[][2] = {{1, 1}, {3, 7}, {50, 20}, {1, 400}};
+    for (size_t k = 0; k < sizeof(ab_params) / sizeof(ab_params[0]); k++) {
+        double a = ab_params[k][0], b = ab_params[k][1];
+        ab_rng_t r;
+        ab_rng_seed(&r, 42 + k);
+        enum { N = 200000 };
+        double sum = 0, sum2 = 0;
+        for (int i = 0; i < N; i++) {
+            double x = ab_beta(&r, a, b);
+            cr_assert(x > 0 && x < 1);
+            sum += x;
+            sum2 += x * x;
+        }
+        double mean = sum / N, var = sum2 / N - mean * mean;
+        double m = a / (a + b), v = a * b / ((a + b) * (a + b) * (a + b + 1));
+        /* 5 standard errors of the mean; variance within 3 % */
+        cr_assert_leq(fabs(mean - m), 5 * sqrt(v / N), "Beta(%g,%g): mean %g, want %g", a, b,
+                      mean, m);
+        cr_assert_leq(fabs(var - v), 0.03 * v, "Beta(%g,%g): variance %g, want %g", a, b, var, v);
+    }
+}
+
+Test(ab, uniform_is_in_the_open_interval_and_balanced)
+{
+    ab_rng_t r;
+    ab_rng_seed(&r, 1);
+    int below = 0;
+    for (int i = 0; i < 100000; i++) {
+        double u = ab_rng_uniform(&r);
+        cr_assert(u > 0 && u < 1);
+        below += u < 0.5;
+    }
+    cr_assert(below > 49000 && below < 51000, "%d", below);
+}
