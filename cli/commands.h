@@ -14,5 +14,6 @@ int cmd_predict(int argc, char **argv);
 int cmd_models(int argc, char **argv);
 int cmd_token(int argc, char **argv);
 int cmd_drift_stat(int argc, char **argv);
+int cmd_drift(int argc, char **argv);
 
 #endif

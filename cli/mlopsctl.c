@@ -86,6 +86,7 @@ static const command_t commands[] = {
     {"token", "create, list and revoke mlops-registry API tokens", cmd_token},
     {"drift-stat", "drift statistics (KS, chi-square, PSI, JS, ...) for JSON requests on stdin",
      cmd_drift_stat},
+    {"drift", "the monitor's drift table: drift status [--model M] [--json]", cmd_drift},
     {"version", "print the version", cmd_version},
     {"help", "this help", cmd_help},
 };
