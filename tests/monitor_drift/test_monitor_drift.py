@@ -1,0 +1,363 @@
+"""End to end on the real stack: mlops-monitor's drift pipeline.
+
+Attrition data with covariate drift from row 3000 (mlopsctl datagen), two
+logistic models trained on pre-drift rows (mlops-trainer fit): one with a
+2,400-row reference (Evidently's rules pick Wasserstein / Jensen-Shannon),
+one with a 720-row reference (KS / chi-square / Z). Features from the
+offline ingest path (mlopsctl features) are produced to a unique features
+topic; the monitor reads them with the model files given by --model.
+
+Checks: no dataset-drift alert on the undrifted 3,000 records; the alert
+fires by the first tick after the drift point (one window); one
+train_request/1 for the model (cooldown), valid against its schema; every
+alert/1 valid; each input's test, value and decision, and the dataset drift
+share, on /api/v1/drift, /metrics and `mlopsctl drift status` equal a
+recomputation with SciPy/NumPy of the same window against the same reference
+sample (1e-9 relative); the alert state survives a restart (no second
+firing, no second request)."""
+import json
+import math
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+from scipy import stats
+from scipy.spatial import distance
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILD = Path(os.environ.get("MLOPS_BUILD_DIR", ROOT / "build"))
+BROKERS = os.environ.get("MLOPS_TEST_KAFKA_BROKERS", "127.0.0.1:9092")
+REDIS = os.environ.get("MLOPS_TEST_REDIS_URL", "redis://127.0.0.1:6380")
+MLOPSCTL = BUILD / "cli" / "mlopsctl"
+TRAINER = BUILD / "services" / "trainer" / "mlops-trainer"
+MONITOR = BUILD / "services" / "monitor" / "mlops-monitor"
+SPEC = ROOT / "examples" / "attrition" / "spec.json"
+ROWS, DRIFT_AT, WIN, STEP = 6000, 3000, 1000, 500
+DRIFT_SHARE = 0.25
+REL = 1e-9
+
+
+def run(*args, **kw):
+    return subprocess.run([str(a) for a in args], check=True, capture_output=True, text=True, **kw)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+# ---- the oracle: Evidently's default test per column, computed with SciPy -----------
+
+def finite(xs):
+    return [x for x in xs if not (isinstance(x, float) and not math.isfinite(x))]
+
+
+def oracle_column(numeric, ref, cur):
+    ref, cur = finite(ref), finite(cur)
+    nuniq = len(set(ref) | set(cur))
+    if len(ref) <= 1000:
+        if numeric and nuniq > 5:
+            p = stats.ks_2samp(np.array(ref, float), np.array(cur, float)).pvalue
+            return "ks", p, 0.05, p <= 0.05
+        if nuniq > 2:
+            keys = sorted(set(ref) | set(cur), key=str)
+            rc = np.array([ref.count(k) for k in keys], float)
+            cc = np.array([cur.count(k) for k in keys], float)
+            exp = rc / len(ref) * len(cur)
+            if np.any((exp == 0) & (cc > 0)):
+                return "chisquare", 0.0, 0.05, True
+            p = stats.chisquare(cc, exp).pvalue
+            return "chisquare", p, 0.05, p < 0.05
+        lo = min(set(ref) | set(cur), key=lambda v: (str(type(v)), v))
+        if len(set(ref) | set(cur)) == 1:
+            return "z", 1.0, 0.05, False
+        x1 = sum(1 for v in ref if v != lo)
+        x2 = sum(1 for v in cur if v != lo)
+        n1, n2 = len(ref), len(cur)
+        pp = (x1 + x2) / (n1 + n2)
+        z = (x1 / n1 - x2 / n2) / math.sqrt(pp * (1 - pp) * (1 / n1 + 1 / n2))
+        p = math.erfc(abs(z) / math.sqrt(2))
+        return "z", p, 0.05, p < 0.05
+    if numeric and nuniq > 5:
+        r, c = np.array(ref, float), np.array(cur, float)
+        v = stats.wasserstein_distance(r, c) / max(np.std(r), 0.001)
+        return "wasserstein", v, 0.1, v >= 0.1
+    if numeric and len(set(ref)) > 20:
+        r, c = np.array(ref, float), np.array(cur, float)
+        edges = np.histogram_bin_edges(np.concatenate([r, c]), bins="sturges")
+        p = np.histogram(r, edges)[0] / len(r)
+        q = np.histogram(c, edges)[0] / len(c)
+    else:
+        keys = sorted(set(ref) | set(cur), key=str)
+        p = np.array([ref.count(k) for k in keys], float) / len(ref)
+        q = np.array([cur.count(k) for k in keys], float) / len(cur)
+    v = distance.jensenshannon(p, q)
+    return "jensenshannon", v, 0.1, v >= 0.1
+
+
+def close(a, b):
+    if a == b:
+        return True
+    return abs(a - b) <= REL * max(abs(a), abs(b)) or abs(a - b) <= 1e-12
+
+
+# ---- fixtures ---------------------------------------------------------------------
+
+class Topic:
+    """Reads a topic from the start and keeps what it read."""
+
+    def __init__(self, name):
+        self.name = name
+        self.c = Consumer({"bootstrap.servers": BROKERS, "group.id": "t-" + uuid.uuid4().hex,
+                           "enable.auto.commit": False, "isolation.level": "read_committed"})
+        self.c.assign([TopicPartition(name, 0, 0)])
+        self.msgs = []
+
+    def drain(self, quiet=1.5, limit=20.0):
+        end = time.monotonic() + limit
+        last = time.monotonic()
+        while time.monotonic() < end and time.monotonic() - last < quiet:
+            m = self.c.poll(0.2)
+            if m is None or m.error():
+                continue
+            self.msgs.append((m.key().decode() if m.key() else None, json.loads(m.value())))
+            last = time.monotonic()
+        return self.msgs
+
+    def close(self):
+        self.c.close()
+
+
+class Monitor:
+    def __init__(self, work, topics, models, state_key, group):
+        self.port = free_port()
+        self.args = [MONITOR, "--metrics-port", self.port, "--features-topic", topics["features"],
+                     "--models-topic", topics["models"], "--alerts-topic", topics["alerts"],
+                     "--train-requests-topic", topics["train"], "--group-id", group,
+                     "--model", ",".join(str(m) for m in models),
+                     "--windows", f"{WIN},{WIN}/{STEP}", "--drift-share", DRIFT_SHARE,
+                     "--alert-state-key", state_key, "--redis-url", REDIS,
+                     "--kafka-brokers", BROKERS, "--retrain-latest", 5000,
+                     "--registry-url", ""]
+        self.log = open(work / f"monitor-{time.monotonic_ns()}.log", "w")
+        self.proc = subprocess.Popen([str(a) for a in self.args], stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        self.url = f"http://127.0.0.1:{self.port}"
+        end = time.monotonic() + 20
+        while time.monotonic() < end:
+            try:
+                self.get("/ready")
+                return
+            except OSError:
+                assert self.proc.poll() is None, "monitor exited at start"
+                time.sleep(0.1)
+        raise AssertionError("monitor not ready")
+
+    def get(self, path):
+        with urllib.request.urlopen(self.url + path, timeout=5) as r:
+            return r.read().decode()
+
+    def drift(self, model=None):
+        return json.loads(self.get("/api/v1/drift" + (f"?model={model}" if model else "")))
+
+    def wait_events(self, n, limit=60):
+        end = time.monotonic() + limit
+        while time.monotonic() < end:
+            ms = self.drift()["models"]
+            if ms and all(m["events"] >= n for m in ms):
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"monitor did not reach {n} events")
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        rc = self.proc.wait(30)
+        self.log.close()
+        return rc
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    work = tmp_path_factory.mktemp("mondrift")
+    run(MLOPSCTL, "datagen", "attrition", "--rows", ROWS, "--seed", 11, "--drift", "covariate",
+        "--drift-at", DRIFT_AT / ROWS, "--out", work / "all.csv")
+    lines = (work / "all.csv").read_text().splitlines(keepends=True)
+    (work / "big.csv").write_text("".join(lines[: 1 + DRIFT_AT]))
+    (work / "small.csv").write_text("".join(lines[: 1 + 900]))
+    run(TRAINER, "fit", "--data", work / "big.csv", "--spec", SPEC, "--out", work / "big.json",
+        "--name", "attrition-mon")
+    run(TRAINER, "fit", "--data", work / "small.csv", "--spec", SPEC, "--out",
+        work / "small.json", "--name", "attrition-mon-small")
+    run(MLOPSCTL, "features", "--spec", SPEC, "--csv", work / "all.csv", "--out",
+        work / "features.jsonl")
+    feats = [json.loads(x) for x in (work / "features.jsonl").read_text().splitlines()]
+    assert len(feats) == ROWS
+    sfx = uuid.uuid4().hex[:10]
+    topics = {k: f"mon-{k}-{sfx}" for k in ("features", "models", "alerts", "train")}
+    admin = AdminClient({"bootstrap.servers": BROKERS})
+    for f in admin.create_topics([NewTopic(t, 1, 1) for t in topics.values()]).values():
+        f.result()
+    prod = Producer({"bootstrap.servers": BROKERS, "enable.idempotence": True})
+
+    def produce(lo, hi):
+        for r in feats[lo:hi]:
+            prod.produce(topics["features"], json.dumps(r).encode(), r["entity"].encode())
+        prod.flush(30)
+
+    models = {m: json.loads((work / f"{f}.json").read_text())
+              for m, f in (("attrition-mon", "big"), ("attrition-mon-small", "small"))}
+    st = {"work": work, "feats": feats, "topics": topics, "produce": produce, "models": models,
+          "state_key": f"mlops:test:monitor:{sfx}", "group": f"mon-{sfx}",
+          "alerts": Topic(topics["alerts"]), "train": Topic(topics["train"])}
+    st["monitor"] = Monitor(work, topics, [work / "big.json", work / "small.json"],
+                            st["state_key"], st["group"])
+    yield st
+    if st["monitor"].proc.poll() is None:
+        st["monitor"].stop()
+    st["alerts"].close()
+    st["train"].close()
+    admin.delete_topics(list(topics.values()))
+
+
+def dataset_firing(alerts, model, window=None):
+    return [a for _, a in alerts if a["alertname"] == "dataset_drift" and a["state"] == "firing"
+            and a.get("model") == model and (window is None or a["labels"]["window"] == window)]
+
+
+# ---- the scenario, in order -------------------------------------------------------
+
+def test_no_dataset_drift_before_the_drift_point(stack):
+    stack["produce"](0, DRIFT_AT)
+    stack["monitor"].wait_events(DRIFT_AT)
+    alerts = stack["alerts"].drain()
+    assert not dataset_firing(alerts, "attrition-mon")
+    st = stack["monitor"].drift("attrition-mon")["models"][0]
+    w = {x["window"]: x for x in st["windows"]}
+    assert w[str(WIN)]["ticks"] == DRIFT_AT // WIN
+    assert w[str(WIN)]["drift_share"] < DRIFT_SHARE
+    # (the small model's KS tests at p <= 0.05 may fire on its own non-stationary
+    # inputs, such as the rolling counts; only the big model's decisions are asserted)
+    assert not [r for _, r in stack["train"].drain(quiet=0.5) if r["model"] == "attrition-mon"]
+
+
+def test_dataset_drift_fires_within_one_window(stack):
+    stack["produce"](DRIFT_AT, DRIFT_AT + WIN)
+    stack["monitor"].wait_events(DRIFT_AT + WIN)
+    alerts = stack["alerts"].drain()
+    fired = dataset_firing(alerts, "attrition-mon", str(WIN))
+    assert len(fired) == 1, fired
+    schema = json.loads((ROOT / "schemas" / "alert.schema.json").read_text())
+    for key, a in alerts:
+        jsonschema.validate(a, schema)
+        assert key == a["fingerprint"]
+    assert fired[0]["value"] >= DRIFT_SHARE and fired[0]["threshold"] == DRIFT_SHARE
+
+
+def test_one_train_request_per_incident(stack):
+    stack["produce"](DRIFT_AT + WIN, ROWS)
+    stack["monitor"].wait_events(ROWS)
+    stack["alerts"].drain()
+    reqs = [r for k, r in stack["train"].drain() if r["model"] == "attrition-mon"]
+    assert len(reqs) == 1, reqs
+    schema = json.loads((ROOT / "schemas" / "train_request.schema.json").read_text())
+    jsonschema.validate(reqs[0], schema)
+    assert reqs[0]["dataset"] == {"kind": "latest", "latest": 5000}
+    assert reqs[0]["reason"]["alertname"] == "dataset_drift"
+    # both windows fired, the second inside the cooldown
+    assert dataset_firing(stack["alerts"].msgs, "attrition-mon", f"{WIN}/{STEP}")
+
+
+def parse_metrics(text):
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r'^(\w+)\{(.*)\} (\S+)$', line)
+        if m:
+            labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2)))
+            out.setdefault(m.group(1), []).append((labels, float(m.group(3))))
+    return out
+
+
+@pytest.mark.parametrize("model", ["attrition-mon", "attrition-mon-small"])
+def test_statistics_agree_with_scipy(stack, model):
+    mon = stack["monitor"]
+    doc = stack["models"][model]
+    st = mon.drift(model)["models"][0]
+    metrics = parse_metrics(mon.get("/metrics"))
+    table = run(MLOPSCTL, "drift", "status", "--model", model, "--window", str(WIN),
+                "--monitor-url", mon.url).stdout
+    cli_json = json.loads(run(MLOPSCTL, "drift", "status", "--model", model, "--json",
+                              "--monitor-url", mon.url).stdout)
+    assert cli_json["models"][0]["windows"] == st["windows"]
+    feats = stack["feats"][:ROWS]
+    tests_seen = set()
+    for w in st["windows"]:
+        assert w["tick_event"] == ROWS
+        drifted = 0
+        for prof, got in zip(doc["profile"]["inputs"], w["features"]):
+            col = prof["column"]
+            assert got["feature"] == col
+            numeric = prof["kind"] == "numeric"
+            vals = [r["values"].get(col) for r in feats]
+            vals = [v for v in vals if v is not None]
+            ref = prof["sample"]
+            if not numeric:  # categories compare as text; numbers by value
+                vals = [v if isinstance(v, str) else repr(float(v)) for v in vals]
+                ref = [v if isinstance(v, str) else repr(float(v)) for v in ref]
+            cur = vals[-WIN:]
+            test, value, thr, dec = oracle_column(numeric, ref, cur)
+            tests_seen.add(test)
+            assert got["test"] == test, col
+            assert close(got["value"], value), (col, got["value"], value)
+            assert got["threshold"] == thr and got["drifted"] == dec, col
+            assert got["n_cur"] == len(cur)
+            drifted += dec
+            g = [v for lab, v in metrics["mlops_monitor_drift_value"]
+                 if lab["model"] == model and lab["feature"] == col and lab["window"] == w["window"]
+                 and lab["test"] == test]
+            assert len(g) == 1 and close(g[0], value), (col, g)
+            if w["window"] == str(WIN):
+                row = [ln for ln in table.splitlines() if ln[:32].rstrip() == col]
+                assert len(row) == 1
+                parts = row[0][32:].split()
+                assert parts[0] == test and parts[-1] == ("yes" if dec else "no")
+                assert math.isclose(float(parts[1]), value, rel_tol=1e-5, abs_tol=1e-12)
+        share = drifted / len(w["features"])
+        assert close(w["drift_share"], share)
+        assert w["dataset_drift"] == (share >= DRIFT_SHARE)
+        g = [v for lab, v in metrics["mlops_monitor_dataset_drift_share"]
+             if lab["model"] == model and lab["window"] == w["window"]]
+        assert len(g) == 1 and close(g[0], share)
+    if model == "attrition-mon":
+        assert tests_seen <= {"wasserstein", "jensenshannon"} and len(tests_seen) == 2
+    else:
+        assert {"ks", "chisquare"} <= tests_seen
+
+
+def test_alert_state_survives_restart(stack):
+    assert stack["monitor"].stop() == 0
+    n_alerts = len(stack["alerts"].msgs)
+    stack["monitor"] = Monitor(stack["work"], stack["topics"],
+                               [stack["work"] / "big.json", stack["work"] / "small.json"],
+                               stack["state_key"], stack["group"])
+    # the windows start empty: feed another drifted window (the last rows again)
+    stack["produce"](ROWS - WIN, ROWS)
+    stack["monitor"].wait_events(WIN)
+    new = stack["alerts"].drain()[n_alerts:]
+    assert not dataset_firing(new, "attrition-mon"), new
+    assert [r for _, r in stack["train"].drain() if r["model"] == "attrition-mon"].__len__() == 1
+    st = stack["monitor"].drift("attrition-mon")["models"][0]
+    assert {x["window"]: x for x in st["windows"]}[str(WIN)]["dataset_drift"]
