@@ -143,7 +143,7 @@ class Topic:
 
 
 class Monitor:
-    def __init__(self, work, topics, models, state_key, group):
+    def __init__(self, work, topics, models, state_key, group, registry_url=""):
         self.port = free_port()
         self.args = [MONITOR, "--metrics-port", self.port, "--features-topic", topics["features"],
                      "--models-topic", topics["models"], "--alerts-topic", topics["alerts"],
@@ -152,7 +152,7 @@ class Monitor:
                      "--windows", f"{WIN},{WIN}/{STEP}", "--drift-share", DRIFT_SHARE,
                      "--alert-state-key", state_key, "--redis-url", REDIS,
                      "--kafka-brokers", BROKERS, "--retrain-latest", 5000,
-                     "--registry-url", ""]
+                     "--registry-url", registry_url, "--registry-token", "tok-test"]
         self.log = open(work / f"monitor-{time.monotonic_ns()}.log", "w")
         self.proc = subprocess.Popen([str(a) for a in self.args], stdout=self.log,
                                      stderr=subprocess.STDOUT)
@@ -361,3 +361,122 @@ def test_alert_state_survives_restart(stack):
     assert [r for _, r in stack["train"].drain() if r["model"] == "attrition-mon"].__len__() == 1
     st = stack["monitor"].drift("attrition-mon")["models"][0]
     assert {x["window"]: x for x in st["windows"]}[str(WIN)]["dataset_drift"]
+
+
+# ---- the champion's reference profile from the models topic -------------------------
+
+class FakeRegistry:
+    """Serves artifacts at /api/v1/models/{name}/versions/{v}/artifact and
+    records the requests (path, Authorization header)."""
+
+    def __init__(self, artifacts):
+        import http.server
+        import threading
+        self.artifacts = artifacts  # (name, version) -> bytes
+        self.requests = []
+        outer = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                outer.requests.append((self.path, self.headers.get("Authorization")))
+                m = re.match(r"^/api/v1/models/([^/]+)/versions/(\d+)/artifact$", self.path)
+                body = outer.artifacts.get((m.group(1), int(m.group(2)))) if m else None
+                self.send_response(200 if body else 404)
+                body = body or b'{"error":"not_found"}'
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.srv.server_address[1]}"
+
+    def close(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+def model_event(name, version, sha, outbox_id, deleted=False):
+    return {"schema": "model_event/1", "model": name, "outbox_id": outbox_id, "actor": "test",
+            "request_id": f"r{outbox_id}", "at_ms": int(time.time() * 1000),
+            "change": {"action": "set_alias", "alias": "champion", "to_version": version},
+            "snapshot": {"name": name, "deleted": deleted, "latest_version": version,
+                         "aliases": {"champion": {"version": version, "stage": "Production",
+                                                  "sha256": sha}},
+                         "versions": [{"version": version, "stage": "Production", "sha256": sha,
+                                       "size_bytes": 1, "gates_passed": True, "source": "x"}],
+                         "deployment": {"mode": "canary", "canary_share": 0, "champion": version,
+                                        "challenger": None, "shadow": None}}}
+
+
+def test_champion_profile_follows_the_models_topic(stack):
+    import hashlib
+    work = stack["work"]
+    big = (work / "big.json").read_bytes()
+    small = (work / "small.json").read_bytes()
+    # the small model's artifact under the big model's name, as version 4
+    doc = json.loads(small)
+    doc["name"] = "attrition-mon"
+    v4 = json.dumps(doc).encode()
+    reg = FakeRegistry({("attrition-mon", 3): big, ("attrition-mon", 4): v4,
+                        ("attrition-mon", 5): big})
+    sfx = uuid.uuid4().hex[:8]
+    topics = dict(stack["topics"], models=f"mon-models2-{sfx}", features=f"mon-features2-{sfx}")
+    admin = AdminClient({"bootstrap.servers": BROKERS})
+    for f in admin.create_topics([NewTopic(topics["models"], 1, 1),
+                                  NewTopic(topics["features"], 1, 1)]).values():
+        f.result()
+    prod = Producer({"bootstrap.servers": BROKERS})
+
+    def send(ev):
+        prod.produce(topics["models"], json.dumps(ev).encode(), ev["model"].encode())
+        prod.flush(10)
+
+    mon = None
+    try:
+        mon = Monitor(work, topics, [], stack["state_key"] + ":models", f"mon-m-{sfx}",
+                      registry_url=reg.url)
+        sha = lambda b: hashlib.sha256(b).hexdigest()
+
+        def wait_version(v, limit=20):
+            end = time.monotonic() + limit
+            while time.monotonic() < end:
+                ms = mon.drift()["models"]
+                if v is None and not ms:
+                    return
+                if ms and ms[0]["version"] == v:
+                    return ms[0]
+                time.sleep(0.2)
+            raise AssertionError(f"version {v} not loaded: {mon.drift()}")
+
+        assert mon.drift()["models"] == []
+        send(model_event("attrition-mon", 3, sha(big), 1))
+        st = wait_version("3")
+        assert len(st["windows"][0]["features"]) == len(stack["models"]["attrition-mon"]
+                                                        ["profile"]["inputs"])
+        send(model_event("attrition-mon", 4, sha(v4), 2))
+        wait_version("4")
+        # a wrong sha256 is refused: the previous version stays
+        send(model_event("attrition-mon", 5, "0" * 64, 3))
+        time.sleep(1.5)
+        assert mon.drift()["models"][0]["version"] == "4"
+        assert "mlops_monitor_model_load_failures_total 1" in mon.get("/metrics")
+        # the same version again: no download
+        n = len(reg.requests)
+        send(model_event("attrition-mon", 4, sha(v4), 4))
+        time.sleep(1.0)
+        assert len(reg.requests) == n
+        # deleted: no longer monitored
+        send(model_event("attrition-mon", 4, sha(v4), 5, deleted=True))
+        wait_version(None)
+        assert reg.requests and all(
+            p.startswith("/api/v1/models/attrition-mon/versions/") and auth == "Bearer tok-test"
+            for p, auth in reg.requests)
+    finally:
+        if mon:
+            mon.stop()
+        reg.close()
+        admin.delete_topics([topics["models"], topics["features"]])
