@@ -517,7 +517,8 @@ static void handle_message(pipeline_t *p, rd_kafka_message_t *m)
                  "record skipped: %s", rec ? "no schema field" : je.text);
         goto done;
     }
-    if (!strcmp(topic, p->conf->models_topic) && !strcmp(schema, "model_event/1"))
+    if (p->conf->models_topic && !strcmp(topic, p->conf->models_topic) &&
+        !strcmp(schema, "model_event/1"))
         on_model_event(p, rec);
     else if (!strcmp(schema, "features/1"))
         on_features(p, rec);
@@ -654,6 +655,18 @@ pipeline_t *pipeline_new(service_t *svc, const pipeline_conf_t *c)
         metrics_counter(m, "mlops_monitor_redis_failures_total", "Redis calls that failed.",
                         metrics_labels(l, sizeof(l), "client", "monitor", NULL));
 
+    const struct {
+        const char *key, *val;
+    } need[] = {{"features_topic", c->features_topic},
+                {"alerts_topic", c->alerts_topic},
+                {"train_requests_topic", c->train_requests_topic},
+                {"group_id", c->group_id},
+                {"alert_state_key", c->alert_state_key}};
+    for (size_t i = 0; i < MLOPS_ARRAY_LEN(need); i++)
+        if (!need[i].val || !*need[i].val) {
+            log_fatal("%s: must not be empty", need[i].key);
+            goto fail;
+        }
     int nw = dstate_parse_windows(c->windows, p->wins, err, sizeof(err));
     if (nw < 0) {
         log_fatal("%s", err);
@@ -742,7 +755,8 @@ pipeline_t *pipeline_new(service_t *svc, const pipeline_conf_t *c)
     }
     http_route(service_http(svc), EVHTTP_REQ_GET | EVHTTP_REQ_POST, "/api/v1/drift", on_drift, p);
     log_emit(LOG_LVL_INFO,
-             LOG_FIELDS(LOG_STR("features", c->features_topic), LOG_STR("models", c->models_topic),
+             LOG_FIELDS(LOG_STR("features", c->features_topic),
+                        LOG_STR("models", c->models_topic ? c->models_topic : ""),
                         LOG_STR("alerts", c->alerts_topic), LOG_STR("windows", c->windows)),
              "drift pipeline ready: %zu model(s)", hmap_size(p->models));
     return p;
