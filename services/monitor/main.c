@@ -18,6 +18,10 @@ typedef struct monitor_conf {
     char *group_id;
     char *features_topic;
     char *models_topic;
+    char *predictions_topic;
+    char *labels_topic;
+    int64_t label_lateness_ms;
+    int64_t max_pending_labels;
     char *alerts_topic;
     char *train_requests_topic;
     char *windows;
@@ -46,6 +50,15 @@ static const cfg_item_t monitor_items[] = {
              "topic of features/1 records (input drift)"),
     CFG_ITEM(monitor_conf_t, models_topic, CFG_T_STR, "models", 0,
              "topic of model_event/1 records (the champion's reference profile); '' = none"),
+    CFG_ITEM(monitor_conf_t, predictions_topic, CFG_T_STR, "predictions", 0,
+             "topic of prediction/1 records (prediction drift, performance); '' = none"),
+    CFG_ITEM(monitor_conf_t, labels_topic, CFG_T_STR, "labels", 0,
+             "topic of label/1 records (realized performance); '' = none"),
+    CFG_ITEM_RANGE(monitor_conf_t, label_lateness_ms, CFG_T_INT, "604800000", 0,
+                   "how long a prediction waits for its label (and a label for its prediction)", 0,
+                   9e15),
+    CFG_ITEM_RANGE(monitor_conf_t, max_pending_labels, CFG_T_INT, "1000000", 0,
+                   "event ids kept waiting for the join at most (the oldest go first)", 1, 1e9),
     CFG_ITEM(monitor_conf_t, alerts_topic, CFG_T_STR, "alerts", 0, "where alert/1 records go"),
     CFG_ITEM(monitor_conf_t, train_requests_topic, CFG_T_STR, "train.requests", 0,
              "where train_request/1 records go"),
@@ -97,6 +110,10 @@ static int setup(service_t *svc, void *opaque)
         .group_id = c->group_id,
         .features_topic = c->features_topic,
         .models_topic = c->models_topic,
+        .predictions_topic = c->predictions_topic,
+        .labels_topic = c->labels_topic,
+        .label_lateness_ms = c->label_lateness_ms,
+        .max_pending_labels = c->max_pending_labels,
         .alerts_topic = c->alerts_topic,
         .train_requests_topic = c->train_requests_topic,
         .windows = c->windows,

@@ -25,6 +25,7 @@
 #include "kafka.h"
 #include "log.h"
 #include "model.h"
+#include "perf.h"
 #include "redis.h"
 
 #define TRAIN_REQUEST_SCHEMA "train_request/1"
@@ -33,7 +34,14 @@ typedef struct mon_model {
     dstate_t *ds;
     int64_t version; /* registry version; 0 for a model given as a file */
     char sha256[65];
+    char *positive; /* the label's positive class (text) */
+    double ref_auc; /* held-out AUC of the artifact, NaN if none */
+    double *score_edges, *score_counts;
+    size_t score_nbins;
+    hmap_t *variants; /* role -> perf_t */
 } mon_model_t;
+
+static void perf_free(void *v) { perf_destroy(v); }
 
 struct pipeline {
     service_t *svc;
@@ -53,6 +61,8 @@ struct pipeline {
     kafka_tracker_t *tr;
     kafka_watch_t *watch, *pwatch;
     void *cur_handle; /* tracker handle of the message being processed */
+    join_t *join;
+    metric_t *m_predictions, *m_labels, *m_joined, *m_unjoined_label, *m_pending;
     bool draining;
     metric_t *m_records, *m_bad, *m_unmatched, *m_ticks, *m_alerts, *m_retrain, *m_retrain_skip,
         *m_model_loads, *m_model_fail, *m_redis_fail;
@@ -62,6 +72,11 @@ static void mon_model_free(void *v)
 {
     mon_model_t *mm = v;
     dstate_destroy(mm->ds);
+    free(mm->positive);
+    free(mm->score_edges);
+    free(mm->score_counts);
+    if (mm->variants)
+        hmap_destroy(mm->variants);
     free(mm);
 }
 
@@ -349,6 +364,162 @@ static void on_features(pipeline_t *p, const json_t *rec)
         metric_inc(p->m_unmatched);
 }
 
+/* ---- predictions and labels ---- */
+
+static perf_t *variant(pipeline_t *p, mon_model_t *mm, const char *role)
+{
+    perf_t *pf = hmap_get(mm->variants, role);
+    if (pf || !mm->score_nbins)
+        return pf;
+    char err[256];
+    pf = perf_new(p->wins, p->nwins, mm->score_edges, mm->score_counts, mm->score_nbins,
+                  mm->ref_auc, err, sizeof(err));
+    if (!pf) {
+        log_warn("model %s: no prediction monitoring: %s", dstate_model(mm->ds), err);
+        return NULL;
+    }
+    hmap_put(mm->variants, role, pf);
+    return pf;
+}
+
+static void publish_scores(pipeline_t *p, const mon_model_t *mm, const char *role, perf_t *pf,
+                           size_t w)
+{
+    metrics_t *m = service_metrics(p->svc);
+    const char *model = dstate_model(mm->ds), *version = dstate_version(mm->ds);
+    const char *wname = dstate_window_name(mm->ds, w);
+    const perf_score_drift_t *sd = perf_score_drift(pf, w);
+    char l[512];
+    metrics_labels(l, sizeof(l), "model", model, "version", version, "role", role, "test",
+                   "jensenshannon", "window", wname, NULL);
+    metric_set(metrics_gauge(m, "mlops_monitor_prediction_drift_value",
+                             "Score distribution against the reference score histogram.", l),
+               sd->js);
+    metric_set(metrics_gauge(m, "mlops_monitor_prediction_drifted",
+                             "1 if the score distribution drifted on the latest tick.", l),
+               sd->drifted ? 1 : 0);
+    metrics_labels(l, sizeof(l), "model", model, "version", version, "role", role, "test", "psi",
+                   "window", wname, NULL);
+    metric_set(metrics_gauge(m, "mlops_monitor_prediction_drift_value",
+                             "Score distribution against the reference score histogram.", l),
+               sd->psi);
+    json_t *al = json_pack("{s:s, s:s, s:s, s:s}", "model", model, "version", version, "role", role,
+                           "window", wname);
+    alert_engine_observe(p->engine, "prediction_drifted", al, sd->drifted ? 1 : 0, wall_ms());
+    json_decref(al);
+}
+
+static void publish_perf(pipeline_t *p, const mon_model_t *mm, const char *role, perf_t *pf,
+                         size_t w)
+{
+    metrics_t *m = service_metrics(p->svc);
+    const char *model = dstate_model(mm->ds), *version = dstate_version(mm->ds);
+    const char *wname = dstate_window_name(mm->ds, w);
+    const perf_metrics_t *pm = perf_metrics(pf, w);
+    char l[512];
+    metrics_labels(l, sizeof(l), "model", model, "version", version, "role", role, "window", wname,
+                   NULL);
+    metric_set(metrics_gauge(m, "mlops_monitor_auc", "Realized ROC AUC in the window.", l),
+               pm->auc);
+    metric_set(metrics_gauge(m, "mlops_monitor_accuracy", "Realized accuracy in the window.", l),
+               pm->accuracy);
+    metric_set(metrics_gauge(m, "mlops_monitor_log_loss", "Realized log loss in the window.", l),
+               pm->log_loss);
+    metric_set(metrics_gauge(m, "mlops_monitor_brier", "Realized Brier score in the window.", l),
+               pm->brier);
+    metric_set(metrics_gauge(m, "mlops_monitor_auc_drop",
+                             "Reference (held-out) AUC minus the window's AUC.", l),
+               pm->auc_drop);
+    metric_set(metrics_gauge(m, "mlops_monitor_labelled", "Labelled predictions in the window.", l),
+               (double)pm->n);
+    json_t *al = json_pack("{s:s, s:s, s:s, s:s}", "model", model, "version", version, "role", role,
+                           "window", wname);
+    alert_engine_observe(p->engine, "auc_drop", al, pm->auc_drop, wall_ms());
+    json_decref(al);
+}
+
+static void on_joined(const join_pred_t *pred, const char *label, void *opaque)
+{
+    pipeline_t *p = opaque;
+    mon_model_t *mm = hmap_get(p->models, pred->model);
+    if (!mm)
+        return;
+    perf_t *pf = variant(p, mm, pred->role);
+    if (!pf)
+        return;
+    metric_inc(p->m_joined);
+    size_t ticked[DSTATE_MAX_WINDOWS];
+    size_t n =
+        perf_add_labelled(pf, pred->score, pred->decision, !strcmp(label, mm->positive), ticked);
+    for (size_t k = 0; k < n; k++)
+        publish_perf(p, mm, pred->role, pf, ticked[k]);
+    char l[512];
+    metrics_labels(l, sizeof(l), "model", pred->model, "role", pred->role, NULL);
+    metric_set(metrics_gauge(service_metrics(p->svc), "mlops_monitor_ddm_state",
+                             "DDM on the decision errors: 0 in control, 1 warning, 2 drift.", l),
+               (double)perf_ddm_state(pf));
+    metric_set(metrics_gauge(service_metrics(p->svc), "mlops_monitor_ddm_drifts",
+                             "Drifts DDM detected since the model was loaded.", l),
+               (double)perf_ddm_drifts(pf));
+}
+
+static void on_prediction(pipeline_t *p, const json_t *rec)
+{
+    const char *eid = json_string_value(json_object_get(rec, "event_id"));
+    const json_t *jm = json_object_get(rec, "model");
+    const char *name = json_string_value(json_object_get(jm, "name"));
+    const char *role = json_string_value(json_object_get(rec, "role"));
+    const json_t *score = json_object_get(rec, "score");
+    const json_t *dec = json_object_get(rec, "decision");
+    if (!eid || !name || !role || !json_is_boolean(dec) || strlen(name) >= 128 ||
+        strlen(role) >= 16) {
+        metric_inc(p->m_bad);
+        log_warn("%s: prediction without event_id, model.name, role or decision skipped",
+                 p->conf->predictions_topic);
+        return;
+    }
+    metric_inc(p->m_predictions);
+    if (!json_is_number(score))
+        return; /* null: not finite, nothing to compare */
+    mon_model_t *mm = hmap_get(p->models, name);
+    if (!mm)
+        return;
+    perf_t *pf = variant(p, mm, role);
+    if (pf) {
+        size_t ticked[DSTATE_MAX_WINDOWS];
+        size_t n = perf_add_score(pf, json_number_value(score), ticked);
+        for (size_t k = 0; k < n; k++)
+            publish_scores(p, mm, role, pf, ticked[k]);
+    }
+    join_pred_t jp = {.version = json_integer_value(json_object_get(jm, "version")),
+                      .score = json_number_value(score),
+                      .decision = json_is_true(dec)};
+    str_copy(jp.model, name, sizeof(jp.model));
+    str_copy(jp.role, role, sizeof(jp.role));
+    join_prediction(p->join, eid, &jp, wall_ms());
+}
+
+static void on_label(pipeline_t *p, const json_t *rec)
+{
+    const char *eid = json_string_value(json_object_get(rec, "event_id"));
+    const json_t *lv = json_object_get(rec, "label");
+    char num[32];
+    const char *label = json_string_value(lv);
+    if (!label && json_is_number(lv)) {
+        fmt_double_rt(json_number_value(lv), num);
+        label = num;
+    } else if (!label && json_is_boolean(lv)) {
+        label = json_is_true(lv) ? "true" : "false";
+    }
+    if (!eid || !label) {
+        metric_inc(p->m_bad);
+        log_warn("%s: label without event_id or label skipped", p->conf->labels_topic);
+        return;
+    }
+    metric_inc(p->m_labels);
+    join_label(p->join, eid, label, wall_ms());
+}
+
 /* ---- models ---- */
 
 static int install_model(pipeline_t *p, json_t *doc, int64_t version, const char *sha256,
@@ -378,6 +549,22 @@ static int install_model(pipeline_t *p, json_t *doc, int64_t version, const char
     mon_model_t *mm = xcalloc(1, sizeof(*mm));
     mm->ds = ds;
     mm->version = version;
+    mm->variants = hmap_new(perf_free);
+    const char *pos = json_string_value(json_object_get(json_object_get(doc, "label"), "positive"));
+    mm->positive = xstrdup(pos ? pos : "1");
+    const json_t *auc = json_object_get(json_object_get(doc, "metrics"), "auc");
+    mm->ref_auc = json_is_number(auc) ? json_number_value(auc) : (double)NAN;
+    const json_t *sc = json_object_get(json_object_get(doc, "profile"), "scores");
+    const json_t *se = json_object_get(sc, "edges"), *scn = json_object_get(sc, "counts");
+    if (json_array_size(scn) >= 1 && json_array_size(se) == json_array_size(scn) + 1) {
+        mm->score_nbins = json_array_size(scn);
+        mm->score_edges = xmalloc((mm->score_nbins + 1) * sizeof(double));
+        mm->score_counts = xmalloc(mm->score_nbins * sizeof(double));
+        for (size_t b = 0; b <= mm->score_nbins; b++)
+            mm->score_edges[b] = json_number_value(json_array_get(se, b));
+        for (size_t b = 0; b < mm->score_nbins; b++)
+            mm->score_counts[b] = json_number_value(json_array_get(scn, b));
+    }
     if (sha256)
         str_copy(mm->sha256, sha256, sizeof(mm->sha256));
     void *old = hmap_put(p->models, dstate_model(ds), mm);
@@ -522,6 +709,10 @@ static void handle_message(pipeline_t *p, rd_kafka_message_t *m)
         on_model_event(p, rec);
     else if (!strcmp(schema, "features/1"))
         on_features(p, rec);
+    else if (!strcmp(schema, "prediction/1"))
+        on_prediction(p, rec);
+    else if (!strcmp(schema, "label/1"))
+        on_label(p, rec);
     else {
         metric_inc(p->m_bad);
         log_emit(LOG_LVL_WARN,
@@ -549,6 +740,9 @@ static void on_input(void *opaque)
         handle_message(p, m);
         rd_kafka_message_destroy(m);
     }
+    join_expire(p->join, wall_ms());
+    metric_set(p->m_pending, (double)join_pending(p->join));
+    metric_set(p->m_unjoined_label, (double)join_expired_labels(p->join));
     state_save(p);
     if (i == 500)
         kafka_watch_again(p->watch);
@@ -558,6 +752,45 @@ static void on_input(void *opaque)
 }
 
 /* ---- GET /api/v1/drift ---- */
+
+static json_t *num_or_null(double v) { return isfinite(v) ? json_real(v) : json_null(); }
+
+static json_t *model_json(const mon_model_t *mm)
+{
+    json_t *j = dstate_json(mm->ds);
+    json_t *vars = json_array();
+    size_t it = 0;
+    const char *role;
+    void *v;
+    while (hmap_next(mm->variants, &it, &role, &v)) {
+        const perf_t *pf = v;
+        json_t *ws = json_array();
+        for (size_t w = 0; w < dstate_nwindows(mm->ds); w++) {
+            const perf_score_drift_t *sd = perf_score_drift(pf, w);
+            const perf_metrics_t *pm = perf_metrics(pf, w);
+            json_array_append_new(
+                ws,
+                json_pack("{s:s, s:{s:I, s:I, s:o, s:o, s:b}, s:{s:I, s:I, s:I, s:o, s:o, "
+                          "s:o, s:o, s:o}}",
+                          "window", dstate_window_name(mm->ds, w), "prediction_drift", "ticks",
+                          (json_int_t)perf_score_ticks(pf, w), "n", (json_int_t)sd->n,
+                          "jensenshannon", num_or_null(sd->js), "psi", num_or_null(sd->psi),
+                          "drifted", sd->drifted, "performance", "ticks",
+                          (json_int_t)perf_label_ticks(pf, w), "n", (json_int_t)pm->n, "positives",
+                          (json_int_t)pm->npos, "auc", num_or_null(pm->auc), "accuracy",
+                          num_or_null(pm->accuracy), "log_loss", num_or_null(pm->log_loss), "brier",
+                          num_or_null(pm->brier), "auc_drop", num_or_null(pm->auc_drop)));
+        }
+        static const char *const ddm[] = {"ok", "warning", "drift"};
+        json_array_append_new(vars, json_pack("{s:s, s:I, s:s, s:I, s:o}", "role", role, "labelled",
+                                              (json_int_t)perf_labelled(pf), "ddm",
+                                              ddm[perf_ddm_state(pf)], "ddm_drifts",
+                                              (json_int_t)perf_ddm_drifts(pf), "windows", ws));
+    }
+    json_object_set_new(j, "reference_auc", num_or_null(mm->ref_auc));
+    json_object_set_new(j, "variants", vars);
+    return j;
+}
 
 static void on_drift(struct evhttp_request *req, void *arg)
 {
@@ -580,7 +813,7 @@ static void on_drift(struct evhttp_request *req, void *arg)
     void *v;
     while (hmap_next(p->models, &it, &name, &v))
         if (!want || !strcmp(want, name))
-            json_array_append_new(arr, dstate_json(((mon_model_t *)v)->ds));
+            json_array_append_new(arr, model_json(v));
     if (want && json_array_size(arr) == 0) {
         json_decref(arr);
         http_reply_error(req, 404, "not_found", "model %s is not monitored", want);
@@ -667,6 +900,16 @@ pipeline_t *pipeline_new(service_t *svc, const pipeline_conf_t *c)
             log_fatal("%s: must not be empty", need[i].key);
             goto fail;
         }
+    p->join = join_new((size_t)c->max_pending_labels, c->label_lateness_ms, on_joined, p);
+    p->m_predictions =
+        metrics_counter(m, "mlops_monitor_predictions_total", "prediction/1 records read.", NULL);
+    p->m_labels = metrics_counter(m, "mlops_monitor_labels_total", "label/1 records read.", NULL);
+    p->m_joined = metrics_counter(m, "mlops_monitor_labelled_predictions_total",
+                                  "Predictions joined with their label.", NULL);
+    p->m_pending = metrics_gauge(m, "mlops_monitor_join_pending",
+                                 "Event ids waiting for a label or a prediction.", NULL);
+    p->m_unjoined_label = metrics_gauge(m, "mlops_monitor_labels_unjoined",
+                                        "Labels dropped without a prediction (lateness).", NULL);
     int nw = dstate_parse_windows(c->windows, p->wins, err, sizeof(err));
     if (nw < 0) {
         log_fatal("%s", err);
@@ -735,8 +978,14 @@ pipeline_t *pipeline_new(service_t *svc, const pipeline_conf_t *c)
         log_fatal("Kafka: %s", err);
         goto fail;
     }
-    const char *topics[2] = {c->features_topic, c->models_topic};
-    size_t ntopics = c->models_topic && *c->models_topic ? 2 : 1;
+    const char *topics[4] = {c->features_topic};
+    size_t ntopics = 1;
+    if (c->models_topic && *c->models_topic)
+        topics[ntopics++] = c->models_topic;
+    if (c->predictions_topic && *c->predictions_topic)
+        topics[ntopics++] = c->predictions_topic;
+    if (c->labels_topic && *c->labels_topic)
+        topics[ntopics++] = c->labels_topic;
     kafka_consumer_opts_t co = {
         .group_id = c->group_id, .topics = topics, .ntopics = ntopics, .auto_commit = true};
     p->kc = kafka_consumer_new(&ko, &co, err, sizeof(err));
@@ -797,5 +1046,6 @@ void pipeline_destroy(pipeline_t *p)
     redis_client_destroy(p->rc);
     hmap_destroy(p->models);
     hmap_destroy(p->retrain_last);
+    join_destroy(p->join);
     free(p);
 }

@@ -25,6 +25,10 @@ typedef struct pipeline_conf {
     const char *group_id;
     const char *features_topic;
     const char *models_topic;
+    const char *predictions_topic;
+    const char *labels_topic;
+    int64_t label_lateness_ms;
+    int64_t max_pending_labels;
     const char *alerts_topic;
     const char *train_requests_topic;
     const char *windows;

@@ -147,6 +147,8 @@ class Monitor:
         self.port = free_port()
         self.args = [MONITOR, "--metrics-port", self.port, "--features-topic", topics["features"],
                      "--models-topic", topics["models"], "--alerts-topic", topics["alerts"],
+                     "--predictions-topic", topics.get("predictions", ""),
+                     "--labels-topic", topics.get("labels", ""),
                      "--train-requests-topic", topics["train"], "--group-id", group,
                      "--model", ",".join(str(m) for m in models),
                      "--windows", f"{WIN},{WIN}/{STEP}", "--drift-share", DRIFT_SHARE,
@@ -207,7 +209,8 @@ def stack(tmp_path_factory):
     feats = [json.loads(x) for x in (work / "features.jsonl").read_text().splitlines()]
     assert len(feats) == ROWS
     sfx = uuid.uuid4().hex[:10]
-    topics = {k: f"mon-{k}-{sfx}" for k in ("features", "models", "alerts", "train")}
+    topics = {k: f"mon-{k}-{sfx}"
+              for k in ("features", "models", "alerts", "train", "predictions", "labels")}
     admin = AdminClient({"bootstrap.servers": BROKERS})
     for f in admin.create_topics([NewTopic(t, 1, 1) for t in topics.values()]).values():
         f.result()
@@ -480,3 +483,136 @@ def test_champion_profile_follows_the_models_topic(stack):
             mon.stop()
         reg.close()
         admin.delete_topics([topics["models"], topics["features"]])
+
+
+
+# ---- prediction drift and realized performance ------------------------------------
+
+def ddm_reference(errors):
+    """DDM (Gama et al. 2004) as perf.h states it: from the 30th value on, keep
+    the minimum of p + s; warning at p_min + 2 s_min, drift at p_min + 3 s_min,
+    then start again. Returns (final state, drifts)."""
+    n = e = 0
+    pmin = smin = 0.0
+    state, drifts = 0, 0
+    for err in errors:
+        n += 1
+        e += err
+        if n < 30:
+            state = 0
+            continue
+        p = e / n
+        s = math.sqrt(p * (1 - p) / n)
+        if n == 30 or p + s < pmin + smin:
+            pmin, smin = p, s
+        if p + s >= pmin + 3 * smin:
+            state, drifts = 2, drifts + 1
+            n = e = 0
+            pmin = smin = 0.0
+        elif p + s >= pmin + 2 * smin:
+            state = 1
+        else:
+            state = 0
+    return state, drifts
+
+
+def psi_evidently(p, q):
+    def fill(x):
+        x = np.array(x, float)
+        nz = x[x > 0]
+        mn = nz.min() if len(nz) else np.inf
+        x[x == 0] = mn / 1e6 if mn <= 0.0001 else 0.0001
+        return x
+    p, q = fill(p), fill(q)
+    return float(np.sum((p - q) * np.log(p / q)))
+
+
+def test_prediction_drift_and_performance_agree_with_sklearn(stack):
+    from sklearn.metrics import accuracy_score, brier_score_loss, roc_auc_score
+    work, mon, topics = stack["work"], stack["monitor"], stack["topics"]
+    doc = stack["models"]["attrition-mon"]
+    run(MLOPSCTL, "predict", "--model", work / "big.json", "--data", work / "all.csv", "--out",
+        work / "scores.csv")
+    scores = [float(x) for x in (work / "scores.csv").read_text().split()[1:]]
+    rows = (work / "all.csv").read_text().splitlines()
+    head = rows[0].split(",")
+    li = head.index("left")
+    labels = [r.split(",")[li] for r in rows[1:]]
+    feats = stack["feats"]
+    thr = doc["threshold"]
+    lo = ROWS - WIN  # drifted rows: the score distribution moves
+    prod = Producer({"bootstrap.servers": BROKERS})
+    for i in range(lo, ROWS):
+        f = feats[i]
+        rec = {"schema": "prediction/1", "event_id": f["event_id"], "entity": f["entity"],
+               "model": {"name": "attrition-mon", "version": 0, "sha256": "0" * 64,
+                         "algo": "logreg"},
+               "role": "champion", "served": True, "score": scores[i], "threshold": thr,
+               "decision": scores[i] >= thr, "features": {}, "degraded": False, "imputed": [],
+               "freshness": {"event_age_ms": None, "online_age_ms": None,
+                             "online": "not_needed"},
+               "source": {"topic": topics["features"], "partition": 0, "offset": i},
+               "scored_at": "2026-01-01T00:00:00Z", "latency_us": {}}
+        prod.produce(topics["predictions"], json.dumps(rec).encode(), f["entity"].encode())
+    # a label for an event nobody predicted: waits, never joins
+    prod.produce(topics["labels"], json.dumps(
+        {"schema": "label/1", "event_id": "nobody", "entity": "x", "label": "yes",
+         "label_time": "2026-01-01T00:00:00Z"}).encode(), b"x")
+    prod.flush(30)
+    end = time.monotonic() + 30
+    while "mlops_monitor_predictions_total %d" % WIN not in mon.get("/metrics"):
+        assert time.monotonic() < end, "predictions not consumed"
+        time.sleep(0.2)
+    # labels after the predictions: the join order is the label order
+    for i in range(lo, ROWS):
+        f = feats[i]
+        prod.produce(topics["labels"], json.dumps(
+            {"schema": "label/1", "event_id": f["event_id"], "entity": f["entity"],
+             "label": labels[i], "label_time": "2026-01-01T00:00:00Z"}).encode(),
+            f["entity"].encode())
+    prod.flush(30)
+    end = time.monotonic() + 30
+    while True:
+        var = mon.drift("attrition-mon")["models"][0]["variants"]
+        if var and var[0]["labelled"] >= WIN:
+            break
+        assert time.monotonic() < end, "labels not joined"
+        time.sleep(0.2)
+    assert var[0]["labelled"] == WIN and var[0]["role"] == "champion"
+    s = np.array(scores[lo:ROWS])
+    y = np.array([1 if x == doc["label"]["positive"] else 0 for x in labels[lo:ROWS]])
+    dec = (s >= thr).astype(int)
+    edges = np.array(doc["profile"]["scores"]["edges"])
+    ref = np.array(doc["profile"]["scores"]["counts"], float)
+    cur = np.histogram(s, edges)[0].astype(float)
+    js = distance.jensenshannon(ref, cur)
+    psi = psi_evidently(ref / ref.sum(), cur / cur.sum())
+    c = np.clip(s, 1e-15, 1 - 1e-15)
+    ll = float(-np.mean(y * np.log(c) + (1 - y) * np.log1p(-c)))
+    auc = roc_auc_score(y, s)
+    metrics = parse_metrics(mon.get("/metrics"))
+    for w in var[0]["windows"]:
+        pd_, pf = w["prediction_drift"], w["performance"]
+        assert pd_["n"] == WIN and pf["n"] == WIN and pf["positives"] == int(y.sum())
+        assert close(pd_["jensenshannon"], js), (pd_, js)
+        assert close(pd_["psi"], psi), (pd_, psi)
+        assert pd_["drifted"] == (js >= 0.1)
+        assert close(pf["auc"], auc), (pf, auc)
+        assert close(pf["accuracy"], accuracy_score(y, dec))
+        assert close(pf["log_loss"], ll)
+        assert close(pf["brier"], brier_score_loss(y, s))
+        assert close(pf["auc_drop"], doc["metrics"]["auc"] - auc)
+        g = [v for lab, v in metrics["mlops_monitor_auc"]
+             if lab["model"] == "attrition-mon" and lab["window"] == w["window"]
+             and lab["role"] == "champion"]
+        assert len(g) == 1 and close(g[0], auc)
+    state, drifts = ddm_reference(list(dec != y))
+    assert var[0]["ddm"] == ["ok", "warning", "drift"][state]
+    assert var[0]["ddm_drifts"] == drifts
+    # joined events stay tracked (a later shadow prediction still joins), and so does
+    # the lone label, until label_lateness_ms
+    text = mon.get("/metrics")
+    assert re.search(r"^mlops_monitor_join_pending %d$" % (WIN + 1), text, re.M), text
+    assert re.search(r"^mlops_monitor_labels_unjoined 0$", text, re.M)
+    print("prediction drift js %.4f psi %.4f, auc %.4f (reference %.4f), ddm %s/%d"
+          % (js, psi, auc, doc["metrics"]["auc"], var[0]["ddm"], var[0]["ddm_drifts"]))
