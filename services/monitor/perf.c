@@ -251,11 +251,15 @@ static void ddm_update(perf_t *p, bool error)
     double n = (double)p->ddm_n;
     double pe = (double)p->ddm_err / n;
     double s = sqrt(pe * (1 - pe) / n);
-    if (p->ddm_n == 30 || pe + s < p->ddm_pmin + p->ddm_smin) {
+    /* the minimum is taken only once an error was seen: from an error-free
+     * start (p = s = 0) any error would be a drift */
+    if (pe > 0 && (p->ddm_smin == 0 || pe + s < p->ddm_pmin + p->ddm_smin)) {
         p->ddm_pmin = pe;
         p->ddm_smin = s;
     }
-    if (pe + s >= p->ddm_pmin + 3 * p->ddm_smin) {
+    if (p->ddm_smin == 0) {
+        p->ddm_state = PERF_DDM_OK;
+    } else if (pe + s >= p->ddm_pmin + 3 * p->ddm_smin) {
         p->ddm_state = PERF_DDM_DRIFT;
         p->ddm_drifts++;
         p->ddm_n = p->ddm_err = 0;

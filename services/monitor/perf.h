@@ -17,9 +17,10 @@
  * and auc_drop = reference AUC (the artifact's held-out metrics.auc) -
  * window AUC. DDM (Gama et al. 2004) runs on the stream of decision errors:
  * after at least 30 labelled predictions, with p the error rate so far and
- * s = sqrt(p (1 - p) / n), it keeps the minimum of p + s; warning when
- * p + s >= p_min + 2 s_min, drift when >= p_min + 3 s_min, after which it
- * starts again.
+ * s = sqrt(p (1 - p) / n), it keeps the minimum of p + s (taken only while
+ * p > 0: from an error-free start any error would be a drift); warning
+ * when p + s >= p_min + 2 s_min, drift when >= p_min + 3 s_min, after which
+ * it starts again.
  *
  * The join (join_t): predictions wait for their label by event id, and
  * labels that come first wait for their predictions, for at most

@@ -490,7 +490,7 @@ def test_champion_profile_follows_the_models_topic(stack):
 
 def ddm_reference(errors):
     """DDM (Gama et al. 2004) as perf.h states it: from the 30th value on, keep
-    the minimum of p + s; warning at p_min + 2 s_min, drift at p_min + 3 s_min,
+    the minimum of p + s (while p > 0); warning at p_min + 2 s_min, drift at p_min + 3 s_min,
     then start again. Returns (final state, drifts)."""
     n = e = 0
     pmin = smin = 0.0
@@ -503,9 +503,11 @@ def ddm_reference(errors):
             continue
         p = e / n
         s = math.sqrt(p * (1 - p) / n)
-        if n == 30 or p + s < pmin + smin:
+        if p > 0 and (smin == 0 or p + s < pmin + smin):
             pmin, smin = p, s
-        if p + s >= pmin + 3 * smin:
+        if smin == 0:
+            state = 0
+        elif p + s >= pmin + 3 * smin:
             state, drifts = 2, drifts + 1
             n = e = 0
             pmin = smin = 0.0
