@@ -143,7 +143,7 @@ class Topic:
 
 
 class Monitor:
-    def __init__(self, work, topics, models, state_key, group, registry_url=""):
+    def __init__(self, work, topics, models, state_key, group, registry_url="", extra=()):
         self.port = free_port()
         self.args = [MONITOR, "--metrics-port", self.port, "--features-topic", topics["features"],
                      "--models-topic", topics["models"], "--alerts-topic", topics["alerts"],
@@ -154,7 +154,7 @@ class Monitor:
                      "--windows", f"{WIN},{WIN}/{STEP}", "--drift-share", DRIFT_SHARE,
                      "--alert-state-key", state_key, "--redis-url", REDIS,
                      "--kafka-brokers", BROKERS, "--retrain-latest", 5000,
-                     "--registry-url", registry_url, "--registry-token", "tok-test"]
+                     "--registry-url", registry_url, "--registry-token", "tok-test", *extra]
         self.log = open(work / f"monitor-{time.monotonic_ns()}.log", "w")
         self.proc = subprocess.Popen([str(a) for a in self.args], stdout=self.log,
                                      stderr=subprocess.STDOUT)
@@ -618,3 +618,40 @@ def test_prediction_drift_and_performance_agree_with_sklearn(stack):
     assert re.search(r"^mlops_monitor_labels_unjoined 0$", text, re.M)
     print("prediction drift js %.4f psi %.4f, auc %.4f (reference %.4f), ddm %s/%d"
           % (js, psi, auc, doc["metrics"]["auc"], var[0]["ddm"], var[0]["ddm_drifts"]))
+
+
+def test_bad_records_are_skipped_and_counted(stack):
+    """Unreadable or foreign records on the inputs never stop the monitor; with
+    the optional inputs off ('' topics) it still serves (this crashed once)."""
+    sfx = uuid.uuid4().hex[:8]
+    topics = {"features": f"mon-bad-{sfx}", "models": "", "alerts": stack["topics"]["alerts"],
+              "train": stack["topics"]["train"], "predictions": "", "labels": ""}
+    admin = AdminClient({"bootstrap.servers": BROKERS})
+    admin.create_topics([NewTopic(topics["features"], 1, 1)])[topics["features"]].result()
+    prod = Producer({"bootstrap.servers": BROKERS})
+    good = stack["feats"][:10]
+    bad = [b"not json", b'{"schema": "features/1", "values": {}}', b'{"a": 1, "a": 2}',
+           b'{"schema": "prediction/1"}', b'{"schema": "nope/1"}', b"[1, 2]",
+           json.dumps(dict(good[0], values={"age": "old", "gender": 3})).encode(),
+           b"{" + b" " * 20_000 + b"}"]
+    for b in bad:
+        prod.produce(topics["features"], b, b"k")
+    for r in good:
+        prod.produce(topics["features"], json.dumps(r).encode(), b"k")
+    assert prod.flush(30) == 0
+    mon = Monitor(stack["work"], topics, [stack["work"] / "big.json"],
+                  stack["state_key"] + ":bad", f"mon-bad-{sfx}",
+                  extra=("--max-event-bytes", 16384))
+    try:
+        mon.wait_events(len(good) + 1)
+        text = mon.get("/metrics")
+        bad_n = float(re.search(r"^mlops_monitor_bad_records_total (\S+)$", text, re.M).group(1))
+        # not JSON, no spec/values, duplicate keys, a prediction without fields, an unknown
+        # schema, an array, the 20 kB record over max_event_bytes; the wrong-kind value is counted per value
+        assert bad_n == 7, text
+        st = mon.drift("attrition-mon")["models"][0]
+        assert st["events"] == len(good) + 1 and st["rejected"] == 1
+        assert mon.proc.poll() is None
+    finally:
+        assert mon.stop() == 0
+        admin.delete_topics([topics["features"]])
