@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alerts.h"
 #include "hmap.h"
 #include "window.h"
 
@@ -20,8 +21,20 @@ typedef struct dfeat {
     size_t ncodes;
 } dfeat_t;
 
+/* one open event-time window */
+typedef struct bucket {
+    int64_t start;
+    double **vals; /* per feature */
+    size_t *n, *cap;
+} bucket_t;
+
 typedef struct dwin {
     dstate_win_t spec;
+    bucket_t open[DSTATE_MAX_OPEN]; /* ascending by start */
+    size_t nopen;
+    int64_t max_ms;      /* largest event time seen */
+    int64_t closed_upto; /* windows starting before this are closed */
+    int64_t tick_start;
     char name[48];
     uint64_t ticks;
     uint64_t tick_event;
@@ -38,7 +51,7 @@ struct dstate {
     size_t nfeat;
     dwin_t win[DSTATE_MAX_WINDOWS];
     size_t nwin;
-    uint64_t events, rejected;
+    uint64_t events, rejected, late, dropped;
     double *buf;        /* largest window size */
     drift_result_t *rs; /* nfeat, for drift_dataset */
 };
@@ -64,6 +77,32 @@ int dstate_parse_windows(const char *s, dstate_win_t *out, char *err, size_t err
         if (n == DSTATE_MAX_WINDOWS) {
             snprintf(err, err_size, "windows: at most %d windows", DSTATE_MAX_WINDOWS);
             return -1;
+        }
+        memset(&out[n], 0, sizeof(out[n]));
+        if (item[strspn(item, "0123456789")] != 0 && item[strspn(item, "0123456789")] != '/') {
+            /* an event-time window: SPAN[+LATENESS] */
+            char *plus = strchr(item, '+');
+            if (plus)
+                *plus = 0;
+            int64_t span = alert_duration_ms(item), late = plus ? alert_duration_ms(plus + 1) : 0;
+            if (span < 1 || late < 0 || strspn(item, "0123456789") == 0) {
+                snprintf(err, err_size,
+                         "windows: item %d ('%.*s'): expected a duration such as 1h or 30m, "
+                         "optionally +LATENESS (1h+5m)",
+                         n + 1, (int)len, p);
+                return -1;
+            }
+            out[n].span_ms = span;
+            out[n].lateness_ms = late;
+            n++;
+            if (!end)
+                break;
+            p = end + 1;
+            if (!*p) {
+                snprintf(err, err_size, "windows: trailing comma");
+                return -1;
+            }
+            continue;
         }
         char *slash = strchr(item, '/');
         if (slash)
@@ -104,6 +143,31 @@ static double cat_code(dfeat_t *f, const char *s, bool assign)
         return (double)DSTATE_MAX_CATEGORIES;
     hmap_put(f->codes, s, (void *)(uintptr_t)(f->ncodes + 1));
     return (double)f->ncodes++;
+}
+
+/* "1h", "90s", "250ms": the largest unit that divides the span. */
+static void fmt_span(int64_t ms, char *out, size_t size)
+{
+    static const struct {
+        int64_t ms;
+        const char *unit;
+    } units[] = {{86400000, "d"}, {3600000, "h"}, {60000, "m"}, {1000, "s"}, {1, "ms"}};
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+        if (ms % units[i].ms == 0) {
+            snprintf(out, size, "%lld%s", (long long)(ms / units[i].ms), units[i].unit);
+            return;
+        }
+}
+
+static void bucket_cleanup(bucket_t *b, size_t nfeat)
+{
+    if (b->vals)
+        for (size_t f = 0; f < nfeat; f++)
+            free(b->vals[f]);
+    free(b->vals);
+    free(b->n);
+    free(b->cap);
+    memset(b, 0, sizeof(*b));
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -201,7 +265,16 @@ dstate_t *dstate_new(const json_t *doc, const char *version, const dstate_win_t 
     for (size_t w = 0; w < nwins; w++) {
         dwin_t *dw = &d->win[w];
         dw->spec = wins[w];
-        if (wins[w].step == wins[w].size)
+        dw->closed_upto = INT64_MIN;
+        dw->max_ms = INT64_MIN;
+        if (wins[w].span_ms) {
+            fmt_span(wins[w].span_ms, dw->name, sizeof(dw->name));
+            if (wins[w].lateness_ms) {
+                size_t l = strlen(dw->name);
+                dw->name[l++] = '+';
+                fmt_span(wins[w].lateness_ms, dw->name + l, sizeof(dw->name) - l);
+            }
+        } else if (wins[w].step == wins[w].size)
             snprintf(dw->name, sizeof(dw->name), "%zu", wins[w].size);
         else
             snprintf(dw->name, sizeof(dw->name), "%zu/%zu", wins[w].size, wins[w].step);
@@ -209,10 +282,12 @@ dstate_t *dstate_new(const json_t *doc, const char *version, const dstate_win_t 
         dw->w = xcalloc(d->nfeat, sizeof(window_t *));
         dw->res = xcalloc(d->nfeat, sizeof(dstate_col_t));
         for (size_t f = 0; f < d->nfeat; f++) {
+            snprintf(dw->res[f].error, sizeof(dw->res[f].error), "no tick yet");
+            if (wins[w].span_ms)
+                continue;
             dw->w[f] = window_new(wins[w].size, wins[w].size, err, err_size);
             if (!dw->w[f])
                 goto fail;
-            snprintf(dw->res[f].error, sizeof(dw->res[f].error), "no tick yet");
         }
         if (wins[w].size > maxsize)
             maxsize = wins[w].size;
@@ -229,6 +304,8 @@ void dstate_destroy(dstate_t *d)
     if (!d)
         return;
     for (size_t w = 0; w < d->nwin; w++) {
+        for (size_t b = 0; b < d->win[w].nopen; b++)
+            bucket_cleanup(&d->win[w].open[b], d->nfeat);
         if (d->win[w].w)
             for (size_t f = 0; f < d->nfeat; f++)
                 window_destroy(d->win[w].w[f]);
@@ -261,6 +338,8 @@ size_t dstate_nwindows(const dstate_t *d) { return d->nwin; }
 const char *dstate_window_name(const dstate_t *d, size_t w) { return d->win[w].name; }
 uint64_t dstate_events(const dstate_t *d) { return d->events; }
 uint64_t dstate_rejected(const dstate_t *d) { return d->rejected; }
+uint64_t dstate_late(const dstate_t *d) { return d->late; }
+int64_t dstate_tick_start(const dstate_t *d, size_t w) { return d->win[w].tick_start; }
 uint64_t dstate_ticks(const dstate_t *d, size_t w) { return d->win[w].ticks; }
 uint64_t dstate_tick_event(const dstate_t *d, size_t w) { return d->win[w].tick_event; }
 double dstate_drift_share_threshold(const dstate_t *d) { return d->drift_share; }
@@ -279,7 +358,7 @@ double dstate_share(const dstate_t *d, size_t w, bool *drifted)
 
 size_t dstate_window_sorted(const dstate_t *d, size_t w, size_t f, double *out)
 {
-    return window_sorted(d->win[w].w[f], out);
+    return d->win[w].w ? window_sorted(d->win[w].w[f], out) : 0;
 }
 
 double dstate_category_code(const dstate_t *d, size_t f, const char *s)
@@ -289,8 +368,9 @@ double dstate_category_code(const dstate_t *d, size_t f, const char *s)
     return cat_code(&d->feat[f], s, false);
 }
 
-/* Recompute every input's test for window @p w. */
-static void tick(dstate_t *d, size_t w)
+/* Recompute every input's test for window @p w: on the count window's
+ * contents, or on bucket @p b's values for an event-time window. */
+static void tick(dstate_t *d, size_t w, const bucket_t *b)
 {
     dwin_t *dw = &d->win[w];
     size_t nok = 0;
@@ -303,12 +383,19 @@ static void tick(dstate_t *d, size_t w)
             snprintf(c->error, sizeof(c->error), "no reference sample in the model");
             continue;
         }
-        size_t n = window_sorted(dw->w[f], d->buf);
+        const double *vals = d->buf;
+        size_t n;
+        if (b) {
+            vals = b->vals[f];
+            n = b->n[f];
+        } else {
+            n = window_sorted(dw->w[f], d->buf);
+        }
         if (n == 0) {
             snprintf(c->error, sizeof(c->error), "no values in the window");
             continue;
         }
-        if (drift_column(fe->numeric, fe->ref, fe->nref, d->buf, n, DRIFT_TEST_AUTO, NAN, &c->r,
+        if (drift_column(fe->numeric, fe->ref, fe->nref, vals, n, DRIFT_TEST_AUTO, NAN, &c->r,
                          c->error, sizeof(c->error)))
             continue;
         c->computed = true;
@@ -321,11 +408,92 @@ static void tick(dstate_t *d, size_t w)
     dw->share = share;
     dw->ticks++;
     dw->tick_event = d->events;
+    dw->tick_start = b ? b->start : 0;
 }
 
-size_t dstate_add(dstate_t *d, const json_t *values, size_t *ticked)
+/* Note a tick of window @p w once (several event-time windows may close on
+ * one record: each is tested, the latest result is what is kept). */
+static void add_tick(size_t *ticked, size_t *n, size_t w)
+{
+    for (size_t i = 0; i < *n; i++)
+        if (ticked[i] == w)
+            return;
+    ticked[(*n)++] = w;
+}
+
+/* Close the oldest open bucket of an event-time window: test it. */
+static void close_oldest(dstate_t *d, size_t w)
+{
+    dwin_t *dw = &d->win[w];
+    bucket_t b = dw->open[0];
+    memmove(&dw->open[0], &dw->open[1], (dw->nopen - 1) * sizeof(bucket_t));
+    dw->nopen--;
+    memset(&dw->open[dw->nopen], 0, sizeof(bucket_t));
+    dw->closed_upto = b.start + dw->spec.span_ms;
+    tick(d, w, &b);
+    bucket_cleanup(&b, d->nfeat);
+}
+
+/* The open bucket for event time @p t, created if needed; NULL if late. */
+static bucket_t *bucket_for(dstate_t *d, size_t w, int64_t t, size_t *ticked, size_t *nticked)
+{
+    dwin_t *dw = &d->win[w];
+    int64_t span = dw->spec.span_ms;
+    int64_t start = (t >= 0 ? t / span : -((-t - 1) / span) - 1) * span;
+    if (dw->closed_upto != INT64_MIN && start < dw->closed_upto)
+        return NULL;
+    size_t i = 0;
+    while (i < dw->nopen && dw->open[i].start < start)
+        i++;
+    if (i < dw->nopen && dw->open[i].start == start)
+        return &dw->open[i];
+    if (dw->nopen == DSTATE_MAX_OPEN) {
+        if (i == 0)
+            return NULL; /* older than every open one and no room: late */
+        close_oldest(d, w);
+        add_tick(ticked, nticked, w);
+        i--;
+    }
+    memmove(&dw->open[i + 1], &dw->open[i], (dw->nopen - i) * sizeof(bucket_t));
+    dw->nopen++;
+    bucket_t *b = &dw->open[i];
+    memset(b, 0, sizeof(*b));
+    b->start = start;
+    b->vals = xcalloc(d->nfeat, sizeof(double *));
+    b->n = xcalloc(d->nfeat, sizeof(size_t));
+    b->cap = xcalloc(d->nfeat, sizeof(size_t));
+    return b;
+}
+
+static void bucket_add(dstate_t *d, bucket_t *b, size_t f, double x)
+{
+    if (b->n[f] == b->cap[f]) {
+        if (b->cap[f] >= DSTATE_MAX_TIME_VALUES) {
+            d->dropped++;
+            return;
+        }
+        b->cap[f] = b->cap[f] ? 2 * b->cap[f] : 64;
+        b->vals[f] = xrealloc(b->vals[f], b->cap[f] * sizeof(double));
+    }
+    b->vals[f][b->n[f]++] = x;
+}
+
+size_t dstate_add(dstate_t *d, const json_t *values, int64_t event_ms, size_t *ticked)
 {
     d->events++;
+    size_t n = 0;
+    /* the event-time windows' bucket for this record (NULL: late or no time) */
+    bucket_t *bk[DSTATE_MAX_WINDOWS] = {0};
+    bool counted_late = false;
+    for (size_t w = 0; w < d->nwin; w++) {
+        if (!d->win[w].spec.span_ms)
+            continue;
+        bk[w] = event_ms == DSTATE_NO_TIME ? NULL : bucket_for(d, w, event_ms, ticked, &n);
+        if (!bk[w] && !counted_late) {
+            d->late++;
+            counted_late = true;
+        }
+    }
     for (size_t f = 0; f < d->nfeat; f++) {
         dfeat_t *fe = &d->feat[f];
         const json_t *v = json_object_get(values, fe->name);
@@ -355,15 +523,29 @@ size_t dstate_add(dstate_t *d, const json_t *values, size_t *ticked)
             }
             x = cat_code(fe, s, true);
         }
-        for (size_t w = 0; w < d->nwin; w++)
-            (void)window_add(d->win[w].w[f], x);
+        for (size_t w = 0; w < d->nwin; w++) {
+            if (!d->win[w].spec.span_ms)
+                (void)window_add(d->win[w].w[f], x);
+            else if (bk[w])
+                bucket_add(d, bk[w], f, x);
+        }
     }
-    size_t n = 0;
     for (size_t w = 0; w < d->nwin; w++) {
-        const dstate_win_t *s = &d->win[w].spec;
-        if (d->events >= s->size && (d->events - s->size) % s->step == 0) {
-            tick(d, w);
-            ticked[n++] = w;
+        dwin_t *dw = &d->win[w];
+        const dstate_win_t *s = &dw->spec;
+        if (s->span_ms) {
+            if (event_ms == DSTATE_NO_TIME)
+                continue;
+            if (event_ms > dw->max_ms)
+                dw->max_ms = event_ms;
+            /* close what the watermark (max time - lateness) has passed */
+            while (dw->nopen && dw->open[0].start + s->span_ms <= dw->max_ms - s->lateness_ms) {
+                close_oldest(d, w);
+                add_tick(ticked, &n, w);
+            }
+        } else if (d->events >= s->size && (d->events - s->size) % s->step == 0) {
+            tick(d, w, NULL);
+            add_tick(ticked, &n, w);
         }
     }
     return n;
@@ -405,9 +587,17 @@ json_t *dstate_json(const dstate_t *d)
             }
             json_array_append_new(feats, jf);
         }
+        if (dw->spec.span_ms) {
+            json_object_set_new(jw, "span_ms", json_integer((json_int_t)dw->spec.span_ms));
+            json_object_set_new(jw, "lateness_ms", json_integer((json_int_t)dw->spec.lateness_ms));
+            json_object_set_new(jw, "tick_start_ms", json_integer((json_int_t)dw->tick_start));
+            json_object_set_new(jw, "open", json_integer((json_int_t)dw->nopen));
+        }
         json_object_set_new(jw, "features", feats);
         json_array_append_new(wins, jw);
     }
+    json_object_set_new(j, "late", json_integer((json_int_t)d->late));
+    json_object_set_new(j, "dropped", json_integer((json_int_t)d->dropped));
     json_object_set_new(j, "windows", wins);
     return j;
 }

@@ -41,15 +41,29 @@
 #define DSTATE_MAX_WINDOWS 8
 #define DSTATE_MAX_CATEGORIES 4096
 
-/** One count window: @p size records, ticking every @p step. */
+/**
+ * One window: by count (@p size records, ticking every @p step), or, when
+ * @p span_ms > 0, tumbling by event time: [k span, (k+1) span) by the
+ * record's event_time, closed (and tested) once the largest event time seen
+ * minus @p lateness_ms passes its end; a record for a closed window is late
+ * (counted in dstate_late(), not used). At most DSTATE_MAX_OPEN windows are
+ * open at once (the oldest is closed early beyond that), and each keeps at
+ * most DSTATE_MAX_TIME_VALUES values per input (later ones are counted and
+ * dropped).
+ */
 typedef struct dstate_win {
     size_t size, step;
+    int64_t span_ms, lateness_ms;
 } dstate_win_t;
+
+#define DSTATE_MAX_OPEN 16
+#define DSTATE_MAX_TIME_VALUES 1000000
 
 /**
  * Parse a window list: "1000" (tumbling), "1000/250" (sliding, step 250),
- * several separated by commas. Returns the count (1..DSTATE_MAX_WINDOWS),
- * or -1 with a message naming the item.
+ * "1h" (tumbling by event time; units ms, s, m, h, d), "1h+5m" (with 5
+ * minutes of allowed lateness), several separated by commas. Returns the
+ * count (1..DSTATE_MAX_WINDOWS), or -1 with a message naming the item.
  */
 int dstate_parse_windows(const char *s, dstate_win_t *out, char *err, size_t err_size) MLOPS_WUR;
 
@@ -87,12 +101,20 @@ const char *dstate_window_name(const dstate_t *d, size_t w);
 
 /**
  * Add one record's `values` object (features/1: column -> number, string or
- * null). Writes the indices of the windows that ticked on this record into
- * @p ticked (dstate_nwindows() slots) and returns how many. Values of the
+ * null) with its event time in ms (DSTATE_NO_TIME if none). Writes the indices of the windows that ticked on this record into
+ * @p ticked (dstate_nwindows() slots, each window at most once: when several
+ * event-time windows close on one record each is tested and the latest
+ * result is kept) and returns how many. Values of the
  * wrong kind (a string for a numeric input) are not added and counted in
  * dstate_rejected().
  */
-size_t dstate_add(dstate_t *d, const json_t *values, size_t *ticked);
+size_t dstate_add(dstate_t *d, const json_t *values, int64_t event_ms, size_t *ticked);
+/** Use DSTATE_NO_TIME as event_ms when a record has none (event-time windows skip it). */
+#define DSTATE_NO_TIME INT64_MIN
+/** Records that came for an event-time window already closed, or without a time. */
+uint64_t dstate_late(const dstate_t *d);
+/** Start (event time, ms) of the window @p w tested on its latest tick; 0 for count windows. */
+int64_t dstate_tick_start(const dstate_t *d, size_t w);
 
 /** Records added so far. */
 uint64_t dstate_events(const dstate_t *d);

@@ -88,9 +88,9 @@ perf_t *perf_new(const dstate_win_t *wins, size_t nwins, const double *edges, co
     for (size_t w = 0; w < nwins; w++) {
         pwin_t *pw = &p->win[w];
         pw->spec = wins[w];
-        pw->sring = xmalloc(wins[w].size * sizeof(uint32_t));
+        pw->sring = xmalloc((wins[w].size + 1) * sizeof(uint32_t));
         pw->bins = xcalloc(nbins, sizeof(size_t));
-        pw->lring = xmalloc(wins[w].size * sizeof(lab_t));
+        pw->lring = xmalloc((wins[w].size + 1) * sizeof(lab_t));
         pw->sd.js = pw->sd.psi = NAN;
         pw->pm.auc = pw->pm.accuracy = pw->pm.log_loss = pw->pm.brier = pw->pm.auc_drop = NAN;
         if (wins[w].size > maxw)
@@ -163,6 +163,8 @@ size_t perf_add_score(perf_t *p, double score, size_t *ticked)
     size_t n = 0;
     for (size_t w = 0; w < p->nwin; w++) {
         pwin_t *pw = &p->win[w];
+        if (pw->spec.span_ms)
+            continue; /* count windows only */
         if (pw->scount == pw->spec.size) {
             pw->bins[pw->sring[pw->shead]]--;
             pw->sring[pw->shead] = b;
@@ -282,6 +284,8 @@ size_t perf_add_labelled(perf_t *p, double score, bool decision, int y, size_t *
     for (size_t w = 0; w < p->nwin; w++) {
         pwin_t *pw = &p->win[w];
         size_t size = pw->spec.size;
+        if (pw->spec.span_ms)
+            continue; /* count windows only */
         if (pw->lcount == size) {
             pw->lring[pw->lhead] = l;
             pw->lhead = (pw->lhead + 1) % size;

@@ -27,6 +27,7 @@
 #include "model.h"
 #include "perf.h"
 #include "redis.h"
+#include "spec.h"
 
 #define TRAIN_REQUEST_SCHEMA "train_request/1"
 
@@ -347,6 +348,9 @@ static void on_features(pipeline_t *p, const json_t *rec)
         return;
     }
     metric_inc(p->m_records);
+    int64_t event_ms = DSTATE_NO_TIME;
+    if (spec_parse_time(json_object_get(rec, "event_time"), &event_ms))
+        event_ms = DSTATE_NO_TIME;
     size_t it = 0, matched = 0;
     const char *name;
     void *v;
@@ -356,7 +360,7 @@ static void on_features(pipeline_t *p, const json_t *rec)
             continue;
         matched++;
         size_t ticked[DSTATE_MAX_WINDOWS];
-        size_t n = dstate_add(mm->ds, values, ticked);
+        size_t n = dstate_add(mm->ds, values, event_ms, ticked);
         for (size_t k = 0; k < n; k++)
             publish(p, mm, ticked[k]);
     }

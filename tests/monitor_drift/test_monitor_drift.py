@@ -230,7 +230,7 @@ def stack(tmp_path_factory):
                             st["state_key"], st["group"])
     yield st
     if st["monitor"].proc.poll() is None:
-        st["monitor"].stop()
+        assert st["monitor"].stop() == 0
     st["alerts"].close()
     st["train"].close()
     admin.delete_topics(list(topics.values()))

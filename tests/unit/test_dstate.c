@@ -61,7 +61,7 @@ Test(dstate, parse_windows)
 
 Test(dstate, bad_documents_name_the_field)
 {
-    dstate_win_t w = {10, 10};
+    dstate_win_t w = {.size = 10, .step = 10};
     char err[256];
     struct {
         const char *json, *field;
@@ -166,7 +166,7 @@ static void run_stream(size_t nref, const char *wins, size_t nevents)
         stream[2][e] = (double)k;
         json_object_set_new(vals, "s", json_real(1.0));
         size_t ticked[DSTATE_MAX_WINDOWS];
-        size_t nt = dstate_add(d, vals, ticked);
+        size_t nt = dstate_add(d, vals, DSTATE_NO_TIME, ticked);
         json_decref(vals);
         stream[1][e] = dstate_category_code(d, 1, cat);
         cr_assert_geq(stream[1][e], 0);
@@ -250,7 +250,7 @@ Test(dstate, categories_past_the_cap_share_one_code)
     json_t *doc =
         json_pack("{s:s, s:{s:s}, s:{s:[{s:s,s:s,s:[s,s]}]}}", "name", "m", "spec", "name", "s",
                   "profile", "inputs", "column", "c", "kind", "categorical", "sample", "a", "b");
-    dstate_win_t w = {10, 10};
+    dstate_win_t w = {.size = 10, .step = 10};
     char err[256];
     dstate_t *d = dstate_new(doc, "1", &w, 1, 0.5, err, sizeof(err));
     cr_assert(d, "%s", err);
@@ -259,7 +259,7 @@ Test(dstate, categories_past_the_cap_share_one_code)
     for (int i = 0; i < DSTATE_MAX_CATEGORIES + 10; i++) {
         snprintf(s, sizeof(s), "v%d", i);
         json_t *v = json_pack("{s:s}", "c", s);
-        (void)dstate_add(d, v, ticked);
+        (void)dstate_add(d, v, DSTATE_NO_TIME, ticked);
         json_decref(v);
     }
     cr_assert_eq(dstate_category_code(d, 0, "a"), 0);
@@ -268,6 +268,100 @@ Test(dstate, categories_past_the_cap_share_one_code)
     double buf[10];
     cr_assert_eq(dstate_window_sorted(d, 0, 0, buf), 10);
     cr_assert_eq(buf[0], (double)DSTATE_MAX_CATEGORIES);
+    dstate_destroy(d);
+    json_decref(doc);
+}
+
+Test(dstate, parse_event_time_windows)
+{
+    dstate_win_t w[DSTATE_MAX_WINDOWS];
+    char err[256];
+    cr_assert_eq(dstate_parse_windows("1h,30m+5m,500", w, err, sizeof(err)), 3, "%s", err);
+    cr_assert(w[0].span_ms == 3600000 && w[0].lateness_ms == 0);
+    cr_assert(w[1].span_ms == 1800000 && w[1].lateness_ms == 300000);
+    cr_assert(w[2].span_ms == 0 && w[2].size == 500);
+    const char *bad[] = {"1x", "h", "1h+", "1h+x", "0s", "-5m"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        cr_assert_eq(dstate_parse_windows(bad[i], w, err, sizeof(err)), -1, "'%s'", bad[i]);
+    json_t *doc = doc_new(50);
+    cr_assert_eq(dstate_parse_windows("90s+250ms,2d", w, err, sizeof(err)), 2);
+    dstate_t *d = dstate_new(doc, "1", w, 2, 0.5, err, sizeof(err));
+    cr_assert(d, "%s", err);
+    cr_assert_str_eq(dstate_window_name(d, 0), "90s+250ms");
+    cr_assert_str_eq(dstate_window_name(d, 1), "2d");
+    dstate_destroy(d);
+    json_decref(doc);
+}
+
+/* Tumbling event-time windows of 100 ms with 30 ms of lateness next to a count
+ * window: records jittered by up to 10 ms are never late, so each window tests
+ * exactly the stream's values whose time falls in it; records for a closed
+ * window and records without a time are late (the count window keeps them). */
+Test(dstate, event_time_windows_test_their_own_records)
+{
+    json_t *doc = doc_new(300);
+    dstate_win_t w[2];
+    char err[256];
+    cr_assert_eq(dstate_parse_windows("100ms+30ms,50", w, err, sizeof(err)), 2);
+    dstate_t *d = dstate_new(doc, "1", w, 2, 0.5, err, sizeof(err));
+    cr_assert(d, "%s", err);
+    enum { N = 2000 };
+    static double xs[N];
+    static int64_t ts[N];
+    static bool used[N];
+    size_t ticks = 0, late = 0;
+    double *buf = malloc(N * sizeof(double));
+    for (size_t i = 0; i < N; i++) {
+        int64_t t = (int64_t)(i / 2) + (int64_t)(rnd() % 21) - 10; /* 2 records per ms */
+        bool no_time = i % 97 == 0, very_late = i > 400 && i % 101 == 0;
+        if (very_late)
+            t -= 200;
+        xs[i] = unif() * (t > 500 ? 2 : 1);
+        ts[i] = t;
+        used[i] = !no_time && !very_late;
+        late += !used[i];
+        json_t *vals = json_pack("{s:f, s:s, s:i}", "x", xs[i], "c", "red", "k", 0);
+        size_t ticked[2];
+        size_t nt = dstate_add(d, vals, no_time ? DSTATE_NO_TIME : t, ticked);
+        json_decref(vals);
+        for (size_t k = 0; k < nt; k++) {
+            if (ticked[k] != 0)
+                continue;
+            ticks++;
+            int64_t start = dstate_tick_start(d, 0);
+            cr_assert_eq(start % 100, 0);
+            size_t n = 0;
+            for (size_t j = 0; j <= i; j++)
+                if (used[j] && ts[j] >= start && ts[j] < start + 100)
+                    buf[n++] = xs[j];
+            drift_result_t want;
+            char e2[160];
+            cr_assert_eq(
+                drift_column(true, NULL, 0, buf, n, DRIFT_TEST_AUTO, NAN, &want, e2, sizeof(e2)),
+                -1); /* (an empty reference is refused: sanity of the call) */
+            const json_t *s0 = json_object_get(
+                json_array_get(json_object_get(json_object_get(doc, "profile"), "inputs"), 0),
+                "sample");
+            double ref[300];
+            for (size_t r = 0; r < 300; r++)
+                ref[r] = json_number_value(json_array_get(s0, r));
+            cr_assert_eq(
+                drift_column(true, ref, 300, buf, n, DRIFT_TEST_AUTO, NAN, &want, e2, sizeof(e2)),
+                0, "%s", e2);
+            const dstate_col_t *c = dstate_result(d, 0, 0);
+            cr_assert(c->computed, "%s", c->error);
+            cr_assert_eq(c->r.n_cur, n, "window at %lld", (long long)start);
+            cr_assert_eq(c->r.test, want.test);
+            cr_assert_eq(c->r.value, want.value);
+            cr_assert_eq(c->r.drifted, want.drifted);
+        }
+    }
+    /* about 1000 ms of stream: windows [-100, 0) .. up to the watermark */
+    cr_assert_geq(ticks, 8);
+    cr_assert_eq(dstate_ticks(d, 0), ticks);
+    cr_assert_eq(dstate_late(d), late);
+    cr_assert_eq(dstate_ticks(d, 1), N / 50); /* the count window sees every record */
+    free(buf);
     dstate_destroy(d);
     json_decref(doc);
 }

@@ -57,7 +57,7 @@ static const double COUNTS[] = {40, 30, 20, 10};
 
 Test(perf, bad_histograms_are_refused)
 {
-    dstate_win_t w = {10, 10};
+    dstate_win_t w = {.size = 10, .step = 10};
     char err[256];
     const double bad_edges[] = {0, 0.5, 0.5, 1, 2};
     cr_assert_null(perf_new(&w, 1, bad_edges, COUNTS, 4, 0.8, err, sizeof(err)));
@@ -70,7 +70,7 @@ Test(perf, bad_histograms_are_refused)
 
 Test(perf, score_windows_tick_and_bin_like_the_reference)
 {
-    dstate_win_t w[2] = {{20, 20}, {30, 10}};
+    dstate_win_t w[2] = {{.size = 20, .step = 20}, {.size = 30, .step = 10}};
     char err[256];
     perf_t *p = perf_new(w, 2, EDGES, COUNTS, 4, 0.8, err, sizeof(err));
     cr_assert(p, "%s", err);
@@ -106,7 +106,7 @@ Test(perf, score_windows_tick_and_bin_like_the_reference)
 
 Test(perf, performance_windows_equal_a_recomputation)
 {
-    dstate_win_t w[2] = {{50, 50}, {80, 20}};
+    dstate_win_t w[2] = {{.size = 50, .step = 50}, {.size = 80, .step = 20}};
     char err[256];
     perf_t *p = perf_new(w, 2, EDGES, COUNTS, 4, 0.9, err, sizeof(err));
     cr_assert(p, "%s", err);
@@ -152,7 +152,7 @@ Test(perf, performance_windows_equal_a_recomputation)
 
 Test(perf, ddm_flags_a_rise_of_the_error_rate)
 {
-    dstate_win_t w = {100, 100};
+    dstate_win_t w = {.size = 100, .step = 100};
     char err[256];
     perf_t *p = perf_new(&w, 1, EDGES, COUNTS, 4, 0.8, err, sizeof(err));
     cr_assert(p, "%s", err);
