@@ -17,5 +17,6 @@ int model_card_file(int argc, char **argv);
 int cmd_token(int argc, char **argv);
 int cmd_drift_stat(int argc, char **argv);
 int cmd_registry(int argc, char **argv);
+int cmd_drift(int argc, char **argv);
 
 #endif
