@@ -297,8 +297,23 @@ static json_t *text_obj(const char *type, const char *text)
     return json_pack("{s:s,s:s}", "type", type, "text", text);
 }
 
-char *slack_render(json_t *const *alerts, size_t n, size_t budget, size_t *shown)
+/* Digest order: what needs a human first (critical before warning before
+ * info, firing before resolved), otherwise as they came. */
+static int alert_rank(const json_t *a)
 {
+    const char *sev = str_field(a, "severity", "");
+    int r = !strcmp(sev, "critical") ? 0 : !strcmp(sev, "warning") ? 2 : 4;
+    return r + (strcmp(str_field(a, "state", ""), "firing") ? 1 : 0);
+}
+
+char *slack_render(json_t *const *in, size_t n, size_t budget, size_t *shown)
+{
+    json_t **alerts = xcalloc(n ? n : 1, sizeof(*alerts));
+    size_t k = 0;
+    for (int rank = 0; rank < 6; rank++) /* stable: a pass per rank */
+        for (size_t i = 0; i < n; i++)
+            if (alert_rank(in[i]) == rank)
+                alerts[k++] = in[i];
     size_t firing = 0, resolved = 0, other = 0;
     const char *model = NULL;
     bool one_model = true;
@@ -373,6 +388,7 @@ char *slack_render(json_t *const *alerts, size_t n, size_t budget, size_t *shown
         json_pack("{s:s,s:o}", "text", head.data ? head.data : "alerts", "blocks", blocks);
     char *out = json_dumps(msg, JSON_COMPACT);
     json_decref(msg);
+    free(alerts);
     strbuf_cleanup(&head);
     strbuf_cleanup(&sec);
     strbuf_cleanup(&raw);

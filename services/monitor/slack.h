@@ -87,7 +87,8 @@ void slack_url_redact(const char *url, char *out, size_t out_size);
 /**
  * Render a digest of @p n alert/1 objects as a Slack message (JSON text,
  * caller frees): a plain-text fallback, a header with the counts, one
- * section per alert (state, name, severity, model and labels, value against
+ * section per alert, critical before warning before info and firing before
+ * resolved (state, name, severity, model and labels, value against
  * threshold, window, summary, runbook link), within SLACK_MAX_BLOCKS and a
  * budget of @p budget characters over all blocks; alerts that do not fit
  * are counted in a closing context block ("… and 7 more not shown"), so

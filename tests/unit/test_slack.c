@@ -243,3 +243,24 @@ Test(slack, an_oversized_summary_is_cut_and_marked)
     json_decref(a);
     free(big);
 }
+
+Test(slack, digests_put_critical_and_firing_first)
+{
+    json_t *as[4] = {alert(1, "resolved", "a"), alert(2, "firing", "b"), alert(3, "firing", "c"),
+                     alert(4, "firing", "d")};
+    json_object_set_new(as[3], "severity", json_string("critical"));
+    json_object_set_new(as[3], "alertname", json_string("dataset_drift"));
+    char *s = slack_render(as, 4, SLACK_BUDGET_DEFAULT, NULL);
+    json_t *msg = json_loads(s, 0, NULL);
+    json_t *blocks = json_object_get(msg, "blocks");
+    const char *want[] = {"dataset_drift", "feature_2", "feature_3", "feature_1"};
+    for (size_t i = 0; i < 4; i++) {
+        const char *t = json_string_value(
+            json_object_get(json_object_get(json_array_get(blocks, i + 1), "text"), "text"));
+        cr_assert(strstr(t, want[i]), "section %zu: %s", i, t);
+    }
+    json_decref(msg);
+    free(s);
+    for (int i = 0; i < 4; i++)
+        json_decref(as[i]);
+}
