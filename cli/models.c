@@ -11,6 +11,7 @@
  *   history NAME [--alias A]           alias moves and stage transitions
  *   audit [--object O] [--limit N]     the audit log
  *   card NAME                          the model card
+ *   card FILE.json                     the card of a model/1 file (offline)
  *   deploy NAME [--mode canary|ab] [--canary-share X]   show or change the deployment record
  */
 #include <curl/curl.h>
@@ -18,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cfg.h"
 #include "commands.h"
@@ -77,6 +79,7 @@ static void usage(FILE *out)
 {
     fprintf(out, "Usage: mlopsctl models list [--filter F] [--json]\n"
                  "       mlopsctl models show|versions|history|card NAME [--json]\n"
+                 "       mlopsctl models card MODEL.json   (a model/1 file, offline)\n"
                  "       mlopsctl models register NAME --file model.json\n"
                  "       mlopsctl models promote NAME VERSION --alias A "
                  "[--expected-version N|none] [--force --reason R]\n"
@@ -243,6 +246,10 @@ int cmd_models(int argc, char **argv)
         return argc < 2 ? MLOPS_EXIT_USAGE : MLOPS_EXIT_OK;
     }
     const char *action = argv[1];
+    /* a model/1 file rather than a registered name: the offline card */
+    if (!strcmp(action, "card") && argc == 3 && strchr(argv[2], '.') &&
+        access(argv[2], F_OK) == 0)
+        return model_card_file(argc, argv);
     bool known = false;
     for (size_t i = 0; i < MLOPS_ARRAY_LEN(actions); i++)
         known |= !strcmp(action, actions[i]);

@@ -14,7 +14,8 @@ char *regclient_token(const char *given, const char *state_dir, char *errstr, si
     if (given && *given)
         return xstrdup(given);
     char path[1100];
-    snprintf(path, sizeof(path), "%s/registry/admin_token", state_dir ? state_dir : ".state");
+    snprintf(path, sizeof(path), "%s/registry/admin_token",
+             state_dir ? state_dir : MLOPS_SOURCE_DIR "/.state");
     char why[512];
     char *tok = file_read_all(path, 4096, NULL, why, sizeof(why));
     if (!tok) {

@@ -19,8 +19,9 @@ static const cfg_item_t registry_items[] = {
                    "Postgres connect timeout", 1, 300),
     CFG_ITEM_RANGE(registry_conf_t, pg_statement_timeout_ms, CFG_T_INT, "5000", 0,
                    "Postgres statement timeout (bounds each request's database time)", 100, 600000),
-    CFG_ITEM(registry_conf_t, state_dir, CFG_T_STR, ".state", 0,
-             "state folder (the first admin token goes under it)"),
+    CFG_ITEM(registry_conf_t, state_dir, CFG_T_STR, MLOPS_SOURCE_DIR "/.state", 0,
+             "state folder of the local stack (MLOPS_STATE_DIR; the first admin token goes "
+             "under it)"),
     CFG_ITEM(registry_conf_t, admin_token_file, CFG_T_STR, NULL, 0,
              "where the first admin token is written at first start, mode 0600 (default "
              "<state_dir>/registry/admin_token)"),
