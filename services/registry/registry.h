@@ -70,8 +70,8 @@ typedef struct registry {
     relay_t *relay;
     ratelimit_t *rl;
     token_cache_t *tcache;
-    bool db_up;
-    uint64_t pings;     /**< the last round trip worked */
+    bool db_up;         /**< the last round trip worked */
+    uint64_t pings;     /**< pings so far (housekeeping runs every 30th) */
     struct event *ping; /**< the 2 s database ping */
     void *tls;          /**< SSL_CTX when HTTPS is on */
     bool own_dsn;       /**< pg_dsn was read from the stack and is ours to free */
