@@ -114,7 +114,7 @@ if ((WITH_MLFLOW)); then
     kill "$pid" && wait "$pid" 2>/dev/null || true
     pid=""
     admin "CREATE DATABASE $mdb OWNER mlops" >/dev/null
-    mdsn=$(sed -E "s#/[^/?]*(\\?|$)#/$mdb\\1#" "$STATE/secrets/pg_dsn")
+    mdsn=$(sed -E "s#/[^/?]*(\\?|$)#/$mdb\\1#; s#^postgresql://#postgresql+psycopg2://#" "$STATE/secrets/pg_dsn")
     mport=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     (cd "$work" && exec "$MLFLOW_VENV/bin/mlflow" server --backend-store-uri "$mdsn" \
         --default-artifact-root "$work/mlruns" --host 127.0.0.1 --port "$mport" \

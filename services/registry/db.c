@@ -220,3 +220,48 @@ err:
     err_destroy(e);
     return -1;
 }
+
+int db_token_create(pg_t *pg, const char *name, const char *role, int64_t expires_ms,
+                    const char *created_by, char tok[72], int64_t *id, char *errstr,
+                    size_t errstr_size)
+{
+    char hash[65], now[24], exp[24];
+    if (token_generate(tok, hash)) {
+        snprintf(errstr, errstr_size, "no random bytes for a token");
+        return -1;
+    }
+    snprintf(now, sizeof(now), "%lld", (long long)wall_ms());
+    snprintf(exp, sizeof(exp), "%lld", (long long)expires_ms);
+    err_t *e = NULL;
+    if (pg_begin(pg, &e))
+        goto err;
+    PGresult *r =
+        pg_exec(pg,
+                "INSERT INTO api_tokens (name, token_hash, role, created_by, created_ms,"
+                " expires_ms) VALUES ($1, $2, $3, $4, $5::bigint, $6::bigint) RETURNING id",
+                6, QPARAMS(name, hash, role, created_by, now, expires_ms ? exp : NULL), &e);
+    if (!r)
+        goto err;
+    int bad = parse_int64(PQgetvalue(r, 0, 0), id);
+    PQclear(r);
+    if (bad) {
+        pg_rollback(pg);
+        snprintf(errstr, errstr_size, "bad token id");
+        return -1;
+    }
+    char ids[24];
+    snprintf(ids, sizeof(ids), "%lld", (long long)*id);
+    if (pg_exec_cmd(pg,
+                    "INSERT INTO audit_log (at_ms, actor, action, object_type, object, after)"
+                    " VALUES ($1::bigint, $2, 'token.create', 'token', $3,"
+                    " json_build_object('name', $4::text, 'role', $5::text)::jsonb)",
+                    5, QPARAMS(now, created_by, ids, name, role), &e) ||
+        pg_commit(pg, &e))
+        goto err;
+    return 0;
+err:
+    pg_rollback(pg);
+    snprintf(errstr, errstr_size, "%s", e ? e->msg : "?");
+    err_destroy(e);
+    return -1;
+}

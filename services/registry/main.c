@@ -269,6 +269,8 @@ static void teardown(service_t *svc, void *opaque)
 
 int main(int argc, char **argv)
 {
+    if (argc >= 2 && !strcmp(argv[1], "token"))
+        return registry_token_cli(argc - 1, argv + 1);
     registry_conf_t conf;
     registry_t rg = {.conf = &conf};
     service_def_t def = {

@@ -70,8 +70,8 @@ typedef struct registry {
     relay_t *relay;
     ratelimit_t *rl;
     token_cache_t *tcache;
-    bool db_up;
-    uint64_t pings;     /**< the last round trip worked */
+    bool db_up;         /**< the last round trip worked */
+    uint64_t pings;     /**< pings so far (housekeeping runs every 30th) */
     struct event *ping; /**< the 2 s database ping */
     void *tls;          /**< SSL_CTX when HTTPS is on */
     bool own_dsn;       /**< pg_dsn was read from the stack and is ours to free */
@@ -97,6 +97,15 @@ int db_migrate(pg_t *pg, char *errstr, size_t errstr_size) MLOPS_WUR;
  * folders made as needed). Returns 0 (created or not needed) or -1.
  */
 int db_bootstrap_admin(pg_t *pg, const char *path, char *errstr, size_t errstr_size) MLOPS_WUR;
+
+/**
+ * Create a token (and its audit row) directly in the database: the local
+ * bootstrap of `mlops-registry token create`. @p expires_ms 0 = never.
+ * The token goes to @p tok. Returns 0 or -1 with errstr.
+ */
+int db_token_create(pg_t *pg, const char *name, const char *role, int64_t expires_ms,
+                    const char *created_by, char tok[72], int64_t *id, char *errstr,
+                    size_t errstr_size) MLOPS_WUR;
 
 /** A new random token ("mlr_" + 64 hex) into @p out (72 bytes) and its sha256 hex. */
 int token_generate(char out[72], char hash[65]) MLOPS_WUR;
@@ -278,6 +287,10 @@ int v1_card(req_ctx_t *c);
 int v1_audit(req_ctx_t *c);
 int v1_routes(req_ctx_t *c);
 int v1_token_create(req_ctx_t *c);
+/** "90s", "15m", "12h", "30d", "2w" or plain seconds into seconds; 0 or -1. */
+int parse_duration_s(const char *s, int64_t *out);
+/** `mlops-registry token create ...`: a token straight into the database. Exit code. */
+int registry_token_cli(int argc, char **argv);
 int v1_token_list(req_ctx_t *c);
 int v1_token_revoke(req_ctx_t *c);
 int v1_whoami(req_ctx_t *c);

@@ -33,8 +33,9 @@ struct relay {
 static void on_delivery(const rd_kafka_message_t *rkm, void *msg_opaque, void *opaque)
 {
     relay_t *r = opaque;
-    if (rkm->err)
-        atomic_fetch_add(&r->failed, 1);
+    if (rkm->err && atomic_fetch_add(&r->failed, 1) == 0) /* once per batch */
+        log_emit(LOG_LVL_WARN, LOG_FIELDS(LOG_STR("topic", r->topic)),
+                 "outbox relay: delivery failed: %s", rd_kafka_err2str(rkm->err));
 }
 
 /* Wait up to @p ms or until kicked/stopped. Returns true if stopping. */

@@ -497,7 +497,7 @@ int v1_audit(req_ctx_t *c)
 /* ---- tokens ---------------------------------------------------------------------------------------- */
 
 /* "90s", "15m", "12h", "30d", "2w" or plain seconds. */
-static int parse_duration_s(const char *s, int64_t *out)
+int parse_duration_s(const char *s, int64_t *out)
 {
     char *end;
     long long v = strtoll(s, &end, 10);

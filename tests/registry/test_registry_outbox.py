@@ -155,3 +155,41 @@ def test_outbox_in_commit_order_across_kill9(tmp_path, db, topic):
         assert fams["mlops_registry_outbox_unsent"].samples[0].value == 0
     finally:
         reg.stop()
+
+
+def test_outbox_waits_for_a_missing_topic_then_publishes_in_order(tmp_path):
+    from conftest import Database
+    db = Database()
+    name = f"it-models-late-{uuid.uuid4().hex[:8]}"
+    reg = Registry(tmp_path / "b", db, topic=name,
+                   extra=["-X", "message.timeout.ms=1500", "-X", "topic.metadata.refresh.interval.ms=500"])
+    a = AdminClient({"bootstrap.servers": BROKERS})
+    try:
+        t = reg.token("trainer")
+        before = {int(x) for x in db.sql("SELECT id FROM outbox")}
+        for i in range(3):
+            assert reg.post(RM + "/create", {"name": f"late-{i}"}, token=t).status == 200
+        mine = [int(x) for x in db.sql("SELECT id FROM outbox ORDER BY id") if int(x) not in before]
+        deadline = time.time() + 15
+        while time.time() < deadline and not any("delivery failed" in ln for ln in reg.logs):
+            time.sleep(0.1)
+        assert any("delivery failed" in ln for ln in reg.logs), reg.logs[-5:]
+        assert db.sql("SELECT count(*) FROM outbox WHERE sent_ms IS NULL AND id = ANY('{%s}')"
+                      % ",".join(map(str, mine))) == [str(len(mine))]
+        for f in a.create_topics([NewTopic(name, 1, 1, config={"cleanup.policy": "compact"})]).values():
+            f.result(30)
+        events = read_all(name, set(mine), timeout=60)
+        firsts = []
+        for ev in events:
+            if ev["outbox_id"] not in firsts:
+                firsts.append(ev["outbox_id"])
+        mine_seen = [i for i in firsts if i in set(mine)]
+        assert mine_seen == mine
+    finally:
+        reg.stop()
+        db.drop()
+        try:
+            for f in a.delete_topics([name]).values():
+                f.result(30)
+        except Exception:
+            pass

@@ -230,3 +230,31 @@ def test_housekeeping_drops_old_idempotency_keys_and_published_outbox_rows(tmp_p
         assert fresh_db.sql("SELECT count(*), count(sent_ms) FROM outbox") == ["1|0"]
     finally:
         r.stop()
+
+
+def test_local_token_bootstrap(tmp_path, fresh_db):
+    import subprocess
+    from conftest import BINARY
+    env = {"PATH": "/usr/bin:/bin"}
+    # on an empty database: migrates, then creates the token
+    p = subprocess.run([str(BINARY), "token", "create", "--pg-dsn", fresh_db.dsn, "--role",
+                        "trainer", "--name", "rescue", "--expires", "1h"], capture_output=True,
+                       text=True, timeout=60, env=env)
+    assert p.returncode == 0, p.stderr
+    tok = p.stdout.strip().splitlines()[-1]
+    assert tok.startswith("mlr_")
+    assert fresh_db.sql("SELECT name, role, expires_ms IS NOT NULL FROM api_tokens") == \
+        ["rescue|trainer|t"]
+    assert fresh_db.sql("SELECT action, actor FROM audit_log") == ["token.create|local-bootstrap"]
+    r = Registry(tmp_path, fresh_db)
+    try:
+        who = r.request("GET", "/api/v1/whoami", token=tok).json()
+        assert who["role"] == "trainer" and who["actor"].endswith(":rescue")
+    finally:
+        r.stop()
+    for bad in (["--role", "root"], ["--expires", "soon"]):
+        p = subprocess.run([str(BINARY), "token", "create", "--pg-dsn", fresh_db.dsn, *bad],
+                           capture_output=True, text=True, timeout=30, env=env)
+        assert p.returncode == 2, p.stderr
+    p = subprocess.run([str(BINARY), "token", "list"], capture_output=True, text=True, env=env)
+    assert p.returncode == 2
