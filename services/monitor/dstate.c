@@ -339,6 +339,7 @@ const char *dstate_window_name(const dstate_t *d, size_t w) { return d->win[w].n
 uint64_t dstate_events(const dstate_t *d) { return d->events; }
 uint64_t dstate_rejected(const dstate_t *d) { return d->rejected; }
 uint64_t dstate_late(const dstate_t *d) { return d->late; }
+int64_t dstate_window_span(const dstate_t *d, size_t w) { return d->win[w].spec.span_ms; }
 int64_t dstate_tick_start(const dstate_t *d, size_t w) { return d->win[w].tick_start; }
 uint64_t dstate_ticks(const dstate_t *d, size_t w) { return d->win[w].ticks; }
 uint64_t dstate_tick_event(const dstate_t *d, size_t w) { return d->win[w].tick_event; }

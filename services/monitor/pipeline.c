@@ -770,6 +770,8 @@ static json_t *model_json(const mon_model_t *mm)
         const perf_t *pf = v;
         json_t *ws = json_array();
         for (size_t w = 0; w < dstate_nwindows(mm->ds); w++) {
+            if (dstate_window_span(mm->ds, w))
+                continue; /* predictions and labels: count windows only */
             const perf_score_drift_t *sd = perf_score_drift(pf, w);
             const perf_metrics_t *pm = perf_metrics(pf, w);
             json_array_append_new(

@@ -45,6 +45,7 @@ MONITOR = BUILD / "services" / "monitor" / "mlops-monitor"
 SPEC = ROOT / "examples" / "attrition" / "spec.json"
 ROWS, DRIFT_AT, WIN, STEP = 6000, 3000, 1000, 500
 DRIFT_SHARE = 0.25
+TWIN = "1000d+30d"  # an event-time window: about 1,000 events (datagen steps one day)
 REL = 1e-9
 
 
@@ -109,6 +110,12 @@ def oracle_column(numeric, ref, cur):
     return "jensenshannon", v, 0.1, v >= 0.1
 
 
+def event_ms(s):
+    import datetime
+    dt = datetime.datetime.fromisoformat(s.replace("Z", "+00:00"))
+    return int(dt.replace(microsecond=0).timestamp()) * 1000 + dt.microsecond // 1000
+
+
 def close(a, b):
     if a == b:
         return True
@@ -151,7 +158,7 @@ class Monitor:
                      "--labels-topic", topics.get("labels", ""),
                      "--train-requests-topic", topics["train"], "--group-id", group,
                      "--model", ",".join(str(m) for m in models),
-                     "--windows", f"{WIN},{WIN}/{STEP}", "--drift-share", DRIFT_SHARE,
+                     "--windows", f"{WIN},{WIN}/{STEP},{TWIN}", "--drift-share", DRIFT_SHARE,
                      "--alert-state-key", state_key, "--redis-url", REDIS,
                      "--kafka-brokers", BROKERS, "--retrain-latest", 5000,
                      "--registry-url", registry_url, "--registry-token", "tok-test", *extra]
@@ -308,19 +315,26 @@ def test_statistics_agree_with_scipy(stack, model):
     feats = stack["feats"][:ROWS]
     tests_seen = set()
     for w in st["windows"]:
-        assert w["tick_event"] == ROWS
+        if "span_ms" in w:  # the event-time window: the records of its last closed span
+            lo, hi = w["tick_start_ms"], w["tick_start_ms"] + w["span_ms"]
+            assert w["ticks"] >= 4 and w["window"] == TWIN
+            win_feats = [r for r in feats if lo <= event_ms(r["event_time"]) < hi]
+            assert 500 < len(win_feats) < 1500
+        else:
+            assert w["tick_event"] == ROWS
+            win_feats = None
         drifted = 0
         for prof, got in zip(doc["profile"]["inputs"], w["features"]):
             col = prof["column"]
             assert got["feature"] == col
             numeric = prof["kind"] == "numeric"
-            vals = [r["values"].get(col) for r in feats]
+            vals = [r["values"].get(col) for r in (win_feats or feats)]
             vals = [v for v in vals if v is not None]
             ref = prof["sample"]
             if not numeric:  # categories compare as text; numbers by value
                 vals = [v if isinstance(v, str) else repr(float(v)) for v in vals]
                 ref = [v if isinstance(v, str) else repr(float(v)) for v in ref]
-            cur = vals[-WIN:]
+            cur = vals if win_feats else vals[-WIN:]
             test, value, thr, dec = oracle_column(numeric, ref, cur)
             tests_seen.add(test)
             assert got["test"] == test, col
