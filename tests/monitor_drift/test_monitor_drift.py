@@ -358,6 +358,15 @@ def test_statistics_agree_with_scipy(stack, model):
         g = [v for lab, v in metrics["mlops_monitor_dataset_drift_share"]
              if lab["model"] == model and lab["window"] == w["window"]]
         assert len(g) == 1 and close(g[0], share)
+    # errors name the problem and exit non-zero
+    r = subprocess.run([str(MLOPSCTL), "drift", "status", "--model", "nope", "--monitor-url",
+                        mon.url], capture_output=True, text=True)
+    assert r.returncode == 1 and "HTTP 404" in r.stderr and "nope" in r.stderr, r.stderr
+    r = subprocess.run([str(MLOPSCTL), "drift", "status", "--monitor-url",
+                        f"http://127.0.0.1:{free_port()}"], capture_output=True, text=True)
+    assert r.returncode == 1 and "127.0.0.1" in r.stderr, r.stderr
+    r = subprocess.run([str(MLOPSCTL), "drift", "frobnicate"], capture_output=True, text=True)
+    assert r.returncode == 2 and "frobnicate" in r.stderr
     if model == "attrition-mon":
         assert tests_seen <= {"wasserstein", "jensenshannon"} and len(tests_seen) == 2
     else:
