@@ -465,6 +465,15 @@ static void on_joined(const join_pred_t *pred, const char *label, void *opaque)
     metric_set(metrics_gauge(service_metrics(p->svc), "mlops_monitor_ddm_drifts",
                              "Drifts DDM detected since the model was loaded.", l),
                (double)perf_ddm_drifts(pf));
+    metric_set(metrics_gauge(service_metrics(p->svc), "mlops_monitor_adwin_drifts",
+                             "Drifts ADWIN detected on the decision errors.", l),
+               (double)perf_adwin_drifts(pf));
+    metric_set(metrics_gauge(service_metrics(p->svc), "mlops_monitor_adwin_width",
+                             "ADWIN's window of decision errors.", l),
+               (double)perf_adwin_width(pf));
+    metric_set(metrics_gauge(service_metrics(p->svc), "mlops_monitor_adwin_error_rate",
+                             "Error rate over ADWIN's window.", l),
+               perf_adwin_mean(pf));
 }
 
 static void on_prediction(pipeline_t *p, const json_t *rec)
@@ -788,10 +797,14 @@ static json_t *model_json(const mon_model_t *mm)
                           num_or_null(pm->brier), "auc_drop", num_or_null(pm->auc_drop)));
         }
         static const char *const ddm[] = {"ok", "warning", "drift"};
-        json_array_append_new(vars, json_pack("{s:s, s:I, s:s, s:I, s:o}", "role", role, "labelled",
-                                              (json_int_t)perf_labelled(pf), "ddm",
+        json_t *adw = json_pack("{s:I, s:o, s:I}", "width", (json_int_t)perf_adwin_width(pf),
+                                "error_rate", num_or_null(perf_adwin_mean(pf)), "drifts",
+                                (json_int_t)perf_adwin_drifts(pf));
+        json_array_append_new(vars, json_pack("{s:s, s:I, s:s, s:I, s:o, s:o}", "role", role,
+                                              "labelled", (json_int_t)perf_labelled(pf), "ddm",
                                               ddm[perf_ddm_state(pf)], "ddm_drifts",
-                                              (json_int_t)perf_ddm_drifts(pf), "windows", ws));
+                                              (json_int_t)perf_ddm_drifts(pf), "adwin", adw,
+                                              "windows", ws));
     }
     json_object_set_new(j, "reference_auc", num_or_null(mm->ref_auc));
     json_object_set_new(j, "variants", vars);

@@ -541,6 +541,36 @@ def ddm_reference(errors):
     return state, drifts
 
 
+def adwin_reference(errors, cap=5000, delta=0.002):
+    """ADWIN0 as perf.h states it. Returns (width, error rate, shrinks)."""
+    w, shrinks = [], 0
+    for x in errors:
+        w.append(int(x))
+        if len(w) > cap:
+            w.pop(0)
+        shrunk = False
+        while len(w) >= 10:
+            n, s = len(w), sum(w)
+            var = (s / n) * (1 - s / n)
+            lg = math.log(2 / (delta / n))
+            s0, cut = 0, False
+            for n0 in range(1, n):
+                s0 += w[n0 - 1]
+                n1 = n - n0
+                if n0 < 5 or n1 < 5:
+                    continue
+                m = 1 / (1 / n0 + 1 / n1)
+                if abs(s0 / n0 - (s - s0) / n1) >= math.sqrt(2 * var * lg / m) + 2 * lg / (3 * m):
+                    cut = True
+                    break
+            if not cut:
+                break
+            w.pop(0)
+            shrunk = True
+        shrinks += shrunk
+    return len(w), sum(w) / len(w), shrinks
+
+
 def psi_evidently(p, q):
     def fill(x):
         x = np.array(x, float)
@@ -634,13 +664,17 @@ def test_prediction_drift_and_performance_agree_with_sklearn(stack):
     state, drifts = ddm_reference(list(dec != y))
     assert var[0]["ddm"] == ["ok", "warning", "drift"][state]
     assert var[0]["ddm_drifts"] == drifts
+    width, rate, shrinks = adwin_reference(list(dec != y))
+    assert var[0]["adwin"]["width"] == width and var[0]["adwin"]["drifts"] == shrinks
+    assert close(var[0]["adwin"]["error_rate"], rate)
     # joined events stay tracked (a later shadow prediction still joins), and so does
     # the lone label, until label_lateness_ms
     text = mon.get("/metrics")
     assert re.search(r"^mlops_monitor_join_pending %d$" % (WIN + 1), text, re.M), text
     assert re.search(r"^mlops_monitor_labels_unjoined 0$", text, re.M)
-    print("prediction drift js %.4f psi %.4f, auc %.4f (reference %.4f), ddm %s/%d"
-          % (js, psi, auc, doc["metrics"]["auc"], var[0]["ddm"], var[0]["ddm_drifts"]))
+    print("prediction drift js %.4f psi %.4f, auc %.4f (reference %.4f), ddm %s/%d, adwin %s"
+          % (js, psi, auc, doc["metrics"]["auc"], var[0]["ddm"], var[0]["ddm_drifts"],
+             var[0]["adwin"]))
 
 
 def test_bad_records_are_skipped_and_counted(stack):
