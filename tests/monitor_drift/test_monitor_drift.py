@@ -597,6 +597,8 @@ def test_prediction_drift_and_performance_agree_with_sklearn(stack):
     thr = doc["threshold"]
     lo = ROWS - WIN  # drifted rows: the score distribution moves
     prod = Producer({"bootstrap.servers": BROKERS})
+    pschema = json.loads((ROOT / "schemas" / "prediction.schema.json").read_text())
+    lschema = json.loads((ROOT / "schemas" / "label.schema.json").read_text())
     for i in range(lo, ROWS):
         f = feats[i]
         rec = {"schema": "prediction/1", "event_id": f["event_id"], "entity": f["entity"],
@@ -607,7 +609,10 @@ def test_prediction_drift_and_performance_agree_with_sklearn(stack):
                "freshness": {"event_age_ms": None, "online_age_ms": None,
                              "online": "not_needed"},
                "source": {"topic": topics["features"], "partition": 0, "offset": i},
-               "scored_at": "2026-01-01T00:00:00Z", "latency_us": {}}
+               "scored_at": "2026-01-01T00:00:00Z",
+               "latency_us": {"decode": 1, "redis": 0, "predict": 1, "encode": 1}}
+        if i == lo:  # the records are the scorer's contract
+            jsonschema.validate(rec, pschema)
         prod.produce(topics["predictions"], json.dumps(rec).encode(), f["entity"].encode())
     # a label for an event nobody predicted: waits, never joins
     prod.produce(topics["labels"], json.dumps(
@@ -621,10 +626,11 @@ def test_prediction_drift_and_performance_agree_with_sklearn(stack):
     # labels after the predictions: the join order is the label order
     for i in range(lo, ROWS):
         f = feats[i]
-        prod.produce(topics["labels"], json.dumps(
-            {"schema": "label/1", "event_id": f["event_id"], "entity": f["entity"],
-             "label": labels[i], "label_time": "2026-01-01T00:00:00Z"}).encode(),
-            f["entity"].encode())
+        lab = {"schema": "label/1", "event_id": f["event_id"], "entity": f["entity"],
+               "label": labels[i], "label_time": "2026-01-01T00:00:00Z"}
+        if i == lo:
+            jsonschema.validate(lab, lschema)
+        prod.produce(topics["labels"], json.dumps(lab).encode(), f["entity"].encode())
     prod.flush(30)
     end = time.monotonic() + 30
     while True:
