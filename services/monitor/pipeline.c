@@ -40,6 +40,7 @@ typedef struct mon_model {
     double *score_edges, *score_counts;
     size_t score_nbins;
     hmap_t *variants; /* role -> perf_t */
+    int *prev_test;   /* [window][feature]: the test published last, -1 none */
 } mon_model_t;
 
 static void perf_free(void *v) { perf_destroy(v); }
@@ -76,6 +77,7 @@ static void mon_model_free(void *v)
     free(mm->positive);
     free(mm->score_edges);
     free(mm->score_counts);
+    free(mm->prev_test);
     if (mm->variants)
         hmap_destroy(mm->variants);
     free(mm);
@@ -279,7 +281,39 @@ static void on_alert(const json_t *alert, void *opaque)
 
 /* ---- window ticks ---- */
 
-static void publish(pipeline_t *p, const mon_model_t *mm, size_t w)
+/* The input's test changed since the last tick (Evidently's choice depends on
+ * the distinct values of reference and window together): its old series get
+ * NaN, and the old alert series "no data", which resolves it if firing. */
+static void retire_series(pipeline_t *p, mon_model_t *mm, size_t w, size_t f, int64_t now)
+{
+    int *prev = &mm->prev_test[w * dstate_nfeatures(mm->ds) + f];
+    const dstate_col_t *c = dstate_result(mm->ds, w, f);
+    int cur = c->computed ? (int)c->r.test : -1;
+    if (*prev < 0 || *prev == cur) {
+        *prev = cur;
+        return;
+    }
+    metrics_t *m = service_metrics(p->svc);
+    const char *model = dstate_model(mm->ds), *version = dstate_version(mm->ds);
+    const char *wname = dstate_window_name(mm->ds, w), *feat = dstate_feature(mm->ds, f);
+    const char *old = drift_test_name((drift_test_t)*prev);
+    char l[1024];
+    metrics_labels(l, sizeof(l), "model", model, "version", version, "feature", feat, "test", old,
+                   "window", wname, NULL);
+    metric_set(metrics_gauge(m, "mlops_monitor_drift_value",
+                             "Latest drift statistic of an input (p-value or distance).", l),
+               NAN);
+    metric_set(metrics_gauge(m, "mlops_monitor_feature_drifted",
+                             "1 if the input drifted on the latest tick, else 0.", l),
+               NAN);
+    json_t *al = json_pack("{s:s, s:s, s:s, s:s, s:s}", "model", model, "version", version,
+                           "feature", feat, "test", old, "window", wname);
+    alert_engine_observe(p->engine, "feature_drifted", al, NAN, now);
+    json_decref(al);
+    *prev = cur;
+}
+
+static void publish(pipeline_t *p, mon_model_t *mm, size_t w)
 {
     const dstate_t *ds = mm->ds;
     metrics_t *m = service_metrics(p->svc);
@@ -290,6 +324,7 @@ static void publish(pipeline_t *p, const mon_model_t *mm, size_t w)
     for (size_t f = 0; f < dstate_nfeatures(ds); f++) {
         const dstate_col_t *c = dstate_result(ds, w, f);
         const char *feat = dstate_feature(ds, f);
+        retire_series(p, mm, w, f, now);
         if (!c->computed) {
             metrics_labels(l, sizeof(l), "model", model, "version", version, "feature", feat,
                            "window", wname, NULL);
@@ -563,6 +598,10 @@ static int install_model(pipeline_t *p, json_t *doc, int64_t version, const char
     mm->ds = ds;
     mm->version = version;
     mm->variants = hmap_new(perf_free);
+    size_t ncells = dstate_nwindows(ds) * dstate_nfeatures(ds);
+    mm->prev_test = xmalloc(ncells * sizeof(int));
+    for (size_t i = 0; i < ncells; i++)
+        mm->prev_test[i] = -1;
     const char *pos = json_string_value(json_object_get(json_object_get(doc, "label"), "positive"));
     mm->positive = xstrdup(pos ? pos : "1");
     const json_t *auc = json_object_get(json_object_get(doc, "metrics"), "auc");

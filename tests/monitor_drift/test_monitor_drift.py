@@ -346,6 +346,11 @@ def test_statistics_agree_with_scipy(stack, model):
                  if lab["model"] == model and lab["feature"] == col and lab["window"] == w["window"]
                  and lab["test"] == test]
             assert len(g) == 1 and close(g[0], value), (col, g)
+            # a series of a test no longer chosen for the input is retired (NaN)
+            live = [lab["test"] for lab, v in metrics["mlops_monitor_drift_value"]
+                    if lab["model"] == model and lab["feature"] == col
+                    and lab["window"] == w["window"] and not math.isnan(v)]
+            assert live == [test], (col, live)
             if w["window"] == str(WIN):
                 row = [ln for ln in table.splitlines() if ln[:32].rstrip() == col]
                 assert len(row) == 1
@@ -718,3 +723,57 @@ def test_bad_records_are_skipped_and_counted(stack):
     finally:
         assert mon.stop() == 0
         admin.delete_topics([topics["features"]])
+
+
+def test_a_test_change_retires_the_old_series(stack):
+    """Evidently's choice depends on the distinct values of reference and window
+    together: when an input's test changes between ticks, the old gauges go NaN and
+    the old alert series resolves instead of firing forever."""
+    work, topics0 = stack["work"], stack["topics"]
+    doc = json.loads((work / "small.json").read_text())
+    doc["name"] = "flip"
+    age = [i for i, p in enumerate(doc["profile"]["inputs"]) if p["column"] == "age"][0]
+    doc["profile"]["inputs"][age]["sample"] = [float(1 + i % 5) for i in range(300)]
+    (work / "flip.json").write_text(json.dumps(doc))
+    sfx = uuid.uuid4().hex[:8]
+    topics = {"features": f"mon-flip-{sfx}", "models": "", "alerts": f"mon-flipa-{sfx}",
+              "train": topics0["train"], "predictions": "", "labels": ""}
+    admin = AdminClient({"bootstrap.servers": BROKERS})
+    for f in admin.create_topics([NewTopic(topics["features"], 1, 1),
+                                  NewTopic(topics["alerts"], 1, 1)]).values():
+        f.result()
+    base = stack["feats"][0]
+    prod = Producer({"bootstrap.servers": BROKERS})
+
+    def send(vals):
+        for i, v in enumerate(vals):
+            r = dict(base, event_id=f"flip-{sfx}-{v}-{i}", values={"age": v})
+            prod.produce(topics["features"], json.dumps(r).encode(), b"k")
+        prod.flush(10)
+
+    mon = Monitor(work, topics, [work / "flip.json"], stack["state_key"] + ":flip",
+                  f"mon-flip-{sfx}", extra=("--windows", "100", "--retrain-alerts", "none"))
+    alerts = Topic(topics["alerts"])
+    try:
+        send([5] * 90 + [1, 2, 3, 4] * 2 + [1, 2])  # 5 distinct: chi-square, drifted
+        mon.wait_events(100)
+        f = [x for x in mon.drift("flip")["models"][0]["windows"][0]["features"]
+             if x["feature"] == "age"][0]
+        assert f["test"] == "chisquare" and f["drifted"]
+        send([1 + i % 8 for i in range(100)])  # 8 distinct: KS
+        mon.wait_events(200)
+        f = [x for x in mon.drift("flip")["models"][0]["windows"][0]["features"]
+             if x["feature"] == "age"][0]
+        assert f["test"] == "ks"
+        live = {lab["test"]: v for lab, v in
+                parse_metrics(mon.get("/metrics"))["mlops_monitor_drift_value"]
+                if lab["model"] == "flip" and lab["feature"] == "age"}
+        assert math.isnan(live["chisquare"]) and not math.isnan(live["ks"])
+        got = [a for _, a in alerts.drain() if a["alertname"] == "feature_drift"
+               and a["labels"].get("feature") == "age"]
+        chi = [a["state"] for a in got if a["labels"]["test"] == "chisquare"]
+        assert chi == ["firing", "resolved"], got
+    finally:
+        alerts.close()
+        assert mon.stop() == 0
+        admin.delete_topics([topics["features"], topics["alerts"]])
