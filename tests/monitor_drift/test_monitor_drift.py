@@ -777,3 +777,78 @@ def test_a_test_change_retires_the_old_series(stack):
         alerts.close()
         assert mon.stop() == 0
         admin.delete_topics([topics["features"], topics["alerts"]])
+
+
+def test_real_scorer_predictions_and_labels(stack):
+    """mlops-scorer scores the drifted rows' features; the monitor reads its
+    prediction/1 records and the labels, and its window AUC, accuracy and log loss
+    equal scikit-learn's on the scorer's own scores."""
+    from sklearn.metrics import accuracy_score, roc_auc_score
+    work, feats = stack["work"], stack["feats"]
+    doc = stack["models"]["attrition-mon"]
+    sfx = uuid.uuid4().hex[:8]
+    topics = {"features": f"mon-sf-{sfx}", "models": "", "alerts": f"mon-sa-{sfx}",
+              "train": f"mon-st-{sfx}", "predictions": f"mon-sp-{sfx}",
+              "labels": f"mon-sl-{sfx}"}
+    admin = AdminClient({"bootstrap.servers": BROKERS})
+    for f in admin.create_topics([NewTopic(t, 1, 1) for t in topics.values() if t]).values():
+        f.result()
+    rows = (work / "all.csv").read_text().splitlines()
+    li = rows[0].split(",").index("left")
+    labels = {feats[i]["event_id"]: rows[1 + i].split(",")[li]
+              for i in range(ROWS)}
+    prod = Producer({"bootstrap.servers": BROKERS})
+    lo = ROWS - WIN
+    for r in feats[lo:ROWS]:
+        prod.produce(topics["features"], json.dumps(r).encode(), r["entity"].encode())
+    prod.flush(30)
+    slog = open(work / f"scorer-{sfx}.log", "w")
+    scorer = subprocess.Popen(
+        [str(BUILD / "services" / "scorer" / "mlops-scorer"), "--metrics-port=0",
+         "--model", str(work / "big.json"), "--input-topic", topics["features"],
+         "--predictions-topic", topics["predictions"], "--group-id", f"sc-{sfx}",
+         "--exactly-once=false", "--enrich=false", "--models-topic=", "--labels-topic=",
+         "--registry-url=", "--kafka-brokers", BROKERS], stdout=slog, stderr=subprocess.STDOUT)
+    mon = Monitor(work, topics, [work / "big.json"], stack["state_key"] + f":sc{sfx}",
+                  f"mon-sc-{sfx}", extra=("--windows", str(WIN)))
+    preds = Topic(topics["predictions"])
+    try:
+        end = time.monotonic() + 60
+        while len(preds.drain(quiet=0.5, limit=2)) < WIN:
+            assert time.monotonic() < end and scorer.poll() is None, "scorer produced too little"
+        got = [p for _, p in preds.msgs]
+        assert len(got) == WIN and all(p["model"]["name"] == "attrition-mon" for p in got)
+        end = time.monotonic() + 30
+        while not re.search(r"^mlops_monitor_predictions_total %d$" % WIN, mon.get("/metrics"),
+                            re.M):
+            assert time.monotonic() < end, "monitor did not read the predictions"
+            time.sleep(0.2)
+        for p in got:
+            prod.produce(topics["labels"], json.dumps(
+                {"schema": "label/1", "event_id": p["event_id"], "entity": p["entity"],
+                 "label": labels[p["event_id"]], "label_time": "2026-01-01T00:00:00Z"}).encode(),
+                p["entity"].encode())
+        prod.flush(30)
+        end = time.monotonic() + 30
+        while True:
+            var = mon.drift("attrition-mon")["models"][0]["variants"]
+            if var and var[0]["labelled"] >= WIN:
+                break
+            assert time.monotonic() < end, "labels not joined"
+            time.sleep(0.2)
+        s = np.array([p["score"] for p in got])
+        y = np.array([labels[p["event_id"]] == doc["label"]["positive"] for p in got], int)
+        dec = np.array([p["decision"] for p in got], int)
+        pf = var[0]["windows"][0]["performance"]
+        assert pf["n"] == WIN
+        assert close(pf["auc"], roc_auc_score(y, s))
+        assert close(pf["accuracy"], accuracy_score(y, dec))
+        c = np.clip(s, 1e-15, 1 - 1e-15)
+        assert close(pf["log_loss"], float(-np.mean(y * np.log(c) + (1 - y) * np.log1p(-c))))
+    finally:
+        preds.close()
+        scorer.send_signal(signal.SIGTERM)
+        assert scorer.wait(30) == 0
+        slog.close()
+        assert mon.stop() == 0
+        admin.delete_topics([t for t in topics.values() if t])
