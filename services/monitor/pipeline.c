@@ -570,6 +570,67 @@ static void on_label(pipeline_t *p, const json_t *rec)
 
 /* ---- models ---- */
 
+/* A model version stops being monitored (replaced or deleted): every alert
+ * series it fed is observed as "no data", which resolves the firing ones, and
+ * its gauges go NaN. */
+static void retire_model(pipeline_t *p, mon_model_t *mm)
+{
+    const dstate_t *ds = mm->ds;
+    const char *model = dstate_model(ds), *version = dstate_version(ds);
+    metrics_t *m = service_metrics(p->svc);
+    int64_t now = wall_ms();
+    char l[1024];
+    for (size_t w = 0; w < dstate_nwindows(ds); w++) {
+        const char *wname = dstate_window_name(ds, w);
+        for (size_t f = 0; f < dstate_nfeatures(ds); f++) {
+            int t = mm->prev_test[w * dstate_nfeatures(ds) + f];
+            if (t < 0)
+                continue;
+            const char *feat = dstate_feature(ds, f), *test = drift_test_name((drift_test_t)t);
+            json_t *al = json_pack("{s:s, s:s, s:s, s:s, s:s}", "model", model, "version", version,
+                                   "feature", feat, "test", test, "window", wname);
+            alert_engine_observe(p->engine, "feature_drifted", al, NAN, now);
+            json_decref(al);
+            metrics_labels(l, sizeof(l), "model", model, "version", version, "feature", feat,
+                           "test", test, "window", wname, NULL);
+            metric_set(metrics_gauge(m, "mlops_monitor_drift_value",
+                                     "Latest drift statistic of an input (p-value or distance).",
+                                     l),
+                       NAN);
+            metric_set(metrics_gauge(m, "mlops_monitor_feature_drifted",
+                                     "1 if the input drifted on the latest tick, else 0.", l),
+                       NAN);
+        }
+        if (dstate_ticks(ds, w)) {
+            json_t *al =
+                json_pack("{s:s, s:s, s:s}", "model", model, "version", version, "window", wname);
+            alert_engine_observe(p->engine, "dataset_drift_share", al, NAN, now);
+            json_decref(al);
+            metrics_labels(l, sizeof(l), "model", model, "version", version, "window", wname, NULL);
+            metric_set(metrics_gauge(m, "mlops_monitor_dataset_drift_share",
+                                     "Share of the model's inputs that drifted on the latest tick.",
+                                     l),
+                       NAN);
+            metric_set(metrics_gauge(m, "mlops_monitor_dataset_drifted",
+                                     "1 if the share reached the drift_share threshold.", l),
+                       NAN);
+        }
+        size_t it = 0;
+        const char *role;
+        void *v;
+        while (hmap_next(mm->variants, &it, &role, &v)) {
+            json_t *al = json_pack("{s:s, s:s, s:s, s:s}", "model", model, "version", version,
+                                   "role", role, "window", wname);
+            if (perf_score_ticks(v, w))
+                alert_engine_observe(p->engine, "prediction_drifted", al, NAN, now);
+            if (perf_label_ticks(v, w))
+                alert_engine_observe(p->engine, "auc_drop", al, NAN, now);
+            json_decref(al);
+        }
+    }
+    p->engine_dirty = true;
+}
+
 static int install_model(pipeline_t *p, json_t *doc, int64_t version, const char *sha256,
                          const char *origin)
 {
@@ -619,7 +680,10 @@ static int install_model(pipeline_t *p, json_t *doc, int64_t version, const char
     }
     if (sha256)
         str_copy(mm->sha256, sha256, sizeof(mm->sha256));
-    void *old = hmap_put(p->models, dstate_model(ds), mm);
+    mon_model_t *old = hmap_get(p->models, dstate_model(ds));
+    if (old)
+        retire_model(p, old);
+    old = hmap_put(p->models, dstate_model(ds), mm);
     if (old)
         mon_model_free(old);
     metric_inc(p->m_model_loads);
@@ -654,6 +718,7 @@ static void on_model_event(pipeline_t *p, const json_t *ev)
     mon_model_t *cur = hmap_get(p->models, name);
     if (json_is_true(json_object_get(snap, "deleted"))) {
         if (cur) {
+            retire_model(p, cur);
             mon_model_free(hmap_del(p->models, name));
             log_info("model %s deleted: no longer monitored", name);
         }

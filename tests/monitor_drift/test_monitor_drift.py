@@ -455,10 +455,10 @@ def test_champion_profile_follows_the_models_topic(stack):
     reg = FakeRegistry({("attrition-mon", 3): big, ("attrition-mon", 4): v4,
                         ("attrition-mon", 5): big})
     sfx = uuid.uuid4().hex[:8]
-    topics = dict(stack["topics"], models=f"mon-models2-{sfx}", features=f"mon-features2-{sfx}")
+    topics = {k: f"mon-{k}2-{sfx}" for k in ("models", "features", "alerts", "train")}
+    topics.update(predictions="", labels="")
     admin = AdminClient({"bootstrap.servers": BROKERS})
-    for f in admin.create_topics([NewTopic(topics["models"], 1, 1),
-                                  NewTopic(topics["features"], 1, 1)]).values():
+    for f in admin.create_topics([NewTopic(t, 1, 1) for t in topics.values() if t]).values():
         f.result()
     prod = Producer({"bootstrap.servers": BROKERS})
 
@@ -488,8 +488,22 @@ def test_champion_profile_follows_the_models_topic(stack):
         st = wait_version("3")
         assert len(st["windows"][0]["features"]) == len(stack["models"]["attrition-mon"]
                                                         ["profile"]["inputs"])
+        # drifted records: version 3's dataset-drift alert fires ...
+        for r in stack["feats"][ROWS - WIN:ROWS]:
+            prod.produce(topics["features"], json.dumps(r).encode(), r["entity"].encode())
+        prod.flush(30)
+        mon.wait_events(WIN)
+        alerts = Topic(topics["alerts"])
+        v3 = [a for _, a in alerts.drain() if a["alertname"] == "dataset_drift"
+              and a["labels"]["version"] == "3" and a["labels"]["window"] == str(WIN)]
+        assert [a["state"] for a in v3] == ["firing"] and v3[0]["version"] == 3
         send(model_event("attrition-mon", 4, sha(v4), 2))
         wait_version("4")
+        # ... and resolves when version 4 replaces it
+        v3 = [a for _, a in alerts.drain() if a["alertname"] == "dataset_drift"
+              and a["labels"]["version"] == "3" and a["labels"]["window"] == str(WIN)]
+        alerts.close()
+        assert [a["state"] for a in v3] == ["firing", "resolved"], v3
         # a wrong sha256 is refused: the previous version stays
         send(model_event("attrition-mon", 5, "0" * 64, 3))
         time.sleep(1.5)
@@ -510,7 +524,7 @@ def test_champion_profile_follows_the_models_topic(stack):
         if mon:
             mon.stop()
         reg.close()
-        admin.delete_topics([topics["models"], topics["features"]])
+        admin.delete_topics([t for t in topics.values() if t])
 
 
 
