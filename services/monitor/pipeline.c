@@ -109,7 +109,8 @@ static void state_save(pipeline_t *p)
     p->engine_dirty = false;
 }
 
-static int state_restore(pipeline_t *p)
+/* Restore the engine's state; a missing or unreadable one starts empty. */
+static void state_restore(pipeline_t *p)
 {
     const char *argv[] = {"GET", p->conf->alert_state_key};
     err_t *e = NULL;
@@ -119,9 +120,8 @@ static int state_restore(pipeline_t *p)
                  e ? e->msg : "?");
         err_destroy(e);
         metric_inc(p->m_redis_fail);
-        return 0;
+        return;
     }
-    int rc = 0;
     if (r->type == REDIS_REPLY_STRING) {
         json_error_t je;
         json_t *dump = json_loadb(r->str, r->len, JSON_REJECT_DUPLICATES, &je);
@@ -136,7 +136,6 @@ static int state_restore(pipeline_t *p)
         json_decref(dump);
     }
     freeReplyObject(r);
-    return rc;
 }
 
 /* ---- outputs ---- */
@@ -1061,8 +1060,7 @@ pipeline_t *pipeline_new(service_t *svc, const pipeline_conf_t *c)
         log_fatal("redis_url: %s", err);
         goto fail;
     }
-    if (state_restore(p))
-        goto fail;
+    state_restore(p);
 
     size_t nfiles;
     char **files = split_list(c->model_files, &nfiles);

@@ -866,3 +866,23 @@ def test_real_scorer_predictions_and_labels(stack):
         slog.close()
         assert mon.stop() == 0
         admin.delete_topics([t for t in topics.values() if t])
+
+
+@pytest.mark.parametrize("args,code,text", [
+    (["--windows", "0"], 1, "windows: item 1 ('0')"),
+    (["--windows", "1h+x"], 1, "windows: item 1"),
+    (["--model", "/nonexistent/m.json"], 1, "model: /nonexistent/m.json"),
+    (["--model", "BROKEN"], 1, "BROKEN:1:"),
+    (["--drift-share", "2"], 2, "drift_share"),
+    (["--features-topic="], 1, "features_topic: must not be empty"),
+])
+def test_bad_configuration_names_the_setting(tmp_path, args, code, text):
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"name": "x",')
+    args = [str(broken) if a == "BROKEN" else a for a in args]
+    text = text.replace("BROKEN", str(broken))
+    r = subprocess.run([str(MONITOR), "--metrics-port", "0", "--models-topic=",
+                        "--alert-state-key", "mlops:test:monitor:badconf", *args],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == code, (r.returncode, r.stdout, r.stderr)
+    assert text in r.stdout + r.stderr
