@@ -886,3 +886,83 @@ def test_bad_configuration_names_the_setting(tmp_path, args, code, text):
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == code, (r.returncode, r.stdout, r.stderr)
     assert text in r.stdout + r.stderr
+
+
+def test_the_loop_reaches_slack_once(stack):
+    """Monitor -> alerts -> mlops-monitor notify -> a fake Slack on loopback: the
+    dataset-drift alert is posted once, nothing about dataset drift before the drift
+    point, and per-feature drift of the model is inhibited while it fires."""
+    import http.server
+    import threading
+    work, feats = stack["work"], stack["feats"]
+    posts, lock = [], threading.Lock()
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            with lock:
+                posts.append(body)
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    sfx = uuid.uuid4().hex[:8]
+    topics = {"features": f"mon-lf-{sfx}", "models": "", "alerts": f"mon-la-{sfx}",
+              "train": f"mon-lt-{sfx}", "predictions": "", "labels": ""}
+    dlq = f"mon-ld-{sfx}"
+    admin = AdminClient({"bootstrap.servers": BROKERS})
+    for f in admin.create_topics([NewTopic(t, 1, 1) for t in [*topics.values(), dlq]
+                                  if t]).values():
+        f.result()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
+    env["MLOPS_SLACK_WEBHOOK_URLS"] = f"http://127.0.0.1:{srv.server_address[1]}/hook"
+    nlog = open(work / f"notify-{sfx}.log", "w")
+    notify = subprocess.Popen(
+        [str(MONITOR), "notify", "--alerts-topic", topics["alerts"], "--alerts-dlq-topic", dlq,
+         "--group-id", f"mon-ln-{sfx}", "--metrics-port", "0", "--group-wait-ms", "200",
+         "--silences-key", f"mlops:test:silences:{sfx}", "--kafka-brokers", BROKERS],
+        stdout=nlog, stderr=subprocess.STDOUT, env=env)
+    mon = Monitor(work, topics, [work / "big.json"], stack["state_key"] + f":loop{sfx}",
+                  f"mon-lm-{sfx}", extra=("--windows", str(WIN)))
+    prod = Producer({"bootstrap.servers": BROKERS})
+
+    def send(lo, hi):
+        for r in feats[lo:hi]:
+            prod.produce(topics["features"], json.dumps(r).encode(), r["entity"].encode())
+        prod.flush(30)
+
+    def texts():
+        with lock:
+            return [b["text"]["text"] for p in posts for b in p["blocks"]
+                    if b["type"] == "section"]
+    try:
+        send(0, DRIFT_AT)
+        mon.wait_events(DRIFT_AT)
+        time.sleep(2.0)
+        assert not [t for t in texts() if "dataset_drift" in t], texts()
+        send(DRIFT_AT, ROWS)
+        mon.wait_events(ROWS)
+        end = time.monotonic() + 20
+        while not [t for t in texts() if "dataset_drift" in t]:
+            assert time.monotonic() < end, texts()
+            time.sleep(0.2)
+        time.sleep(2.0)
+        ds = [t for t in texts() if "dataset_drift" in t]
+        assert len(ds) == 1 and "*FIRING*" in ds[0], ds
+        # while it fires, feature_drift alerts of the model are inhibited
+        first = next(i for i, t in enumerate(texts()) if "dataset_drift" in t)
+        assert not [t for t in texts()[first + 1:] if "feature_drift" in t and "*FIRING*" in t]
+    finally:
+        notify.send_signal(signal.SIGTERM)
+        assert notify.wait(30) == 0
+        nlog.close()
+        assert mon.stop() == 0
+        srv.shutdown()
+        srv.server_close()
+        admin.delete_topics([t for t in [*topics.values(), dlq] if t])
