@@ -247,8 +247,7 @@ int cmd_models(int argc, char **argv)
     }
     const char *action = argv[1];
     /* a model/1 file rather than a registered name: the offline card */
-    if (!strcmp(action, "card") && argc == 3 && strchr(argv[2], '.') &&
-        access(argv[2], F_OK) == 0)
+    if (!strcmp(action, "card") && argc == 3 && strchr(argv[2], '.') && access(argv[2], F_OK) == 0)
         return model_card_file(argc, argv);
     bool known = false;
     for (size_t i = 0; i < MLOPS_ARRAY_LEN(actions); i++)

@@ -64,6 +64,31 @@ def _registry_args():
 REQUIRED_ARGS["registry"] = _registry_args()
 
 
+def _scorer_args():
+    """mlops-scorer serves a model: a small logistic regression trained here
+    with our own datagen and trainer (kept out of the registry)."""
+    import atexit
+    import shutil
+    import tempfile
+    tmp = Path(tempfile.mkdtemp(prefix="scorer-life-"))
+    atexit.register(lambda: shutil.rmtree(tmp, ignore_errors=True))
+    model = tmp / "model.json"
+    try:
+        subprocess.run([str(BUILD / "cli/mlopsctl"), "datagen", "attrition", "--rows", "2000",
+                        "--seed", "3", "--out", str(tmp / "train.csv")], check=True,
+                       capture_output=True, timeout=120)
+        subprocess.run([str(BUILD / "services/trainer/mlops-trainer"), "fit", "--data",
+                        str(tmp / "train.csv"), "--spec", str(ROOT / "examples/attrition/spec.json"),
+                        "--algo", "logreg", "--out", str(model)], check=True,
+                       capture_output=True, timeout=300)
+    except (OSError, subprocess.SubprocessError):
+        pass  # not built: the scorer then says why it cannot start, and the test shows it
+    return ["--model", str(model)]
+
+
+REQUIRED_ARGS["scorer"] = _scorer_args()
+
+
 def binary(name):
     path = BUILD / ("cli/mlopsctl" if name == "mlopsctl" else f"services/{name}/mlops-{name}")
     assert path.exists(), f"{path} is not built (cmake --build {BUILD})"

@@ -271,8 +271,8 @@ Test(ab, beta_draws_have_the_beta_moments)
         double mean = sum / N, var = sum2 / N - mean * mean;
         double m = a / (a + b), v = a * b / ((a + b) * (a + b) * (a + b + 1));
         /* 5 standard errors of the mean; variance within 3 % */
-        cr_assert_leq(fabs(mean - m), 5 * sqrt(v / N), "Beta(%g,%g): mean %g, want %g", a, b,
-                      mean, m);
+        cr_assert_leq(fabs(mean - m), 5 * sqrt(v / N), "Beta(%g,%g): mean %g, want %g", a, b, mean,
+                      m);
         cr_assert_leq(fabs(var - v), 0.03 * v, "Beta(%g,%g): variance %g, want %g", a, b, var, v);
     }
 }
