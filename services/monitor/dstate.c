@@ -483,6 +483,11 @@ size_t dstate_add(dstate_t *d, const json_t *values, int64_t event_ms, size_t *t
 {
     d->events++;
     size_t n = 0;
+    /* times beyond +-9e15 ms (about 285,000 years) are not times: start + span
+     * must not overflow */
+    if (event_ms != DSTATE_NO_TIME &&
+        (event_ms > 9000000000000000LL || event_ms < -9000000000000000LL))
+        event_ms = DSTATE_NO_TIME;
     /* the event-time windows' bucket for this record (NULL: late or no time) */
     bucket_t *bk[DSTATE_MAX_WINDOWS] = {0};
     bool counted_late = false;
