@@ -339,6 +339,7 @@ const char *dstate_window_name(const dstate_t *d, size_t w) { return d->win[w].n
 uint64_t dstate_events(const dstate_t *d) { return d->events; }
 uint64_t dstate_rejected(const dstate_t *d) { return d->rejected; }
 uint64_t dstate_late(const dstate_t *d) { return d->late; }
+int64_t dstate_window_span(const dstate_t *d, size_t w) { return d->win[w].spec.span_ms; }
 int64_t dstate_tick_start(const dstate_t *d, size_t w) { return d->win[w].tick_start; }
 uint64_t dstate_ticks(const dstate_t *d, size_t w) { return d->win[w].ticks; }
 uint64_t dstate_tick_event(const dstate_t *d, size_t w) { return d->win[w].tick_event; }
@@ -482,6 +483,11 @@ size_t dstate_add(dstate_t *d, const json_t *values, int64_t event_ms, size_t *t
 {
     d->events++;
     size_t n = 0;
+    /* times beyond +-9e15 ms (about 285,000 years) are not times: start + span
+     * must not overflow */
+    if (event_ms != DSTATE_NO_TIME &&
+        (event_ms > 9000000000000000LL || event_ms < -9000000000000000LL))
+        event_ms = DSTATE_NO_TIME;
     /* the event-time windows' bucket for this record (NULL: late or no time) */
     bucket_t *bk[DSTATE_MAX_WINDOWS] = {0};
     bool counted_late = false;

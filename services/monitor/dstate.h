@@ -96,7 +96,9 @@ bool dstate_feature_numeric(const dstate_t *d, size_t f);
 /** Finite reference values of input @p f (0 when the sample is off). */
 size_t dstate_ref_count(const dstate_t *d, size_t f);
 size_t dstate_nwindows(const dstate_t *d);
-/** "1000" or "1000/250", as the alert and gauge label `window`. */
+/** Span of an event-time window in ms; 0 for a count window. */
+int64_t dstate_window_span(const dstate_t *d, size_t w);
+/** "1000", "1000/250" or "1h+5m", as the alert and gauge label `window`. */
 const char *dstate_window_name(const dstate_t *d, size_t w);
 
 /**

@@ -46,6 +46,10 @@ struct perf {
     uint64_t ddm_n, ddm_err, ddm_drifts;
     double ddm_pmin, ddm_smin;
     perf_ddm_state_t ddm_state;
+    /* ADWIN: ring of 0/1 errors */
+    uint8_t adw[PERF_ADWIN_MAX];
+    size_t adw_head, adw_n, adw_sum;
+    uint64_t adw_drifts;
 };
 
 perf_t *perf_new(const dstate_win_t *wins, size_t nwins, const double *edges, const double *counts,
@@ -273,12 +277,65 @@ static void ddm_update(perf_t *p, bool error)
     }
 }
 
+/* Is there a split of the ADWIN window whose two means differ? O(n). */
+static bool adwin_cut(const perf_t *p)
+{
+    size_t n = p->adw_n;
+    if (n < 10)
+        return false;
+    double mean = (double)p->adw_sum / (double)n;
+    double var = mean * (1 - mean); /* of 0/1 values */
+    double lg = log(2.0 / (PERF_ADWIN_DELTA / (double)n));
+    size_t s0 = 0;
+    for (size_t n0 = 1; n0 < n; n0++) {
+        s0 += p->adw[(p->adw_head + n0 - 1) % PERF_ADWIN_MAX];
+        size_t n1 = n - n0;
+        if (n0 < 5 || n1 < 5)
+            continue;
+        double mu0 = (double)s0 / (double)n0;
+        double mu1 = (double)(p->adw_sum - s0) / (double)n1;
+        double m = 1.0 / (1.0 / (double)n0 + 1.0 / (double)n1);
+        double eps = sqrt(2.0 * var * lg / m) + 2.0 * lg / (3.0 * m);
+        if (fabs(mu0 - mu1) >= eps)
+            return true;
+    }
+    return false;
+}
+
+static void adwin_update(perf_t *p, bool error)
+{
+    if (p->adw_n == PERF_ADWIN_MAX) {
+        p->adw_sum -= p->adw[p->adw_head];
+        p->adw_head = (p->adw_head + 1) % PERF_ADWIN_MAX;
+        p->adw_n--;
+    }
+    p->adw[(p->adw_head + p->adw_n) % PERF_ADWIN_MAX] = error;
+    p->adw_n++;
+    p->adw_sum += error;
+    bool shrunk = false;
+    while (adwin_cut(p)) {
+        p->adw_sum -= p->adw[p->adw_head];
+        p->adw_head = (p->adw_head + 1) % PERF_ADWIN_MAX;
+        p->adw_n--;
+        shrunk = true;
+    }
+    p->adw_drifts += shrunk;
+}
+
+size_t perf_adwin_width(const perf_t *p) { return p->adw_n; }
+double perf_adwin_mean(const perf_t *p)
+{
+    return p->adw_n ? (double)p->adw_sum / (double)p->adw_n : (double)NAN;
+}
+uint64_t perf_adwin_drifts(const perf_t *p) { return p->adw_drifts; }
+
 size_t perf_add_labelled(perf_t *p, double score, bool decision, int y, size_t *ticked)
 {
     if (!isfinite(score))
         return 0;
     p->labelled++;
     ddm_update(p, decision != (y != 0));
+    adwin_update(p, decision != (y != 0));
     size_t n = 0;
     lab_t l = {score, y != 0, decision};
     for (size_t w = 0; w < p->nwin; w++) {

@@ -22,6 +22,16 @@
  * when p + s >= p_min + 2 s_min, drift when >= p_min + 3 s_min, after which
  * it starts again.
  *
+ * ADWIN (Bifet and Gavaldà 2007), the exact ADWIN0 form on a window of at
+ * most PERF_ADWIN_MAX decision errors: after each one, every split of the
+ * window into an older part W0 (n0) and a newer W1 (n1), both of at least
+ * 5, is checked; with m = 1 / (1/n0 + 1/n1), d = delta / n and s2 the
+ * window's variance, the means differ when |mu0 - mu1| >= sqrt(2 s2 ln(2/d)
+ * / m) + 2 ln(2/d) / (3 m); then the oldest value is dropped and the check
+ * repeats. Each value after which the window shrank counts as one drift (as
+ * river counts them: one change usually gives several, as evidence grows).
+ * delta = 0.002.
+ *
  * The join (join_t): predictions wait for their label by event id, and
  * labels that come first wait for their predictions, for at most
  * @p lateness_ms of processing time and at most @p max_pending event ids
@@ -79,6 +89,13 @@ uint64_t perf_labelled(const perf_t *p);
 
 perf_ddm_state_t perf_ddm_state(const perf_t *p);
 uint64_t perf_ddm_drifts(const perf_t *p);
+
+#define PERF_ADWIN_MAX 5000
+#define PERF_ADWIN_DELTA 0.002
+/** ADWIN's window length, its error rate, and the drifts it detected. */
+size_t perf_adwin_width(const perf_t *p);
+double perf_adwin_mean(const perf_t *p);
+uint64_t perf_adwin_drifts(const perf_t *p);
 
 /** ROC AUC of @p n scores and 0/1 labels (sorts a copy); NaN with one class only. */
 double perf_auc(const double *score, const int *y, size_t n);

@@ -40,6 +40,7 @@ typedef struct mon_model {
     double *score_edges, *score_counts;
     size_t score_nbins;
     hmap_t *variants; /* role -> perf_t */
+    int *prev_test;   /* [window][feature]: the test published last, -1 none */
 } mon_model_t;
 
 static void perf_free(void *v) { perf_destroy(v); }
@@ -76,6 +77,7 @@ static void mon_model_free(void *v)
     free(mm->positive);
     free(mm->score_edges);
     free(mm->score_counts);
+    free(mm->prev_test);
     if (mm->variants)
         hmap_destroy(mm->variants);
     free(mm);
@@ -107,7 +109,8 @@ static void state_save(pipeline_t *p)
     p->engine_dirty = false;
 }
 
-static int state_restore(pipeline_t *p)
+/* Restore the engine's state; a missing or unreadable one starts empty. */
+static void state_restore(pipeline_t *p)
 {
     const char *argv[] = {"GET", p->conf->alert_state_key};
     err_t *e = NULL;
@@ -117,9 +120,8 @@ static int state_restore(pipeline_t *p)
                  e ? e->msg : "?");
         err_destroy(e);
         metric_inc(p->m_redis_fail);
-        return 0;
+        return;
     }
-    int rc = 0;
     if (r->type == REDIS_REPLY_STRING) {
         json_error_t je;
         json_t *dump = json_loadb(r->str, r->len, JSON_REJECT_DUPLICATES, &je);
@@ -134,7 +136,6 @@ static int state_restore(pipeline_t *p)
         json_decref(dump);
     }
     freeReplyObject(r);
-    return rc;
 }
 
 /* ---- outputs ---- */
@@ -279,7 +280,39 @@ static void on_alert(const json_t *alert, void *opaque)
 
 /* ---- window ticks ---- */
 
-static void publish(pipeline_t *p, const mon_model_t *mm, size_t w)
+/* The input's test changed since the last tick (Evidently's choice depends on
+ * the distinct values of reference and window together): its old series get
+ * NaN, and the old alert series "no data", which resolves it if firing. */
+static void retire_series(pipeline_t *p, mon_model_t *mm, size_t w, size_t f, int64_t now)
+{
+    int *prev = &mm->prev_test[w * dstate_nfeatures(mm->ds) + f];
+    const dstate_col_t *c = dstate_result(mm->ds, w, f);
+    int cur = c->computed ? (int)c->r.test : -1;
+    if (*prev < 0 || *prev == cur) {
+        *prev = cur;
+        return;
+    }
+    metrics_t *m = service_metrics(p->svc);
+    const char *model = dstate_model(mm->ds), *version = dstate_version(mm->ds);
+    const char *wname = dstate_window_name(mm->ds, w), *feat = dstate_feature(mm->ds, f);
+    const char *old = drift_test_name((drift_test_t)*prev);
+    char l[1024];
+    metrics_labels(l, sizeof(l), "model", model, "version", version, "feature", feat, "test", old,
+                   "window", wname, NULL);
+    metric_set(metrics_gauge(m, "mlops_monitor_drift_value",
+                             "Latest drift statistic of an input (p-value or distance).", l),
+               NAN);
+    metric_set(metrics_gauge(m, "mlops_monitor_feature_drifted",
+                             "1 if the input drifted on the latest tick, else 0.", l),
+               NAN);
+    json_t *al = json_pack("{s:s, s:s, s:s, s:s, s:s}", "model", model, "version", version,
+                           "feature", feat, "test", old, "window", wname);
+    alert_engine_observe(p->engine, "feature_drifted", al, NAN, now);
+    json_decref(al);
+    *prev = cur;
+}
+
+static void publish(pipeline_t *p, mon_model_t *mm, size_t w)
 {
     const dstate_t *ds = mm->ds;
     metrics_t *m = service_metrics(p->svc);
@@ -290,6 +323,7 @@ static void publish(pipeline_t *p, const mon_model_t *mm, size_t w)
     for (size_t f = 0; f < dstate_nfeatures(ds); f++) {
         const dstate_col_t *c = dstate_result(ds, w, f);
         const char *feat = dstate_feature(ds, f);
+        retire_series(p, mm, w, f, now);
         if (!c->computed) {
             metrics_labels(l, sizeof(l), "model", model, "version", version, "feature", feat,
                            "window", wname, NULL);
@@ -465,6 +499,15 @@ static void on_joined(const join_pred_t *pred, const char *label, void *opaque)
     metric_set(metrics_gauge(service_metrics(p->svc), "mlops_monitor_ddm_drifts",
                              "Drifts DDM detected since the model was loaded.", l),
                (double)perf_ddm_drifts(pf));
+    metric_set(metrics_gauge(service_metrics(p->svc), "mlops_monitor_adwin_drifts",
+                             "Drifts ADWIN detected on the decision errors.", l),
+               (double)perf_adwin_drifts(pf));
+    metric_set(metrics_gauge(service_metrics(p->svc), "mlops_monitor_adwin_width",
+                             "ADWIN's window of decision errors.", l),
+               (double)perf_adwin_width(pf));
+    metric_set(metrics_gauge(service_metrics(p->svc), "mlops_monitor_adwin_error_rate",
+                             "Error rate over ADWIN's window.", l),
+               perf_adwin_mean(pf));
 }
 
 static void on_prediction(pipeline_t *p, const json_t *rec)
@@ -526,6 +569,67 @@ static void on_label(pipeline_t *p, const json_t *rec)
 
 /* ---- models ---- */
 
+/* A model version stops being monitored (replaced or deleted): every alert
+ * series it fed is observed as "no data", which resolves the firing ones, and
+ * its gauges go NaN. */
+static void retire_model(pipeline_t *p, mon_model_t *mm)
+{
+    const dstate_t *ds = mm->ds;
+    const char *model = dstate_model(ds), *version = dstate_version(ds);
+    metrics_t *m = service_metrics(p->svc);
+    int64_t now = wall_ms();
+    char l[1024];
+    for (size_t w = 0; w < dstate_nwindows(ds); w++) {
+        const char *wname = dstate_window_name(ds, w);
+        for (size_t f = 0; f < dstate_nfeatures(ds); f++) {
+            int t = mm->prev_test[w * dstate_nfeatures(ds) + f];
+            if (t < 0)
+                continue;
+            const char *feat = dstate_feature(ds, f), *test = drift_test_name((drift_test_t)t);
+            json_t *al = json_pack("{s:s, s:s, s:s, s:s, s:s}", "model", model, "version", version,
+                                   "feature", feat, "test", test, "window", wname);
+            alert_engine_observe(p->engine, "feature_drifted", al, NAN, now);
+            json_decref(al);
+            metrics_labels(l, sizeof(l), "model", model, "version", version, "feature", feat,
+                           "test", test, "window", wname, NULL);
+            metric_set(metrics_gauge(m, "mlops_monitor_drift_value",
+                                     "Latest drift statistic of an input (p-value or distance).",
+                                     l),
+                       NAN);
+            metric_set(metrics_gauge(m, "mlops_monitor_feature_drifted",
+                                     "1 if the input drifted on the latest tick, else 0.", l),
+                       NAN);
+        }
+        if (dstate_ticks(ds, w)) {
+            json_t *al =
+                json_pack("{s:s, s:s, s:s}", "model", model, "version", version, "window", wname);
+            alert_engine_observe(p->engine, "dataset_drift_share", al, NAN, now);
+            json_decref(al);
+            metrics_labels(l, sizeof(l), "model", model, "version", version, "window", wname, NULL);
+            metric_set(metrics_gauge(m, "mlops_monitor_dataset_drift_share",
+                                     "Share of the model's inputs that drifted on the latest tick.",
+                                     l),
+                       NAN);
+            metric_set(metrics_gauge(m, "mlops_monitor_dataset_drifted",
+                                     "1 if the share reached the drift_share threshold.", l),
+                       NAN);
+        }
+        size_t it = 0;
+        const char *role;
+        void *v;
+        while (hmap_next(mm->variants, &it, &role, &v)) {
+            json_t *al = json_pack("{s:s, s:s, s:s, s:s}", "model", model, "version", version,
+                                   "role", role, "window", wname);
+            if (perf_score_ticks(v, w))
+                alert_engine_observe(p->engine, "prediction_drifted", al, NAN, now);
+            if (perf_label_ticks(v, w))
+                alert_engine_observe(p->engine, "auc_drop", al, NAN, now);
+            json_decref(al);
+        }
+    }
+    p->engine_dirty = true;
+}
+
 static int install_model(pipeline_t *p, json_t *doc, int64_t version, const char *sha256,
                          const char *origin)
 {
@@ -554,6 +658,10 @@ static int install_model(pipeline_t *p, json_t *doc, int64_t version, const char
     mm->ds = ds;
     mm->version = version;
     mm->variants = hmap_new(perf_free);
+    size_t ncells = dstate_nwindows(ds) * dstate_nfeatures(ds);
+    mm->prev_test = xmalloc(ncells * sizeof(int));
+    for (size_t i = 0; i < ncells; i++)
+        mm->prev_test[i] = -1;
     const char *pos = json_string_value(json_object_get(json_object_get(doc, "label"), "positive"));
     mm->positive = xstrdup(pos ? pos : "1");
     const json_t *auc = json_object_get(json_object_get(doc, "metrics"), "auc");
@@ -571,7 +679,10 @@ static int install_model(pipeline_t *p, json_t *doc, int64_t version, const char
     }
     if (sha256)
         str_copy(mm->sha256, sha256, sizeof(mm->sha256));
-    void *old = hmap_put(p->models, dstate_model(ds), mm);
+    mon_model_t *old = hmap_get(p->models, dstate_model(ds));
+    if (old)
+        retire_model(p, old);
+    old = hmap_put(p->models, dstate_model(ds), mm);
     if (old)
         mon_model_free(old);
     metric_inc(p->m_model_loads);
@@ -606,6 +717,7 @@ static void on_model_event(pipeline_t *p, const json_t *ev)
     mon_model_t *cur = hmap_get(p->models, name);
     if (json_is_true(json_object_get(snap, "deleted"))) {
         if (cur) {
+            retire_model(p, cur);
             mon_model_free(hmap_del(p->models, name));
             log_info("model %s deleted: no longer monitored", name);
         }
@@ -770,6 +882,8 @@ static json_t *model_json(const mon_model_t *mm)
         const perf_t *pf = v;
         json_t *ws = json_array();
         for (size_t w = 0; w < dstate_nwindows(mm->ds); w++) {
+            if (dstate_window_span(mm->ds, w))
+                continue; /* predictions and labels: count windows only */
             const perf_score_drift_t *sd = perf_score_drift(pf, w);
             const perf_metrics_t *pm = perf_metrics(pf, w);
             json_array_append_new(
@@ -786,10 +900,14 @@ static json_t *model_json(const mon_model_t *mm)
                           num_or_null(pm->brier), "auc_drop", num_or_null(pm->auc_drop)));
         }
         static const char *const ddm[] = {"ok", "warning", "drift"};
-        json_array_append_new(vars, json_pack("{s:s, s:I, s:s, s:I, s:o}", "role", role, "labelled",
-                                              (json_int_t)perf_labelled(pf), "ddm",
+        json_t *adw = json_pack("{s:I, s:o, s:I}", "width", (json_int_t)perf_adwin_width(pf),
+                                "error_rate", num_or_null(perf_adwin_mean(pf)), "drifts",
+                                (json_int_t)perf_adwin_drifts(pf));
+        json_array_append_new(vars, json_pack("{s:s, s:I, s:s, s:I, s:o, s:o}", "role", role,
+                                              "labelled", (json_int_t)perf_labelled(pf), "ddm",
                                               ddm[perf_ddm_state(pf)], "ddm_drifts",
-                                              (json_int_t)perf_ddm_drifts(pf), "windows", ws));
+                                              (json_int_t)perf_ddm_drifts(pf), "adwin", adw,
+                                              "windows", ws));
     }
     json_object_set_new(j, "reference_auc", num_or_null(mm->ref_auc));
     json_object_set_new(j, "variants", vars);
@@ -942,8 +1060,7 @@ pipeline_t *pipeline_new(service_t *svc, const pipeline_conf_t *c)
         log_fatal("redis_url: %s", err);
         goto fail;
     }
-    if (state_restore(p))
-        goto fail;
+    state_restore(p);
 
     size_t nfiles;
     char **files = split_list(c->model_files, &nfiles);

@@ -45,6 +45,7 @@ MONITOR = BUILD / "services" / "monitor" / "mlops-monitor"
 SPEC = ROOT / "examples" / "attrition" / "spec.json"
 ROWS, DRIFT_AT, WIN, STEP = 6000, 3000, 1000, 500
 DRIFT_SHARE = 0.25
+TWIN = "1000d+30d"  # an event-time window: about 1,000 events (datagen steps one day)
 REL = 1e-9
 
 
@@ -109,6 +110,12 @@ def oracle_column(numeric, ref, cur):
     return "jensenshannon", v, 0.1, v >= 0.1
 
 
+def event_ms(s):
+    import datetime
+    dt = datetime.datetime.fromisoformat(s.replace("Z", "+00:00"))
+    return int(dt.replace(microsecond=0).timestamp()) * 1000 + dt.microsecond // 1000
+
+
 def close(a, b):
     if a == b:
         return True
@@ -151,7 +158,7 @@ class Monitor:
                      "--labels-topic", topics.get("labels", ""),
                      "--train-requests-topic", topics["train"], "--group-id", group,
                      "--model", ",".join(str(m) for m in models),
-                     "--windows", f"{WIN},{WIN}/{STEP}", "--drift-share", DRIFT_SHARE,
+                     "--windows", f"{WIN},{WIN}/{STEP},{TWIN}", "--drift-share", DRIFT_SHARE,
                      "--alert-state-key", state_key, "--redis-url", REDIS,
                      "--kafka-brokers", BROKERS, "--retrain-latest", 5000,
                      "--registry-url", registry_url, "--registry-token", "tok-test", *extra]
@@ -308,19 +315,26 @@ def test_statistics_agree_with_scipy(stack, model):
     feats = stack["feats"][:ROWS]
     tests_seen = set()
     for w in st["windows"]:
-        assert w["tick_event"] == ROWS
+        if "span_ms" in w:  # the event-time window: the records of its last closed span
+            lo, hi = w["tick_start_ms"], w["tick_start_ms"] + w["span_ms"]
+            assert w["ticks"] >= 4 and w["window"] == TWIN
+            win_feats = [r for r in feats if lo <= event_ms(r["event_time"]) < hi]
+            assert 500 < len(win_feats) < 1500
+        else:
+            assert w["tick_event"] == ROWS
+            win_feats = None
         drifted = 0
         for prof, got in zip(doc["profile"]["inputs"], w["features"]):
             col = prof["column"]
             assert got["feature"] == col
             numeric = prof["kind"] == "numeric"
-            vals = [r["values"].get(col) for r in feats]
+            vals = [r["values"].get(col) for r in (win_feats or feats)]
             vals = [v for v in vals if v is not None]
             ref = prof["sample"]
             if not numeric:  # categories compare as text; numbers by value
                 vals = [v if isinstance(v, str) else repr(float(v)) for v in vals]
                 ref = [v if isinstance(v, str) else repr(float(v)) for v in ref]
-            cur = vals[-WIN:]
+            cur = vals if win_feats else vals[-WIN:]
             test, value, thr, dec = oracle_column(numeric, ref, cur)
             tests_seen.add(test)
             assert got["test"] == test, col
@@ -332,6 +346,11 @@ def test_statistics_agree_with_scipy(stack, model):
                  if lab["model"] == model and lab["feature"] == col and lab["window"] == w["window"]
                  and lab["test"] == test]
             assert len(g) == 1 and close(g[0], value), (col, g)
+            # a series of a test no longer chosen for the input is retired (NaN)
+            live = [lab["test"] for lab, v in metrics["mlops_monitor_drift_value"]
+                    if lab["model"] == model and lab["feature"] == col
+                    and lab["window"] == w["window"] and not math.isnan(v)]
+            assert live == [test], (col, live)
             if w["window"] == str(WIN):
                 row = [ln for ln in table.splitlines() if ln[:32].rstrip() == col]
                 assert len(row) == 1
@@ -344,6 +363,15 @@ def test_statistics_agree_with_scipy(stack, model):
         g = [v for lab, v in metrics["mlops_monitor_dataset_drift_share"]
              if lab["model"] == model and lab["window"] == w["window"]]
         assert len(g) == 1 and close(g[0], share)
+    # errors name the problem and exit non-zero
+    r = subprocess.run([str(MLOPSCTL), "drift", "status", "--model", "nope", "--monitor-url",
+                        mon.url], capture_output=True, text=True)
+    assert r.returncode == 1 and "HTTP 404" in r.stderr and "nope" in r.stderr, r.stderr
+    r = subprocess.run([str(MLOPSCTL), "drift", "status", "--monitor-url",
+                        f"http://127.0.0.1:{free_port()}"], capture_output=True, text=True)
+    assert r.returncode == 1 and "127.0.0.1" in r.stderr, r.stderr
+    r = subprocess.run([str(MLOPSCTL), "drift", "frobnicate"], capture_output=True, text=True)
+    assert r.returncode == 2 and "frobnicate" in r.stderr
     if model == "attrition-mon":
         assert tests_seen <= {"wasserstein", "jensenshannon"} and len(tests_seen) == 2
     else:
@@ -427,10 +455,10 @@ def test_champion_profile_follows_the_models_topic(stack):
     reg = FakeRegistry({("attrition-mon", 3): big, ("attrition-mon", 4): v4,
                         ("attrition-mon", 5): big})
     sfx = uuid.uuid4().hex[:8]
-    topics = dict(stack["topics"], models=f"mon-models2-{sfx}", features=f"mon-features2-{sfx}")
+    topics = {k: f"mon-{k}2-{sfx}" for k in ("models", "features", "alerts", "train")}
+    topics.update(predictions="", labels="")
     admin = AdminClient({"bootstrap.servers": BROKERS})
-    for f in admin.create_topics([NewTopic(topics["models"], 1, 1),
-                                  NewTopic(topics["features"], 1, 1)]).values():
+    for f in admin.create_topics([NewTopic(t, 1, 1) for t in topics.values() if t]).values():
         f.result()
     prod = Producer({"bootstrap.servers": BROKERS})
 
@@ -460,8 +488,22 @@ def test_champion_profile_follows_the_models_topic(stack):
         st = wait_version("3")
         assert len(st["windows"][0]["features"]) == len(stack["models"]["attrition-mon"]
                                                         ["profile"]["inputs"])
+        # drifted records: version 3's dataset-drift alert fires ...
+        for r in stack["feats"][ROWS - WIN:ROWS]:
+            prod.produce(topics["features"], json.dumps(r).encode(), r["entity"].encode())
+        prod.flush(30)
+        mon.wait_events(WIN)
+        alerts = Topic(topics["alerts"])
+        v3 = [a for _, a in alerts.drain() if a["alertname"] == "dataset_drift"
+              and a["labels"]["version"] == "3" and a["labels"]["window"] == str(WIN)]
+        assert [a["state"] for a in v3] == ["firing"] and v3[0]["version"] == 3
         send(model_event("attrition-mon", 4, sha(v4), 2))
         wait_version("4")
+        # ... and resolves when version 4 replaces it
+        v3 = [a for _, a in alerts.drain() if a["alertname"] == "dataset_drift"
+              and a["labels"]["version"] == "3" and a["labels"]["window"] == str(WIN)]
+        alerts.close()
+        assert [a["state"] for a in v3] == ["firing", "resolved"], v3
         # a wrong sha256 is refused: the previous version stays
         send(model_event("attrition-mon", 5, "0" * 64, 3))
         time.sleep(1.5)
@@ -482,7 +524,7 @@ def test_champion_profile_follows_the_models_topic(stack):
         if mon:
             mon.stop()
         reg.close()
-        admin.delete_topics([topics["models"], topics["features"]])
+        admin.delete_topics([t for t in topics.values() if t])
 
 
 
@@ -518,6 +560,36 @@ def ddm_reference(errors):
     return state, drifts
 
 
+def adwin_reference(errors, cap=5000, delta=0.002):
+    """ADWIN0 as perf.h states it. Returns (width, error rate, shrinks)."""
+    w, shrinks = [], 0
+    for x in errors:
+        w.append(int(x))
+        if len(w) > cap:
+            w.pop(0)
+        shrunk = False
+        while len(w) >= 10:
+            n, s = len(w), sum(w)
+            var = (s / n) * (1 - s / n)
+            lg = math.log(2 / (delta / n))
+            s0, cut = 0, False
+            for n0 in range(1, n):
+                s0 += w[n0 - 1]
+                n1 = n - n0
+                if n0 < 5 or n1 < 5:
+                    continue
+                m = 1 / (1 / n0 + 1 / n1)
+                if abs(s0 / n0 - (s - s0) / n1) >= math.sqrt(2 * var * lg / m) + 2 * lg / (3 * m):
+                    cut = True
+                    break
+            if not cut:
+                break
+            w.pop(0)
+            shrunk = True
+        shrinks += shrunk
+    return len(w), sum(w) / len(w), shrinks
+
+
 def psi_evidently(p, q):
     def fill(x):
         x = np.array(x, float)
@@ -544,6 +616,8 @@ def test_prediction_drift_and_performance_agree_with_sklearn(stack):
     thr = doc["threshold"]
     lo = ROWS - WIN  # drifted rows: the score distribution moves
     prod = Producer({"bootstrap.servers": BROKERS})
+    pschema = json.loads((ROOT / "schemas" / "prediction.schema.json").read_text())
+    lschema = json.loads((ROOT / "schemas" / "label.schema.json").read_text())
     for i in range(lo, ROWS):
         f = feats[i]
         rec = {"schema": "prediction/1", "event_id": f["event_id"], "entity": f["entity"],
@@ -554,7 +628,10 @@ def test_prediction_drift_and_performance_agree_with_sklearn(stack):
                "freshness": {"event_age_ms": None, "online_age_ms": None,
                              "online": "not_needed"},
                "source": {"topic": topics["features"], "partition": 0, "offset": i},
-               "scored_at": "2026-01-01T00:00:00Z", "latency_us": {}}
+               "scored_at": "2026-01-01T00:00:00Z",
+               "latency_us": {"decode": 1, "redis": 0, "predict": 1, "encode": 1}}
+        if i == lo:  # the records are the scorer's contract
+            jsonschema.validate(rec, pschema)
         prod.produce(topics["predictions"], json.dumps(rec).encode(), f["entity"].encode())
     # a label for an event nobody predicted: waits, never joins
     prod.produce(topics["labels"], json.dumps(
@@ -568,10 +645,11 @@ def test_prediction_drift_and_performance_agree_with_sklearn(stack):
     # labels after the predictions: the join order is the label order
     for i in range(lo, ROWS):
         f = feats[i]
-        prod.produce(topics["labels"], json.dumps(
-            {"schema": "label/1", "event_id": f["event_id"], "entity": f["entity"],
-             "label": labels[i], "label_time": "2026-01-01T00:00:00Z"}).encode(),
-            f["entity"].encode())
+        lab = {"schema": "label/1", "event_id": f["event_id"], "entity": f["entity"],
+               "label": labels[i], "label_time": "2026-01-01T00:00:00Z"}
+        if i == lo:
+            jsonschema.validate(lab, lschema)
+        prod.produce(topics["labels"], json.dumps(lab).encode(), f["entity"].encode())
     prod.flush(30)
     end = time.monotonic() + 30
     while True:
@@ -611,13 +689,17 @@ def test_prediction_drift_and_performance_agree_with_sklearn(stack):
     state, drifts = ddm_reference(list(dec != y))
     assert var[0]["ddm"] == ["ok", "warning", "drift"][state]
     assert var[0]["ddm_drifts"] == drifts
+    width, rate, shrinks = adwin_reference(list(dec != y))
+    assert var[0]["adwin"]["width"] == width and var[0]["adwin"]["drifts"] == shrinks
+    assert close(var[0]["adwin"]["error_rate"], rate)
     # joined events stay tracked (a later shadow prediction still joins), and so does
     # the lone label, until label_lateness_ms
     text = mon.get("/metrics")
     assert re.search(r"^mlops_monitor_join_pending %d$" % (WIN + 1), text, re.M), text
     assert re.search(r"^mlops_monitor_labels_unjoined 0$", text, re.M)
-    print("prediction drift js %.4f psi %.4f, auc %.4f (reference %.4f), ddm %s/%d"
-          % (js, psi, auc, doc["metrics"]["auc"], var[0]["ddm"], var[0]["ddm_drifts"]))
+    print("prediction drift js %.4f psi %.4f, auc %.4f (reference %.4f), ddm %s/%d, adwin %s"
+          % (js, psi, auc, doc["metrics"]["auc"], var[0]["ddm"], var[0]["ddm_drifts"],
+             var[0]["adwin"]))
 
 
 def test_bad_records_are_skipped_and_counted(stack):
@@ -655,3 +737,232 @@ def test_bad_records_are_skipped_and_counted(stack):
     finally:
         assert mon.stop() == 0
         admin.delete_topics([topics["features"]])
+
+
+def test_a_test_change_retires_the_old_series(stack):
+    """Evidently's choice depends on the distinct values of reference and window
+    together: when an input's test changes between ticks, the old gauges go NaN and
+    the old alert series resolves instead of firing forever."""
+    work, topics0 = stack["work"], stack["topics"]
+    doc = json.loads((work / "small.json").read_text())
+    doc["name"] = "flip"
+    age = [i for i, p in enumerate(doc["profile"]["inputs"]) if p["column"] == "age"][0]
+    doc["profile"]["inputs"][age]["sample"] = [float(1 + i % 5) for i in range(300)]
+    (work / "flip.json").write_text(json.dumps(doc))
+    sfx = uuid.uuid4().hex[:8]
+    topics = {"features": f"mon-flip-{sfx}", "models": "", "alerts": f"mon-flipa-{sfx}",
+              "train": topics0["train"], "predictions": "", "labels": ""}
+    admin = AdminClient({"bootstrap.servers": BROKERS})
+    for f in admin.create_topics([NewTopic(topics["features"], 1, 1),
+                                  NewTopic(topics["alerts"], 1, 1)]).values():
+        f.result()
+    base = stack["feats"][0]
+    prod = Producer({"bootstrap.servers": BROKERS})
+
+    def send(vals):
+        for i, v in enumerate(vals):
+            r = dict(base, event_id=f"flip-{sfx}-{v}-{i}", values={"age": v})
+            prod.produce(topics["features"], json.dumps(r).encode(), b"k")
+        prod.flush(10)
+
+    mon = Monitor(work, topics, [work / "flip.json"], stack["state_key"] + ":flip",
+                  f"mon-flip-{sfx}", extra=("--windows", "100", "--retrain-alerts", "none"))
+    alerts = Topic(topics["alerts"])
+    try:
+        send([5] * 90 + [1, 2, 3, 4] * 2 + [1, 2])  # 5 distinct: chi-square, drifted
+        mon.wait_events(100)
+        f = [x for x in mon.drift("flip")["models"][0]["windows"][0]["features"]
+             if x["feature"] == "age"][0]
+        assert f["test"] == "chisquare" and f["drifted"]
+        send([1 + i % 8 for i in range(100)])  # 8 distinct: KS
+        mon.wait_events(200)
+        f = [x for x in mon.drift("flip")["models"][0]["windows"][0]["features"]
+             if x["feature"] == "age"][0]
+        assert f["test"] == "ks"
+        live = {lab["test"]: v for lab, v in
+                parse_metrics(mon.get("/metrics"))["mlops_monitor_drift_value"]
+                if lab["model"] == "flip" and lab["feature"] == "age"}
+        assert math.isnan(live["chisquare"]) and not math.isnan(live["ks"])
+        got = [a for _, a in alerts.drain() if a["alertname"] == "feature_drift"
+               and a["labels"].get("feature") == "age"]
+        chi = [a["state"] for a in got if a["labels"]["test"] == "chisquare"]
+        assert chi == ["firing", "resolved"], got
+    finally:
+        alerts.close()
+        assert mon.stop() == 0
+        admin.delete_topics([topics["features"], topics["alerts"]])
+
+
+def test_real_scorer_predictions_and_labels(stack):
+    """mlops-scorer scores the drifted rows' features; the monitor reads its
+    prediction/1 records and the labels, and its window AUC, accuracy and log loss
+    equal scikit-learn's on the scorer's own scores."""
+    from sklearn.metrics import accuracy_score, roc_auc_score
+    work, feats = stack["work"], stack["feats"]
+    doc = stack["models"]["attrition-mon"]
+    sfx = uuid.uuid4().hex[:8]
+    topics = {"features": f"mon-sf-{sfx}", "models": "", "alerts": f"mon-sa-{sfx}",
+              "train": f"mon-st-{sfx}", "predictions": f"mon-sp-{sfx}",
+              "labels": f"mon-sl-{sfx}"}
+    admin = AdminClient({"bootstrap.servers": BROKERS})
+    for f in admin.create_topics([NewTopic(t, 1, 1) for t in topics.values() if t]).values():
+        f.result()
+    rows = (work / "all.csv").read_text().splitlines()
+    li = rows[0].split(",").index("left")
+    labels = {feats[i]["event_id"]: rows[1 + i].split(",")[li]
+              for i in range(ROWS)}
+    prod = Producer({"bootstrap.servers": BROKERS})
+    lo = ROWS - WIN
+    for r in feats[lo:ROWS]:
+        prod.produce(topics["features"], json.dumps(r).encode(), r["entity"].encode())
+    prod.flush(30)
+    slog = open(work / f"scorer-{sfx}.log", "w")
+    scorer = subprocess.Popen(
+        [str(BUILD / "services" / "scorer" / "mlops-scorer"), "--metrics-port=0",
+         "--model", str(work / "big.json"), "--input-topic", topics["features"],
+         "--predictions-topic", topics["predictions"], "--group-id", f"sc-{sfx}",
+         "--exactly-once=false", "--enrich=false", "--models-topic=", "--labels-topic=",
+         "--registry-url=", "--kafka-brokers", BROKERS], stdout=slog, stderr=subprocess.STDOUT)
+    mon = Monitor(work, topics, [work / "big.json"], stack["state_key"] + f":sc{sfx}",
+                  f"mon-sc-{sfx}", extra=("--windows", str(WIN)))
+    preds = Topic(topics["predictions"])
+    try:
+        end = time.monotonic() + 60
+        while len(preds.drain(quiet=0.5, limit=2)) < WIN:
+            assert time.monotonic() < end and scorer.poll() is None, "scorer produced too little"
+        got = [p for _, p in preds.msgs]
+        assert len(got) == WIN and all(p["model"]["name"] == "attrition-mon" for p in got)
+        end = time.monotonic() + 30
+        while not re.search(r"^mlops_monitor_predictions_total %d$" % WIN, mon.get("/metrics"),
+                            re.M):
+            assert time.monotonic() < end, "monitor did not read the predictions"
+            time.sleep(0.2)
+        for p in got:
+            prod.produce(topics["labels"], json.dumps(
+                {"schema": "label/1", "event_id": p["event_id"], "entity": p["entity"],
+                 "label": labels[p["event_id"]], "label_time": "2026-01-01T00:00:00Z"}).encode(),
+                p["entity"].encode())
+        prod.flush(30)
+        end = time.monotonic() + 30
+        while True:
+            var = mon.drift("attrition-mon")["models"][0]["variants"]
+            if var and var[0]["labelled"] >= WIN:
+                break
+            assert time.monotonic() < end, "labels not joined"
+            time.sleep(0.2)
+        s = np.array([p["score"] for p in got])
+        y = np.array([labels[p["event_id"]] == doc["label"]["positive"] for p in got], int)
+        dec = np.array([p["decision"] for p in got], int)
+        pf = var[0]["windows"][0]["performance"]
+        assert pf["n"] == WIN
+        assert close(pf["auc"], roc_auc_score(y, s))
+        assert close(pf["accuracy"], accuracy_score(y, dec))
+        c = np.clip(s, 1e-15, 1 - 1e-15)
+        assert close(pf["log_loss"], float(-np.mean(y * np.log(c) + (1 - y) * np.log1p(-c))))
+    finally:
+        preds.close()
+        scorer.send_signal(signal.SIGTERM)
+        assert scorer.wait(30) == 0
+        slog.close()
+        assert mon.stop() == 0
+        admin.delete_topics([t for t in topics.values() if t])
+
+
+@pytest.mark.parametrize("args,code,text", [
+    (["--windows", "0"], 1, "windows: item 1 ('0')"),
+    (["--windows", "1h+x"], 1, "windows: item 1"),
+    (["--model", "/nonexistent/m.json"], 1, "model: /nonexistent/m.json"),
+    (["--model", "BROKEN"], 1, "BROKEN:1:"),
+    (["--drift-share", "2"], 2, "drift_share"),
+    (["--features-topic="], 1, "features_topic: must not be empty"),
+])
+def test_bad_configuration_names_the_setting(tmp_path, args, code, text):
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"name": "x",')
+    args = [str(broken) if a == "BROKEN" else a for a in args]
+    text = text.replace("BROKEN", str(broken))
+    r = subprocess.run([str(MONITOR), "--metrics-port", "0", "--models-topic=",
+                        "--alert-state-key", "mlops:test:monitor:badconf", *args],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == code, (r.returncode, r.stdout, r.stderr)
+    assert text in r.stdout + r.stderr
+
+
+def test_the_loop_reaches_slack_once(stack):
+    """Monitor -> alerts -> mlops-monitor notify -> a fake Slack on loopback: the
+    dataset-drift alert is posted once, nothing about dataset drift before the drift
+    point, and per-feature drift of the model is inhibited while it fires."""
+    import http.server
+    import threading
+    work, feats = stack["work"], stack["feats"]
+    posts, lock = [], threading.Lock()
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            with lock:
+                posts.append(body)
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    sfx = uuid.uuid4().hex[:8]
+    topics = {"features": f"mon-lf-{sfx}", "models": "", "alerts": f"mon-la-{sfx}",
+              "train": f"mon-lt-{sfx}", "predictions": "", "labels": ""}
+    dlq = f"mon-ld-{sfx}"
+    admin = AdminClient({"bootstrap.servers": BROKERS})
+    for f in admin.create_topics([NewTopic(t, 1, 1) for t in [*topics.values(), dlq]
+                                  if t]).values():
+        f.result()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
+    env["MLOPS_SLACK_WEBHOOK_URLS"] = f"http://127.0.0.1:{srv.server_address[1]}/hook"
+    nlog = open(work / f"notify-{sfx}.log", "w")
+    notify = subprocess.Popen(
+        [str(MONITOR), "notify", "--alerts-topic", topics["alerts"], "--alerts-dlq-topic", dlq,
+         "--group-id", f"mon-ln-{sfx}", "--metrics-port", "0", "--group-wait-ms", "200",
+         "--silences-key", f"mlops:test:silences:{sfx}", "--kafka-brokers", BROKERS],
+        stdout=nlog, stderr=subprocess.STDOUT, env=env)
+    mon = Monitor(work, topics, [work / "big.json"], stack["state_key"] + f":loop{sfx}",
+                  f"mon-lm-{sfx}", extra=("--windows", str(WIN)))
+    prod = Producer({"bootstrap.servers": BROKERS})
+
+    def send(lo, hi):
+        for r in feats[lo:hi]:
+            prod.produce(topics["features"], json.dumps(r).encode(), r["entity"].encode())
+        prod.flush(30)
+
+    def texts():
+        with lock:
+            return [b["text"]["text"] for p in posts for b in p["blocks"]
+                    if b["type"] == "section"]
+    try:
+        send(0, DRIFT_AT)
+        mon.wait_events(DRIFT_AT)
+        time.sleep(2.0)
+        assert not [t for t in texts() if "dataset_drift" in t], texts()
+        send(DRIFT_AT, ROWS)
+        mon.wait_events(ROWS)
+        end = time.monotonic() + 20
+        while not [t for t in texts() if "dataset_drift" in t]:
+            assert time.monotonic() < end, texts()
+            time.sleep(0.2)
+        time.sleep(2.0)
+        ds = [t for t in texts() if "dataset_drift" in t]
+        assert len(ds) == 1 and "*FIRING*" in ds[0], ds
+        # while it fires, feature_drift alerts of the model are inhibited
+        first = next(i for i, t in enumerate(texts()) if "dataset_drift" in t)
+        assert not [t for t in texts()[first + 1:] if "feature_drift" in t and "*FIRING*" in t]
+    finally:
+        notify.send_signal(signal.SIGTERM)
+        assert notify.wait(30) == 0
+        nlog.close()
+        assert mon.stop() == 0
+        srv.shutdown()
+        srv.server_close()
+        admin.delete_topics([t for t in [*topics.values(), dlq] if t])

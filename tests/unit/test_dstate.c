@@ -356,11 +356,21 @@ Test(dstate, event_time_windows_test_their_own_records)
             cr_assert_eq(c->r.drifted, want.drifted);
         }
     }
+    /* an absurd time is no time (start + span must not overflow) */
+    json_t *v = json_pack("{s:f}", "x", 1.0);
+    size_t tk[2];
+    uint64_t late0 = dstate_late(d);
+    (void)dstate_add(d, v, INT64_MAX - 5, tk);
+    (void)dstate_add(d, v, INT64_MIN + 5, tk);
+    json_decref(v);
+    cr_assert_eq(dstate_late(d), late0 + 2);
+    late += 2;
     /* about 1000 ms of stream: windows [-100, 0) .. up to the watermark */
     cr_assert_geq(ticks, 8);
     cr_assert_eq(dstate_ticks(d, 0), ticks);
     cr_assert_eq(dstate_late(d), late);
     cr_assert_eq(dstate_ticks(d, 1), N / 50); /* the count window sees every record */
+    cr_assert_eq(dstate_events(d), N + 2);
     free(buf);
     dstate_destroy(d);
     json_decref(doc);

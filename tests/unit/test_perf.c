@@ -262,3 +262,34 @@ Test(join, lateness_and_capacity_bound_the_wait)
     cr_assert_str_eq(g.label[0], "yes");
     join_destroy(j);
 }
+
+Test(perf, adwin_keeps_a_steady_stream_and_cuts_at_a_change)
+{
+    dstate_win_t w = {.size = 100, .step = 100};
+    char err[256];
+    perf_t *p = perf_new(&w, 1, EDGES, COUNTS, 4, 0.8, err, sizeof(err));
+    cr_assert(p, "%s", err);
+    size_t ticked[1];
+    for (int i = 1; i <= 2000; i++) /* every 10th decision wrong */
+        (void)perf_add_labelled(p, 0.9, true, i % 10 != 0, ticked);
+    cr_assert_eq(perf_adwin_drifts(p), 0);
+    cr_assert_eq(perf_adwin_width(p), 2000);
+    cr_assert_float_eq(perf_adwin_mean(p), 0.1, 1e-15);
+    int at = -1;
+    for (int i = 1; i <= 300 && at < 0; i++) { /* every other one */
+        (void)perf_add_labelled(p, 0.9, true, i % 2 != 0, ticked);
+        if (perf_adwin_drifts(p))
+            at = i;
+    }
+    cr_assert(at > 0 && at < 150, "cut after %d", at);
+    /* the old part is gone: the window now holds mostly the new regime */
+    cr_assert_lt(perf_adwin_width(p), 2000);
+    for (int i = 1; i <= 3000; i++)
+        (void)perf_add_labelled(p, 0.9, true, i % 2 != 0, ticked);
+    cr_assert_float_eq(perf_adwin_mean(p), 0.5, 0.02); /* a little of the old part may stay */
+    /* the window is bounded */
+    for (int i = 0; i < 6000; i++)
+        (void)perf_add_labelled(p, 0.9, true, i % 2 != 0, ticked);
+    cr_assert_eq(perf_adwin_width(p), PERF_ADWIN_MAX);
+    perf_destroy(p);
+}
