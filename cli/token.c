@@ -63,6 +63,12 @@ static const char *ms_text(json_t *v, char *buf, size_t size)
     return fmt_rfc3339((int64_t)json_integer_value(v) * 1000, buf, size);
 }
 
+/* A string field for printing: "-" when absent or not a string. */
+static const char *str_or(const json_t *v)
+{
+    return json_is_string(v) ? json_string_value(v) : "-";
+}
+
 int cmd_token(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
@@ -138,12 +144,17 @@ int cmd_token(int argc, char **argv)
         free(s);
     } else if (!strcmp(action, "create")) {
         char b[48];
+        const char *token = json_string_value(json_object_get(reply, "token"));
+        if (!token) {
+            fprintf(stderr, "%s: HTTP %ld but the reply has no \"token\": is %s a registry?\n",
+                    prog, st, conf.registry_url);
+            goto done;
+        }
         printf("id %lld, name %s, role %s, expires %s\n",
                (long long)json_integer_value(json_object_get(reply, "id")),
-               json_string_value(json_object_get(reply, "name")),
-               json_string_value(json_object_get(reply, "role")),
+               str_or(json_object_get(reply, "name")), str_or(json_object_get(reply, "role")),
                ms_text(json_object_get(reply, "expires_ms"), b, sizeof(b)));
-        printf("%s\n", json_string_value(json_object_get(reply, "token")));
+        printf("%s\n", token);
     } else if (!strcmp(action, "list")) {
         printf("%-5s %-24s %-8s %-25s %-25s %s\n", "ID", "NAME", "ROLE", "CREATED", "EXPIRES",
                "REVOKED");
@@ -154,8 +165,7 @@ int cmd_token(int argc, char **argv)
             char b1[48], b2[48], b3[48];
             printf("%-5lld %-24s %-8s %-25s %-25s %s\n",
                    (long long)json_integer_value(json_object_get(t, "id")),
-                   json_string_value(json_object_get(t, "name")),
-                   json_string_value(json_object_get(t, "role")),
+                   str_or(json_object_get(t, "name")), str_or(json_object_get(t, "role")),
                    ms_text(json_object_get(t, "created_ms"), b1, sizeof(b1)),
                    ms_text(json_object_get(t, "expires_ms"), b2, sizeof(b2)),
                    ms_text(json_object_get(t, "revoked_ms"), b3, sizeof(b3)));

@@ -518,11 +518,19 @@ static void on_prediction(pipeline_t *p, const json_t *rec)
     const char *role = json_string_value(json_object_get(rec, "role"));
     const json_t *score = json_object_get(rec, "score");
     const json_t *dec = json_object_get(rec, "decision");
-    if (!eid || !name || !role || !json_is_boolean(dec) || strlen(name) >= 128 ||
-        strlen(role) >= 16) {
+    if (!eid || !name || !role || !json_is_boolean(dec) || strlen(name) >= 128) {
         metric_inc(p->m_bad);
         log_warn("%s: prediction without event_id, model.name, role or decision skipped",
                  p->conf->predictions_topic);
+        return;
+    }
+    /* the roles prediction/1 allows: anything else would make a variant (and
+     * metric series) per distinct string, without bound */
+    if (strcmp(role, "champion") && strcmp(role, "challenger") && strcmp(role, "shadow")) {
+        metric_inc(p->m_bad);
+        log_warn("%s: prediction with role \"%.16s\" (not champion, challenger or shadow) "
+                 "skipped",
+                 p->conf->predictions_topic, role);
         return;
     }
     metric_inc(p->m_predictions);
@@ -810,6 +818,7 @@ static void handle_message(pipeline_t *p, rd_kafka_message_t *m)
         goto done;
     }
     json_error_t je;
+    memset(&je, 0, sizeof(je));
     rec = m->payload ? json_loadb(m->payload, m->len, JSON_REJECT_DUPLICATES, &je) : NULL;
     const char *schema = json_string_value(json_object_get(rec, "schema"));
     if (!rec || !schema) {
@@ -817,7 +826,10 @@ static void handle_message(pipeline_t *p, rd_kafka_message_t *m)
         log_emit(LOG_LVL_WARN,
                  LOG_FIELDS(LOG_STR("topic", topic), LOG_INT("partition", m->partition),
                             LOG_INT("offset", m->offset)),
-                 "record skipped: %s", rec ? "no schema field" : je.text);
+                 "record skipped: %s",
+                 rec          ? "no schema field"
+                 : m->payload ? je.text
+                              : "empty record (no payload)");
         goto done;
     }
     if (p->conf->models_topic && !strcmp(topic, p->conf->models_topic) &&

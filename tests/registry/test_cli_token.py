@@ -45,3 +45,34 @@ def test_token_create_list_revoke(registry):
     assert p.returncode == 2 and "--role" in p.stderr
     p = ctl("revoke", "abc", *common)
     assert p.returncode == 2
+
+
+def test_token_create_against_a_server_that_is_not_a_registry(tmp_path):
+    """A 200 reply without a token (something else listens there) is a clear
+    error, not a crash."""
+    import http.server
+    import threading
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_POST(self):
+            body = b'{"id": 1}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}"
+        p = subprocess.run([CTL, "token", "create", "--role", "reader",
+                            "--registry-url", url, "--token", "x" * 40],
+                           capture_output=True, text=True, timeout=30)
+        assert p.returncode == 1, (p.returncode, p.stderr)
+        assert 'no "token"' in p.stderr and url in p.stderr
+    finally:
+        srv.shutdown()
