@@ -724,7 +724,7 @@ int trainer_fit_main(int argc, char **argv)
     t_start = mono_us();
     cfg_t *cfg = cfg_new("mlops-trainer fit",
                          "--data train.csv --label COL --positive VALUE [--spec spec.json] "
-                         "[--algo logreg|gbdt] [--seed N] [--valid-fraction F] [--out model.json]",
+                         "[--algo logreg|gbdt|auto] [--seed N] [--valid-fraction F] [--out model.json]",
                          fit_items, MLOPS_ARRAY_LEN(fit_items), &conf, sizeof(conf));
     cfg_result_t r = cfg_init(cfg, argc, argv, stdout, errstr, sizeof(errstr));
     if (r != CFG_OK) {
