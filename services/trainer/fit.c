@@ -115,8 +115,8 @@ static const cfg_item_t fit_items[] = {
     CFG_ITEM_RANGE(fit_conf_t, subsample, CFG_T_DBL, "1.0", 0, "gbdt: row share per tree", 0.01, 1),
     CFG_ITEM_RANGE(fit_conf_t, colsample, CFG_T_DBL, "1.0", 0, "gbdt: input share per tree", 0.01,
                    1),
-    CFG_ITEM_RANGE(fit_conf_t, max_bins, CFG_T_INT, "256", 0, "gbdt: histogram bins per input", 2,
-                   256),
+    CFG_ITEM_RANGE(fit_conf_t, max_bins, CFG_T_INT, "256", 0,
+                   "gbdt: histogram bins per input, the missing-value bin included", 3, 256),
     CFG_ITEM_RANGE(fit_conf_t, early_stopping, CFG_T_INT, "20", 0,
                    "gbdt: stop after this many rounds without a better held-out log loss (0 = "
                    "off)",
@@ -722,10 +722,11 @@ int trainer_fit_main(int argc, char **argv)
     gbdt_result_t gres = {0};
     FILE *dump = NULL;
     t_start = mono_us();
-    cfg_t *cfg = cfg_new("mlops-trainer fit",
-                         "--data train.csv --label COL --positive VALUE [--spec spec.json] "
-                         "[--algo logreg|gbdt|auto] [--seed N] [--valid-fraction F] [--out model.json]",
-                         fit_items, MLOPS_ARRAY_LEN(fit_items), &conf, sizeof(conf));
+    cfg_t *cfg =
+        cfg_new("mlops-trainer fit",
+                "--data train.csv --label COL --positive VALUE [--spec spec.json] "
+                "[--algo logreg|gbdt|auto] [--seed N] [--valid-fraction F] [--out model.json]",
+                fit_items, MLOPS_ARRAY_LEN(fit_items), &conf, sizeof(conf));
     cfg_result_t r = cfg_init(cfg, argc, argv, stdout, errstr, sizeof(errstr));
     if (r != CFG_OK) {
         code = r == CFG_EXIT ? MLOPS_EXIT_OK : MLOPS_EXIT_USAGE;
