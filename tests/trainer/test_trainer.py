@@ -571,3 +571,14 @@ def test_predict_refused_rows(small, tmp_path):
     lines = out.read_text().splitlines()
     assert lines[0] == "score" and len(lines) == len(d) + 1
     assert lines[5] == "" and all(lines[i] for i in range(1, len(lines)) if i != 5)
+
+
+def test_inferred_spec_is_mlopsctl_spec_infer(data):
+    tmp, sets = data
+    csv, flags = sets["breast_cancer"]
+    model, _, _ = fit(tmp, csv, "logreg", *flags, name="infer")
+    out = tmp / "infer.spec.json"
+    r = run(MLOPSCTL, "spec", "infer", csv, *flags, "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert model["spec"] == json.loads(out.read_text())
+    assert model["lineage"]["spec_source"] == "inferred"
