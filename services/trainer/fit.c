@@ -32,6 +32,7 @@
 
 #define TRAINER_VERSION MLOPS_VERSION
 #define MLOPS_EXIT_GATES 3 /* --strict-gates and a gate failed */
+#define STOP_FRACTION 0.1  /* share of the training split watched by early stopping */
 #define RESERVOIR_MAX 10000
 #define PROFILE_BINS 10
 #define SCORE_BINS 20
@@ -157,8 +158,10 @@ static void progress(const char *fmt, ...)
 static void gbdt_progress(void *arg, int round, double loss)
 {
     (void)arg;
-    if (round % 25 == 0)
-        progress("gbdt: round %d, held-out log loss %.6f", round, loss);
+    if (round % 25 == 0 && isfinite(loss))
+        progress("gbdt: round %d, log loss on the early-stopping rows %.6f", round, loss);
+    else if (round % 25 == 0)
+        progress("gbdt: round %d", round);
 }
 
 /* ---- spec inference: the code of `mlopsctl spec infer` ---- */
@@ -720,6 +723,7 @@ int trainer_fit_main(int argc, char **argv)
     int *y = NULL, *yv = NULL;
     double *Xv = NULL, *sv = NULL;
     gbdt_result_t gres = {0};
+    bool *stop = NULL;
     FILE *dump = NULL;
     t_start = mono_us();
     cfg_t *cfg =
@@ -985,6 +989,30 @@ int trainer_fit_main(int argc, char **argv)
     }
     json_t *slots = json_object_get(doc, "slots");
     int64_t t_encoded = mono_us();
+    /* GBDT early stopping watches its own rows, carved (stratified, seeded)
+     * out of the training split, so the held-out metrics stay unbiased */
+    stop = xcalloc(ntr + 1, sizeof(bool));
+    size_t nstop = 0;
+    if (!logreg && conf.early_stopping > 0) {
+        uint64_t srng = (uint64_t)conf.seed ^ 0x51D0ull;
+        for (int cls = 0; cls < 2; cls++) {
+            size_t *idx = xmalloc((ntr + 1) * sizeof(size_t)), m2 = 0;
+            for (size_t i = 0; i < ntr; i++)
+                if ((y[i] != 0) == cls)
+                    idx[m2++] = i;
+            for (size_t i = m2; i > 1; i--) {
+                size_t j = (size_t)(rng_next(&srng) % i), t = idx[i - 1];
+                idx[i - 1] = idx[j], idx[j] = t;
+            }
+            size_t k = (size_t)llround(STOP_FRACTION * (double)m2);
+            if (k == 0 && m2 > 1)
+                k = 1;
+            for (size_t i = 0; i < k; i++)
+                stop[idx[i]] = true;
+            nstop += k;
+            free(idx);
+        }
+    }
     if (conf.dump_matrix) {
         dump = fopen(conf.dump_matrix, "w");
         if (!dump)
@@ -1002,7 +1030,7 @@ int trainer_fit_main(int argc, char **argv)
             const int *Y = part ? yv : y;
             const size_t *R = part ? va : tr;
             for (size_t i = 0; i < cnt; i++) {
-                fprintf(dump, "%s,%zu,%d", part ? "valid" : "train", R[i], Y[i]);
+                fprintf(dump, "%s,%zu,%d", part ? "valid" : stop[i] ? "stop" : "train", R[i], Y[i]);
                 for (size_t k = 0; k < p; k++) {
                     double x = M[i * p + k];
                     if (isnan(x))
@@ -1092,18 +1120,36 @@ int trainer_fit_main(int argc, char **argv)
             is_cat[ins[k].slot] = ins[k].categorical;
             ncats[ins[k].slot] = ins[k].ncats;
         }
-        gbdt_data_t dtr = {ntr, p, X, y}, dva = {nva, p, Xv, yv};
+        /* the fitting rows and the early-stopping rows (none without early stopping) */
+        size_t nfit = ntr - nstop;
+        double *Xf = xmalloc((nfit * p + 1) * sizeof(double)),
+               *Xs = xmalloc((nstop * p + 1) * sizeof(double));
+        int *yf = xmalloc((nfit + 1) * sizeof(int)), *ys = xmalloc((nstop + 1) * sizeof(int));
+        for (size_t i = 0, a = 0, b = 0; i < ntr; i++) {
+            if (stop[i]) {
+                memcpy(Xs + b * p, X + i * p, p * sizeof(double));
+                ys[b++] = y[i];
+            } else {
+                memcpy(Xf + a * p, X + i * p, p * sizeof(double));
+                yf[a++] = y[i];
+            }
+        }
+        gbdt_data_t dtr = {nfit, p, Xf, yf}, dva = {nstop, p, Xs, ys};
+        if (nstop)
+            progress("gbdt: %zu training rows fit, %zu watched for early stopping", nfit, nstop);
         progress("gbdt: up to %d trees, depth %d, rate %g, lambda %g, %d bins, %d threads",
                  gp.n_trees, gp.max_depth, gp.learning_rate, gp.lambda, gp.max_bins, gp.threads);
-        int frc = gbdt_fit(&dtr, &dva, is_cat, ncats, &gp, &gres, errstr, sizeof(errstr));
+        int frc =
+            gbdt_fit(&dtr, nstop ? &dva : NULL, is_cat, ncats, &gp, &gres, errstr, sizeof(errstr));
+        free(Xf), free(Xs), free(yf), free(ys);
         free(is_cat);
         free(ncats);
         if (frc) {
             json_decref(params);
             goto done;
         }
-        progress("gbdt: %zu trees kept (best held-out log loss %.6f)", gres.ntrees,
-                 gres.best_valid_loss);
+        progress("gbdt: %zu trees kept%s", gres.ntrees,
+                 nstop ? " (best log loss on the early-stopping rows)" : "");
         json_t *trees = json_array();
         for (size_t k = 0; k < gres.ntrees; k++)
             json_array_append_new(trees, model_tree_to_json(&gres.trees[k]));
@@ -1121,6 +1167,7 @@ int trainer_fit_main(int argc, char **argv)
         json_object_set_new(params, "colsample", json_real(gp.colsample));
         json_object_set_new(params, "max_bins", json_integer(gp.max_bins));
         json_object_set_new(params, "early_stopping", json_integer(gp.early_stopping));
+        json_object_set_new(params, "early_stopping_rows", json_integer((json_int_t)nstop));
         json_object_set_new(params, "growth", json_string(lossguide ? "lossguide" : "depthwise"));
         if (lossguide)
             json_object_set_new(params, "max_leaves", json_integer(conf.max_leaves));
@@ -1261,6 +1308,7 @@ done:
     free(score);
     free(tr);
     free(va);
+    free(stop);
     free(cols);
     model_destroy(m);
     json_decref(doc);

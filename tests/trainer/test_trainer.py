@@ -83,10 +83,17 @@ def gbdt_flags():
 
 
 def split(dump):
+    """The fitting rows, the held-out rows (and their frames) of a dump."""
     tr, va = dump[dump.split == "train"], dump[dump.split == "valid"]
     cols = list(dump.columns[3:])
     return (tr[cols].to_numpy(float), tr.label.to_numpy(int), va[cols].to_numpy(float),
             va.label.to_numpy(int), tr, va)
+
+
+def stop_rows(dump):
+    """The rows GBDT early stopping watches (carved out of the training split)."""
+    st = dump[dump.split == "stop"]
+    return st[list(dump.columns[3:])].to_numpy(float), st.label.to_numpy(int)
 
 
 # ---- data sets --------------------------------------------------------------------------
@@ -157,14 +164,19 @@ def test_gbdt_matches_xgboost(data, name):
     model, dump, _ = fit(tmp, csv, "gbdt", *flags, *gbdt_flags(), name=name)
     X, y, Xv, yv, _, _ = split(dump)
     types = ["c" if i["kind"] == "categorical" else "q" for i in model["inputs"]]
+    Xs, ys = stop_rows(dump)
+    # early stopping watched its own rows: about a tenth of the training split, both classes
+    assert abs(len(ys) - 0.1 * (len(ys) + len(y))) <= 2 and 0 < ys.sum() < len(ys)
+    assert model["lineage"]["params"]["early_stopping_rows"] == len(ys)
     dtr = xgb.DMatrix(X, y, feature_types=types, enable_categorical=True)
     dva = xgb.DMatrix(Xv, yv, feature_types=types, enable_categorical=True)
+    dst = xgb.DMatrix(Xs, ys, feature_types=types, enable_categorical=True)
     p = GBDT_PARAMS
     params = dict(objective="binary:logistic", tree_method="hist", max_depth=p["max_depth"],
                   eta=p["learning_rate"], reg_lambda=p["lam"], min_child_weight=p["min_child_weight"],
                   max_bin=p["max_bins"], nthread=2, base_score=float(y.mean()),
                   eval_metric="logloss", seed=1)
-    booster = xgb.train(params, dtr, p["n_trees"], evals=[(dva, "valid")],
+    booster = xgb.train(params, dtr, p["n_trees"], evals=[(dst, "stop")],
                         early_stopping_rounds=p["early_stopping"], verbose_eval=False)
     xgb_auc = roc_auc_score(yv, booster.predict(dva, iteration_range=(0, booster.best_iteration + 1)))
     ours_auc = model["metrics"]["auc"]
@@ -276,7 +288,7 @@ def test_predict_equals_python_scoring(data, name, algo):
     assert mt["f1"] == pytest.approx(best)
     assert mt["confusion"]["tp"] == int(((pred == 1) & (yv == 1)).sum())
     # profile: label rate and reservoir sample of the training rows
-    trn = dump[dump.split == "train"]
+    trn = dump[dump.split != "valid"]  # the training split, early-stopping rows included
     assert model["profile"]["label_rate"] == pytest.approx(trn.label.mean())
     assert model["profile"]["rows"] == len(trn)
     for p in model["profile"]["inputs"]:
@@ -518,7 +530,7 @@ def test_profile_sample_can_be_turned_off(data):
     # the bin counts follow the documented rule (bin = number of edges <= value)
     raw = pd.read_csv(csv)
     trn = pd.read_csv(tmp / "nosample.gbdt.matrix.csv")
-    rows = trn[trn.split == "train"].row.to_numpy()
+    rows = trn[trn.split != "valid"].row.to_numpy()
     for p in prof["inputs"]:
         v = raw.iloc[rows][p["column"]].to_numpy(float)
         counts = np.bincount(np.searchsorted(p["bin_edges"], v, side="right"),
@@ -535,13 +547,15 @@ def test_gbdt_lossguide_matches_xgboost(data, name):
                          "--max-leaves", 15, "--max-depth", 0, name=f"lg-{name}")
     X, y, Xv, yv, _, _ = split(dump)
     types = ["c" if i["kind"] == "categorical" else "q" for i in model["inputs"]]
+    Xs, ys = stop_rows(dump)
     dtr = xgb.DMatrix(X, y, feature_types=types, enable_categorical=True)
     dva = xgb.DMatrix(Xv, yv, feature_types=types, enable_categorical=True)
+    dst = xgb.DMatrix(Xs, ys, feature_types=types, enable_categorical=True)
     params = dict(objective="binary:logistic", tree_method="hist", grow_policy="lossguide",
                   max_leaves=15, max_depth=0, eta=p["learning_rate"], reg_lambda=p["lam"],
                   min_child_weight=p["min_child_weight"], max_bin=p["max_bins"], nthread=2,
                   base_score=float(y.mean()), eval_metric="logloss", seed=1)
-    booster = xgb.train(params, dtr, p["n_trees"], evals=[(dva, "valid")],
+    booster = xgb.train(params, dtr, p["n_trees"], evals=[(dst, "stop")],
                         early_stopping_rounds=p["early_stopping"], verbose_eval=False)
     xgb_auc = roc_auc_score(yv, booster.predict(dva, iteration_range=(0, booster.best_iteration + 1)))
     ours_auc = model["metrics"]["auc"]
