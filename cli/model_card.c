@@ -190,7 +190,7 @@ static void card(FILE *out, const model_t *m, const char *path)
         fprintf(out, "\nTrained in %.0f ms.\n", json_number_value(json_object_get(tm, "total")));
 }
 
-int cmd_models(int argc, char **argv)
+int model_card_file(int argc, char **argv)
 {
     static const char usage[] = "Usage: mlopsctl models card MODEL.json\n\n"
                                 "  card MODEL.json   print a model card (markdown) of a model/1 "

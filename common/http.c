@@ -108,6 +108,17 @@ void http_server_destroy(http_server_t *srv)
 }
 
 int http_server_port(const http_server_t *srv) { return srv->port; }
+struct evhttp *http_server_evhttp(http_server_t *srv) { return srv->http; }
+
+void http_server_set_limits(http_server_t *srv, const http_limits_t *limits)
+{
+    if (limits->max_body_bytes)
+        evhttp_set_max_body_size(srv->http, (ev_ssize_t)limits->max_body_bytes);
+    if (limits->max_header_bytes)
+        evhttp_set_max_headers_size(srv->http, (ev_ssize_t)limits->max_header_bytes);
+    if (limits->timeout_s)
+        evhttp_set_timeout(srv->http, limits->timeout_s);
+}
 
 void http_route(http_server_t *srv, int methods, const char *path, http_handler_cb *cb, void *arg)
 {

@@ -52,7 +52,15 @@ http_server_t *http_server_new(struct event_base *base, const char *addr, int po
                                const http_limits_t *limits, metrics_t *metrics, char *errstr,
                                size_t errstr_size);
 void http_server_destroy(http_server_t *srv);
+/**
+ * Replace the body, header and timeout limits of a running server (0 keeps
+ * a field's current value). For services whose limits come from their own
+ * configuration.
+ */
+void http_server_set_limits(http_server_t *srv, const http_limits_t *limits);
 int http_server_port(const http_server_t *srv);
+/** The underlying evhttp (borrowed), e.g. for evhttp_set_bevcb() (TLS). */
+struct evhttp *http_server_evhttp(http_server_t *srv);
 
 /**
  * Add a route: @p methods is a mask of EVHTTP_REQ_*; @p path matches

@@ -691,7 +691,9 @@ static void tracker_forget(kafka_tracker_t *tr, const rd_kafka_topic_partition_l
 struct kafka_watch {
     struct event *ev_pipe;
     struct event *ev_again;
+    struct event *ev_sweep;
     int fds[2];
+    uint64_t rescued;
     rd_kafka_queue_t *rkqu;
     kafka_watch_cb *cb;
     void *opaque;
@@ -709,6 +711,19 @@ static void on_pipe(evutil_socket_t fd, short what, void *arg)
 
 static void on_again(evutil_socket_t fd, short what, void *arg) { watch_run(arg); }
 
+/* The safety net under the pipe: librdkafka signals only some enqueues
+ * (empty to non-empty, once per non-polling period), and a wake-up lost
+ * anywhere in that chain would stall a service for good. A periodic look
+ * at the queue length bounds such a stall to one sweep interval. */
+static void on_sweep(evutil_socket_t fd, short what, void *arg)
+{
+    kafka_watch_t *w = arg;
+    if (rd_kafka_queue_length(w->rkqu) > 0) {
+        w->rescued++;
+        watch_run(w);
+    }
+}
+
 kafka_watch_t *kafka_watch_new(struct event_base *base, rd_kafka_queue_t *rkqu, kafka_watch_cb *cb,
                                void *opaque, char *errstr, size_t errstr_size)
 {
@@ -723,7 +738,10 @@ kafka_watch_t *kafka_watch_new(struct event_base *base, rd_kafka_queue_t *rkqu, 
     }
     w->ev_pipe = event_new(base, w->fds[0], EV_READ | EV_PERSIST, on_pipe, w);
     w->ev_again = event_new(base, -1, 0, on_again, w);
-    if (!w->ev_pipe || !w->ev_again || event_add(w->ev_pipe, NULL)) {
+    w->ev_sweep = event_new(base, -1, EV_PERSIST, on_sweep, w);
+    struct timeval sweep = {0, KAFKA_WATCH_SWEEP_MS * 1000};
+    if (!w->ev_pipe || !w->ev_again || !w->ev_sweep || event_add(w->ev_pipe, NULL) ||
+        event_add(w->ev_sweep, &sweep)) {
         snprintf(errstr, errstr_size, "cannot add the Kafka wake-up event");
         goto err;
     }
@@ -738,6 +756,8 @@ err:
 
 void kafka_watch_again(kafka_watch_t *w) { event_active(w->ev_again, 0, 0); }
 
+uint64_t kafka_watch_rescued(const kafka_watch_t *w) { return w->rescued; }
+
 void kafka_watch_destroy(kafka_watch_t *w)
 {
     if (!w)
@@ -750,6 +770,8 @@ void kafka_watch_destroy(kafka_watch_t *w)
         event_free(w->ev_pipe);
     if (w->ev_again)
         event_free(w->ev_again);
+    if (w->ev_sweep)
+        event_free(w->ev_sweep);
     for (int i = 0; i < 2; i++)
         if (w->fds[i] >= 0)
             close(w->fds[i]);

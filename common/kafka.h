@@ -202,13 +202,19 @@ typedef void(kafka_watch_cb)(void *opaque);
  * (rd_kafka_queue_io_event_enable through a pipe). librdkafka writes the
  * pipe only when the queue goes from empty to non-empty, so @p cb must
  * drain in bounded batches and call kafka_watch_again() if it stopped
- * with messages left. @p cb is also run once at start. Takes ownership of
+ * with messages left. @p cb is also run once at start, and whenever a
+ * sweep every KAFKA_WATCH_SWEEP_MS finds the queue non-empty (a lost
+ * wake-up then costs at most that long). Takes ownership of
  * @p rkqu. Returns NULL with errstr on failure.
  */
 kafka_watch_t *kafka_watch_new(struct event_base *base, rd_kafka_queue_t *rkqu, kafka_watch_cb *cb,
                                void *opaque, char *errstr, size_t errstr_size);
+#define KAFKA_WATCH_SWEEP_MS 200
+
 /** Run the callback again on the next loop iteration. */
 void kafka_watch_again(kafka_watch_t *w);
+/** How often the sweep found queued events the callback had not drained. */
+uint64_t kafka_watch_rescued(const kafka_watch_t *w);
 /** Stop watching; accepts NULL. */
 void kafka_watch_destroy(kafka_watch_t *w);
 

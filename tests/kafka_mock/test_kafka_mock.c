@@ -4,6 +4,7 @@
  * completed prefix of a partition. (Transactions are tested on the real
  * broker: the mock cluster gets them wrong.) */
 #include <criterion/criterion.h>
+#include <event2/event.h>
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 #include <string.h>
@@ -213,4 +214,55 @@ Test(kafka_mock, tracker_stores_only_the_completed_prefix)
     cr_assert_eq(kafka_tracker_pending(tr), 0);
     kafka_tracker_destroy(tr);
     kafka_consumer_close(kc);
+}
+
+/* A callback that takes one message per wake-up and never asks to be run
+ * again stands in for a lost wake-up: only the watch's sweep can deliver
+ * the rest. Without it the loop below would stall after the first few. */
+typedef struct lazy_ctx {
+    kafka_consumer_t *kc;
+    struct event_base *base;
+    int got;
+} lazy_ctx_t;
+
+static void take_one(void *opaque)
+{
+    lazy_ctx_t *c = opaque;
+    rd_kafka_message_t *m = kafka_consumer_poll(c->kc, 0);
+    if (m) {
+        c->got++;
+        rd_kafka_message_destroy(m);
+    }
+    if (c->got >= 6)
+        event_base_loopbreak(c->base);
+}
+
+static void give_up(evutil_socket_t fd, short what, void *arg) { event_base_loopbreak(arg); }
+
+Test(kafka_mock, the_sweep_rescues_a_callback_that_left_messages_queued)
+{
+    kafka_producer_t *kp = producer(NULL, 0);
+    produce_n(kp, 6);
+    cr_assert_eq(kafka_producer_flush(kp, 10000), 0);
+    kafka_producer_destroy(kp);
+
+    char err[512];
+    const char *topics[] = {"t"};
+    kafka_opts_t o = {.brokers = bootstraps};
+    kafka_consumer_opts_t co = {.group_id = "g-sweep", .topics = topics, .ntopics = 1};
+    lazy_ctx_t c = {.kc = kafka_consumer_new(&o, &co, err, sizeof(err))};
+    cr_assert(c.kc, "%s", err);
+    c.base = event_base_new();
+    kafka_watch_t *w = kafka_consumer_watch(c.kc, c.base, take_one, &c, err, sizeof(err));
+    cr_assert(w, "%s", err);
+    struct event *deadline = evtimer_new(c.base, give_up, c.base);
+    struct timeval tv = {20, 0};
+    evtimer_add(deadline, &tv);
+    event_base_dispatch(c.base);
+    cr_assert_eq(c.got, 6, "got %d of 6: the queue was left undrained", c.got);
+    cr_assert_gt(kafka_watch_rescued(w), 0, "every message came by the pipe: nothing tested");
+    event_free(deadline);
+    kafka_watch_destroy(w);
+    kafka_consumer_close(c.kc);
+    event_base_free(c.base);
 }

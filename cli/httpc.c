@@ -1,0 +1,79 @@
+/* mlopsctl's HTTP client (see httpc.h). */
+#include "httpc.h"
+
+#include <curl/curl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+#define HTTPC_MAX_BODY (64u << 20)
+
+static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+    httpc_resp_t *r = userdata;
+    size_t n = size * nmemb;
+    if (r->len + n > HTTPC_MAX_BODY)
+        return 0; /* makes curl fail with a write error */
+    r->body = xrealloc(r->body, r->len + n + 1);
+    memcpy(r->body + r->len, ptr, n);
+    r->len += n;
+    r->body[r->len] = 0;
+    return n;
+}
+
+int httpc_request(const char *method, const char *url, const char *body, const char *token,
+                  long timeout_ms, httpc_resp_t *r)
+{
+    memset(r, 0, sizeof(*r));
+    r->body = xstrdup("");
+    static int inited;
+    if (!inited) {
+        curl_global_init(CURL_GLOBAL_DEFAULT);
+        inited = 1;
+    }
+    CURL *h = curl_easy_init();
+    if (!h) {
+        snprintf(r->error, sizeof(r->error), "cannot create a libcurl handle");
+        return -1;
+    }
+    struct curl_slist *hdrs = NULL;
+    if (body)
+        hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
+    char *auth = token ? xasprintf("Authorization: Bearer %s", token) : NULL;
+    if (auth)
+        hdrs = curl_slist_append(hdrs, auth);
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, 3000L);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+    if (body) {
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+    }
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(h, CURLOPT_USERAGENT, "mlopsctl/" MLOPS_VERSION);
+    CURLcode rc = curl_easy_perform(h);
+    int ret = 0;
+    if (rc != CURLE_OK) {
+        snprintf(r->error, sizeof(r->error), "%s", curl_easy_strerror(rc));
+        ret = -1;
+    } else {
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r->status);
+    }
+    curl_slist_free_all(hdrs);
+    free(auth);
+    curl_easy_cleanup(h);
+    return ret;
+}
+
+void httpc_resp_free(httpc_resp_t *r)
+{
+    free(r->body);
+    r->body = NULL;
+}

@@ -1,0 +1,635 @@
+/*
+ * One batch of mlops-scorer: every features/1 input gives one served
+ * prediction (champion, or challenger for the canary's share of entities)
+ * plus one shadow prediction when a shadow model is loaded.
+ *
+ *   1. decode features/1 (size cap, jansson with duplicate keys refused)
+ *   2. find the model inputs missing from each record; look their entities
+ *      up in the cache, then in Redis (one pipelined HGETALL round trip
+ *      for the batch's misses, with the client's deadline and breaker)
+ *   3. route (canary split by entity hash), encode and predict (model.h,
+ *      the code `mlopsctl predict` runs); inputs still missing take the
+ *      model's imputation values and the prediction is degraded
+ *   4. render prediction/1
+ *   5. produce: at-least-once, the input offset is stored once all its
+ *      outputs are delivered (tracker); exactly-once, inside the open
+ *      transaction with the input offsets
+ *
+ * A record that is not features/1, or whose spec is not the models' spec,
+ * is counted, logged (rate-limited) and skipped: its offset moves on.
+ */
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hmap.h"
+#include "log.h"
+#include "mjson.h"
+#include "rollout.h"
+#include "scorer.h"
+
+typedef enum lk_state {
+    LK_NONE = 0, /* no lookup needed */
+    LK_HIT,      /* from the cache */
+    LK_FETCH,    /* queued to Redis */
+    LK_FAILED,   /* Redis failed or the breaker is open */
+} lk_state_t;
+
+/* One entity looked up for the batch. */
+typedef struct lookup {
+    const char *entity;
+    lk_state_t state;
+    strbuf_t pairs;
+    size_t npairs;
+    int64_t row_ts_ms;
+} lookup_t;
+
+typedef struct item {
+    rd_kafka_message_t *rkm;
+    void *handle;
+    json_t *doc;
+    bool ok;
+    const char *event_id, *entity, *event_time;
+    int64_t event_time_ms;
+    json_t *values;
+    int lookup; /* index in batch->lookups, -1 none */
+    int64_t decode_us, redis_us;
+} item_t;
+
+typedef struct batch {
+    item_t *items;
+    lookup_t *lookups;
+    size_t cap, nlookups;
+    hmap_t *seen; /* entity -> lookup index + 1 (batch-local) */
+    strbuf_t out, key;
+    const char **argv;
+    size_t *argvlen;
+    redisReply **replies;
+    size_t *fetch; /* lookup indices sent to Redis */
+    strbuf_t imputed;
+} batch_t;
+
+static batch_t *batch_get(scorer_t *sc)
+{
+    if (sc->batch)
+        return sc->batch;
+    size_t cap = (size_t)sc->conf->batch_size;
+    batch_t *b = xcalloc(1, sizeof(*b));
+    sc->batch = b;
+    b->cap = cap;
+    b->items = xcalloc(cap, sizeof(item_t));
+    b->lookups = xcalloc(cap, sizeof(lookup_t));
+    for (size_t i = 0; i < cap; i++)
+        strbuf_init(&b->lookups[i].pairs);
+    b->seen = hmap_new(NULL);
+    strbuf_init(&b->out);
+    strbuf_init(&b->key);
+    strbuf_init(&b->imputed);
+    b->replies = xcalloc(cap, sizeof(redisReply *));
+    b->fetch = xcalloc(cap, sizeof(size_t));
+    return b;
+}
+
+void pipeline_destroy(scorer_t *sc)
+{
+    batch_t *b = sc->batch;
+    if (!b)
+        return;
+    for (size_t i = 0; i < b->cap; i++) {
+        strbuf_cleanup(&b->lookups[i].pairs);
+        if (b->items[i].rkm)
+            rd_kafka_message_destroy(b->items[i].rkm);
+        json_decref(b->items[i].doc);
+    }
+    free(b->items);
+    free(b->lookups);
+    hmap_destroy(b->seen);
+    strbuf_cleanup(&b->out);
+    strbuf_cleanup(&b->key);
+    strbuf_cleanup(&b->imputed);
+    free(b->replies);
+    free(b->fetch);
+    free(b);
+    sc->batch = NULL;
+}
+
+/* ---- 1. decode --------------------------------------------------------------------- */
+
+static void refuse(scorer_t *sc, item_t *it, metric_t *m, const char *why)
+{
+    static int64_t last_log_ms;
+    it->ok = false;
+    metric_inc(m);
+    if (mono_ms() - last_log_ms >= 1000) {
+        last_log_ms = mono_ms();
+        log_emit(LOG_LVL_WARN,
+                 LOG_FIELDS(LOG_STR("topic", rd_kafka_topic_name(it->rkm->rkt)),
+                            LOG_INT("partition", it->rkm->partition),
+                            LOG_INT("offset", it->rkm->offset)),
+                 "input not scored: %s", why);
+    }
+}
+
+static void decode(scorer_t *sc, const modelset_t *ms, item_t *it)
+{
+    rd_kafka_message_t *m = it->rkm;
+    int64_t t0 = mono_us();
+    it->ok = true;
+    it->lookup = -1;
+    it->redis_us = 0;
+    err_t *e = NULL;
+    it->doc = mjson_parse_object(m->payload ? m->payload : "", m->len,
+                                 (size_t)sc->conf->max_event_bytes, &e);
+    if (!it->doc) {
+        char why[600];
+        snprintf(why, sizeof(why), "not JSON: %.500s", e ? e->msg : "?");
+        err_destroy(e);
+        refuse(sc, it, sc->m_refused_decode, why);
+        return;
+    }
+    const char *schema = json_string_value(json_object_get(it->doc, "schema"));
+    it->event_id = json_string_value(json_object_get(it->doc, "event_id"));
+    it->entity = json_string_value(json_object_get(it->doc, "entity"));
+    it->event_time = json_string_value(json_object_get(it->doc, "event_time"));
+    it->values = json_object_get(it->doc, "values");
+    if (!schema || strcmp(schema, "features/1") || !it->event_id || !it->entity ||
+        !json_is_object(it->values)) {
+        refuse(sc, it, sc->m_refused_decode,
+               "not a features/1 record (schema, event_id, entity, values)");
+        return;
+    }
+    const char *spec = json_string_value(json_object_get(json_object_get(it->doc, "spec"), "name"));
+    if (!spec || strcmp(spec, ms->role[ROLE_CHAMPION]->spec->name)) {
+        refuse(sc, it, sc->m_refused_spec, "its spec is not the served models' spec");
+        return;
+    }
+    it->event_time_ms = -1;
+    json_t *et = json_object_get(it->doc, "event_time");
+    if (et && spec_parse_time(et, &it->event_time_ms))
+        it->event_time_ms = -1;
+    it->decode_us = mono_us() - t0;
+}
+
+/* A record value as a spec value (numbers, booleans as 0/1, strings). */
+static void value_from_json(const json_t *v, const model_input_t *in, spec_value_t *out)
+{
+    out->kind = SPEC_V_MISSING;
+    if (!v || json_is_null(v))
+        return;
+    if (json_is_number(v)) {
+        out->kind = SPEC_V_NUM;
+        out->num = json_number_value(v);
+    } else if (json_is_boolean(v)) {
+        out->kind = SPEC_V_NUM;
+        out->num = json_is_true(v) ? 1 : 0;
+    } else if (json_is_string(v)) {
+        if (in->categorical) {
+            out->kind = SPEC_V_STR;
+            out->str = json_string_value(v);
+        } else if (parse_double(json_string_value(v), &out->num) == 0) {
+            out->kind = SPEC_V_NUM;
+        }
+    }
+}
+
+/* An online-row text value as a spec value. */
+static bool value_from_text(const char *s, const model_input_t *in, spec_value_t *out)
+{
+    out->kind = SPEC_V_MISSING;
+    if (!s)
+        return false;
+    if (in->categorical) {
+        out->kind = SPEC_V_STR;
+        out->str = s;
+        return true;
+    }
+    if (parse_double(s, &out->num) || !isfinite(out->num))
+        return false;
+    out->kind = SPEC_V_NUM;
+    return true;
+}
+
+static bool needs_lookup(const modelset_t *ms, const item_t *it)
+{
+    for (int r = 0; r < ROLE_N; r++) {
+        const smodel_t *sm = ms->role[r];
+        if (!sm)
+            continue;
+        size_t n;
+        const model_input_t *in = model_inputs(sm->m, &n);
+        for (size_t i = 0; i < n; i++) {
+            json_t *v = json_object_get(it->values, in[i].column);
+            if (!v || json_is_null(v))
+                return true;
+        }
+    }
+    return false;
+}
+
+/* ---- 2. enrich --------------------------------------------------------------------- */
+
+static const char *lookup_field(const lookup_t *lk, const char *name)
+{
+    const char *p = lk->pairs.data;
+    for (size_t i = 0; p && i < lk->npairs; i++) {
+        const char *v = p + strlen(p) + 1;
+        if (!strcmp(p, name))
+            return v;
+        p = v + strlen(v) + 1;
+    }
+    return NULL;
+}
+
+static void enrich(scorer_t *sc, const modelset_t *ms, batch_t *b, size_t n)
+{
+    b->nlookups = 0;
+    size_t nfetch = 0;
+    int64_t now = mono_ms();
+    for (size_t i = 0; i < n; i++) {
+        item_t *it = &b->items[i];
+        if (!it->ok || !needs_lookup(ms, it))
+            continue;
+        uintptr_t idx = (uintptr_t)hmap_get(b->seen, it->entity);
+        if (idx) {
+            it->lookup = (int)(idx - 1);
+            continue;
+        }
+        lookup_t *lk = &b->lookups[b->nlookups];
+        it->lookup = (int)b->nlookups;
+        hmap_put(b->seen, it->entity, (void *)(uintptr_t)(++b->nlookups));
+        lk->entity = it->entity;
+        strbuf_reset(&lk->pairs);
+        lk->npairs = 0;
+        lk->row_ts_ms = -1;
+        if (!sc->rc) {
+            lk->state = LK_FAILED;
+            continue;
+        }
+        const ocache_entry_t *ce = ocache_get(sc->cache, it->entity, now);
+        if (ce) {
+            lk->state = LK_HIT;
+            strbuf_append(&lk->pairs, ce->pairs, ce->len);
+            lk->npairs = ce->npairs;
+            lk->row_ts_ms = ce->row_ts_ms;
+            continue;
+        }
+        lk->state = LK_FETCH;
+        b->fetch[nfetch++] = (size_t)it->lookup;
+    }
+    /* forget the batch-local index */
+    for (size_t i = 0; i < b->nlookups; i++)
+        hmap_del(b->seen, b->lookups[i].entity);
+    if (!nfetch)
+        return;
+    int64_t t0 = mono_us();
+    const char *view = ms->role[ROLE_CHAMPION]->spec->view;
+    strbuf_reset(&b->key);
+    size_t *key_off = xcalloc(nfetch, sizeof(size_t));
+    for (size_t j = 0; j < nfetch; j++) {
+        key_off[j] = b->key.len;
+        strbuf_appendf(&b->key, "mlops:online:%s:%s", view, b->lookups[b->fetch[j]].entity);
+        strbuf_putc(&b->key, '\0');
+    }
+    for (size_t j = 0; j < nfetch; j++) {
+        const char *argv[2] = {"HGETALL", b->key.data + key_off[j]};
+        redis_append_argv(sc->rc, 2, argv, NULL);
+    }
+    free(key_off);
+    err_t *e = NULL;
+    if (redis_pipeline_exec(sc->rc, b->replies, nfetch, &e)) {
+        static int64_t last_log_ms;
+        metric_inc(sc->m_redis_errors);
+        if (mono_ms() - last_log_ms >= 1000) {
+            last_log_ms = mono_ms();
+            log_warn("online store: %s: scoring with imputation values (degraded)",
+                     e ? e->msg : "?");
+        }
+        err_destroy(e);
+        for (size_t j = 0; j < nfetch; j++)
+            b->lookups[b->fetch[j]].state = LK_FAILED;
+    } else {
+        now = mono_ms();
+        for (size_t j = 0; j < nfetch; j++) {
+            lookup_t *lk = &b->lookups[b->fetch[j]];
+            redisReply *r = b->replies[j];
+            if (r && r->type == REDIS_REPLY_ARRAY) {
+                for (size_t k = 0; k + 1 < r->elements; k += 2) {
+                    redisReply *f = r->element[k], *v = r->element[k + 1];
+                    if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
+                        continue;
+                    if (!strcmp(f->str, "_ts")) {
+                        int64_t ts;
+                        if (parse_int64(v->str, &ts) == 0)
+                            lk->row_ts_ms = ts;
+                    }
+                    strbuf_append(&lk->pairs, f->str, f->len);
+                    strbuf_putc(&lk->pairs, '\0');
+                    strbuf_append(&lk->pairs, v->str, v->len);
+                    strbuf_putc(&lk->pairs, '\0');
+                    lk->npairs++;
+                }
+                ocache_put(sc->cache, lk->entity, lk->pairs.data ? lk->pairs.data : "",
+                           lk->pairs.len, lk->npairs, lk->row_ts_ms, now);
+            } else {
+                lk->state = LK_FAILED;
+            }
+            freeReplyObject(r);
+            b->replies[j] = NULL;
+        }
+    }
+    int64_t dt = mono_us() - t0;
+    metric_observe(sc->m_stage[STAGE_REDIS], (double)dt / 1e6);
+    for (size_t i = 0; i < n; i++)
+        if (b->items[i].lookup >= 0 && b->lookups[b->items[i].lookup].state != LK_HIT)
+            b->items[i].redis_us = dt;
+}
+
+/* ---- 3. predict, 4. render ----------------------------------------------------------- */
+
+static void variant_metrics(scorer_t *sc, smodel_t *sm)
+{
+    if (sm->m_count)
+        return;
+    char l[256], v[32];
+    snprintf(v, sizeof(v), "%" PRId64, sm->version);
+    metrics_t *m = service_metrics(sc->svc);
+    sm->m_count = metrics_counter(
+        m, "mlops_scorer_predictions_total", "Predictions produced, by role and version.",
+        metrics_labels(l, sizeof(l), "role", smodel_role_name(sm->role), "version", v, NULL));
+    static const double bounds[] = {0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95};
+    sm->m_hist =
+        metrics_histogram(m, "mlops_scorer_score", "Scores, by role.",
+                          metrics_labels(l, sizeof(l), "role", smodel_role_name(sm->role), NULL),
+                          bounds, MLOPS_ARRAY_LEN(bounds));
+}
+
+static void put_str(strbuf_t *out, const char *s) { strbuf_json_str(out, s, strlen(s)); }
+
+static void put_num(strbuf_t *out, double v)
+{
+    char buf[32];
+    if (!isfinite(v)) {
+        strbuf_puts(out, "null");
+        return;
+    }
+    strbuf_append(out, buf, fmt_double_rt(v, buf));
+}
+
+/*
+ * Score @p it with @p sm and append its prediction/1 record to b->out.
+ * @p served: this prediction is the decision (champion or challenger).
+ */
+static bool score_one(scorer_t *sc, batch_t *b, item_t *it, smodel_t *sm, bool served)
+{
+    int64_t t0 = mono_us();
+    const lookup_t *lk = it->lookup >= 0 ? &b->lookups[it->lookup] : NULL;
+    size_t n;
+    const model_input_t *in = model_inputs(sm->m, &n);
+    for (size_t c = 0; c < sm->spec->ncolumns; c++)
+        sm->vals[c].kind = SPEC_V_MISSING;
+    strbuf_reset(&b->imputed);
+    size_t nimputed = 0;
+    bool from_row = false;
+    for (size_t i = 0; i < n; i++) {
+        spec_value_t *v = &sm->vals[in[i].col];
+        value_from_json(json_object_get(it->values, in[i].column), &in[i], v);
+        if (v->kind != SPEC_V_MISSING)
+            continue;
+        if (lk && (lk->state == LK_HIT || lk->state == LK_FETCH) &&
+            value_from_text(lookup_field(lk, in[i].column), &in[i], v)) {
+            from_row = true;
+            continue;
+        }
+        if (nimputed++)
+            strbuf_putc(&b->imputed, ',');
+        put_str(&b->imputed, in[i].column);
+    }
+    model_encode(sm->m, sm->vals, sm->x);
+    double score = model_predict(sm->m, sm->x);
+    double thr = model_threshold(sm->m);
+    int64_t t1 = mono_us();
+    metric_observe(sc->m_stage[STAGE_PREDICT], (double)(t1 - t0) / 1e6);
+    variant_metrics(sc, sm);
+    metric_inc(sm->m_count);
+    if (isfinite(score))
+        metric_observe(sm->m_hist, score);
+    bool degraded = nimputed > 0;
+    if (degraded && served) {
+        metric_inc(sc->m_degraded);
+        metric_add(sc->m_imputed, (double)nimputed);
+    }
+
+    strbuf_t *o = &b->out;
+    const rd_kafka_message_t *m = it->rkm;
+    strbuf_puts(o, "{\"schema\":\"prediction/1\",\"event_id\":");
+    put_str(o, it->event_id);
+    strbuf_puts(o, ",\"entity\":");
+    put_str(o, it->entity);
+    if (it->event_time) {
+        strbuf_puts(o, ",\"event_time\":");
+        put_str(o, it->event_time);
+    }
+    strbuf_puts(o, ",\"model\":{\"name\":");
+    put_str(o, sm->name);
+    strbuf_appendf(o, ",\"version\":%" PRId64 ",\"sha256\":", sm->version);
+    put_str(o, sm->sha256);
+    strbuf_appendf(o, ",\"algo\":\"%s\"},\"role\":\"%s\",\"served\":%s,\"score\":",
+                   model_algo_name(model_algo(sm->m)), smodel_role_name(sm->role),
+                   served ? "true" : "false");
+    put_num(o, score);
+    strbuf_puts(o, ",\"threshold\":");
+    put_num(o, thr);
+    strbuf_appendf(o, ",\"decision\":%s,\"features\":{", score >= thr ? "true" : "false");
+    for (size_t i = 0; i < n; i++) {
+        const spec_value_t *v = &sm->vals[in[i].col];
+        if (i)
+            strbuf_putc(o, ',');
+        put_str(o, in[i].column);
+        strbuf_putc(o, ':');
+        if (v->kind == SPEC_V_NUM)
+            put_num(o, v->num);
+        else if (v->kind == SPEC_V_STR)
+            put_str(o, v->str);
+        else
+            strbuf_puts(o, "null");
+    }
+    strbuf_appendf(o, "},\"degraded\":%s,\"imputed\":[", degraded ? "true" : "false");
+    strbuf_append(o, b->imputed.data ? b->imputed.data : "", b->imputed.len);
+    int64_t now_ms = wall_ms();
+    strbuf_puts(o, "],\"freshness\":{\"event_age_ms\":");
+    if (it->event_time_ms >= 0)
+        strbuf_appendf(o, "%" PRId64, now_ms - it->event_time_ms);
+    else
+        strbuf_puts(o, "null");
+    strbuf_puts(o, ",\"online_age_ms\":");
+    if (from_row && lk->row_ts_ms >= 0)
+        strbuf_appendf(o, "%" PRId64, now_ms - lk->row_ts_ms);
+    else
+        strbuf_puts(o, "null");
+    strbuf_puts(o, ",\"online\":");
+    strbuf_puts(o, !lk                     ? "\"not_needed\""
+                   : lk->state == LK_HIT   ? "\"cache\""
+                   : lk->state == LK_FETCH ? "\"redis\""
+                                           : "\"unavailable\"");
+    strbuf_puts(o, "},\"source\":{\"topic\":");
+    put_str(o, rd_kafka_topic_name(m->rkt));
+    strbuf_appendf(o, ",\"partition\":%" PRId32 ",\"offset\":%" PRId64 "}", m->partition,
+                   m->offset);
+    char ts[40];
+    strbuf_puts(o, ",\"scored_at\":\"");
+    strbuf_puts(o, fmt_rfc3339(wall_us(), ts, sizeof(ts)));
+    int64_t t2 = mono_us();
+    metric_observe(sc->m_stage[STAGE_ENCODE], (double)(t2 - t1) / 1e6);
+    strbuf_appendf(o,
+                   "\",\"latency_us\":{\"decode\":%" PRId64 ",\"redis\":%" PRId64
+                   ",\"predict\":%" PRId64 ",\"encode\":%" PRId64 "}}",
+                   it->decode_us, it->redis_us, t1 - t0, t2 - t1);
+    return score >= thr;
+}
+
+/* ---- 5. produce -------------------------------------------------------------------- */
+
+static int produce(scorer_t *sc, item_t *it, const char *data, size_t len)
+{
+    err_t *e = NULL;
+    int rc;
+    const char *topic = sc->conf->predictions_topic;
+    if (sc->txn) {
+        rc = kafka_txn_produce(sc->txn, topic, RD_KAFKA_PARTITION_UA, it->entity,
+                               strlen(it->entity), data, len, &e);
+    } else {
+        kafka_tracker_hold(it->handle);
+        rc = kafka_produce(sc->kp, topic, RD_KAFKA_PARTITION_UA, it->entity, strlen(it->entity),
+                           data, len, it->handle, &e);
+    }
+    if (rc) {
+        lifecycle_fail(service_lifecycle(sc->svc), MLOPS_EXIT_FAILURE,
+                       "cannot produce to %s: %s (input stays uncommitted)", topic,
+                       e ? e->msg : "?");
+        err_destroy(e);
+        return -1;
+    }
+    return 0;
+}
+
+void pipeline_on_delivery(const rd_kafka_message_t *rkm, void *msg_opaque, void *opaque)
+{
+    scorer_t *sc = opaque;
+    if (rkm->err) {
+        lifecycle_fail(service_lifecycle(sc->svc), MLOPS_EXIT_FAILURE,
+                       "output to %s failed for good: %s", rd_kafka_topic_name(rkm->rkt),
+                       rd_kafka_err2str(rkm->err));
+        return;
+    }
+    if (kafka_tracker_done(sc->tracker, msg_opaque))
+        lifecycle_fail(service_lifecycle(sc->svc), MLOPS_EXIT_FAILURE, "cannot store an offset");
+}
+
+static void log_swap(scorer_t *sc, const modelset_t *ms)
+{
+    strbuf_t parts;
+    strbuf_init(&parts);
+    for (int p = 0; p < (int)MLOPS_ARRAY_LEN(sc->last_offset); p++)
+        if (sc->last_offset[p] >= 0)
+            strbuf_appendf(&parts, "%s%d:%" PRId64, parts.len ? "," : "", p,
+                           sc->last_offset[p] + 1);
+    const smodel_t *c = ms->role[ROLE_CHAMPION];
+    log_emit(
+        LOG_LVL_INFO,
+        LOG_FIELDS(LOG_STR("model", c->name), LOG_INT("champion", c->version),
+                   LOG_INT("challenger",
+                           ms->role[ROLE_CHALLENGER] ? ms->role[ROLE_CHALLENGER]->version : 0),
+                   LOG_INT("shadow", ms->role[ROLE_SHADOW] ? ms->role[ROLE_SHADOW]->version : 0),
+                   LOG_STR("switch_offsets", parts.data ? parts.data : ""),
+                   LOG_STR("topic", sc->conf->input_topic)),
+        "model set swapped in: messages from these offsets (partition:offset) on are scored "
+        "by the new set");
+    strbuf_cleanup(&parts);
+}
+
+void pipeline_on_input(void *opaque)
+{
+    scorer_t *sc = opaque;
+    if (sc->draining)
+        return;
+    /* between two messages: take a verified new model set if one is ready */
+    if (models_swap(sc->models))
+        log_swap(sc, models_current(sc->models));
+    modelset_t *ms = models_current(sc->models);
+    batch_t *b = batch_get(sc);
+    size_t n = 0;
+    while (n < b->cap) {
+        rd_kafka_message_t *m =
+            sc->txn ? kafka_txn_poll(sc->txn, 0) : kafka_consumer_poll(sc->kc, 0);
+        if (!m)
+            break;
+        b->items[n].rkm = m;
+        b->items[n].handle = NULL;
+        b->items[n].doc = NULL;
+        n++;
+    }
+    if (n == 0)
+        return;
+    watchdog_begin(sc->watchdog);
+    int64_t t0 = mono_us();
+    for (size_t i = 0; i < n; i++) {
+        item_t *it = &b->items[i];
+        if (!sc->txn)
+            it->handle = kafka_tracker_begin(sc->tracker, rd_kafka_topic_name(it->rkm->rkt),
+                                             it->rkm->partition, it->rkm->offset);
+        decode(sc, ms, it);
+        if (it->ok)
+            metric_observe(sc->m_stage[STAGE_DECODE], (double)it->decode_us / 1e6);
+    }
+    if (sc->conf->enrich)
+        enrich(sc, ms, b, n);
+    bool failed = false;
+    smodel_t *champ = ms->role[ROLE_CHAMPION], *chall = ms->role[ROLE_CHALLENGER],
+             *shadow = ms->role[ROLE_SHADOW];
+    ab_t *ab = chall ? sc->ab : NULL;
+    if (ab)
+        ab_set_pair(ab, champ->sha256, chall->sha256);
+    for (size_t i = 0; i < n; i++) {
+        item_t *it = &b->items[i];
+        if (it->ok && !failed) {
+            strbuf_reset(&b->out);
+            int arm = 0; /* 0 champion, 1 challenger */
+            if (ab)
+                arm = ab_pick(ab);
+            else if (chall && rollout_is_challenger(ms->salt, it->entity, strlen(it->entity),
+                                                    ms->canary_share))
+                arm = 1;
+            bool decision = score_one(sc, b, it, arm ? chall : champ, true);
+            if (ab)
+                ab_note(ab, it->event_id, arm, decision);
+            size_t first_len = b->out.len;
+            if (shadow)
+                score_one(sc, b, it, shadow, false);
+            int64_t tp = mono_us();
+            if (produce(sc, it, b->out.data, first_len) ||
+                (shadow && produce(sc, it, b->out.data + first_len, b->out.len - first_len)))
+                failed = true;
+            metric_observe(sc->m_stage[STAGE_PRODUCE], (double)(mono_us() - tp) / 1e6);
+            metric_inc(sc->m_events);
+        }
+        if (it->rkm->partition >= 0 &&
+            it->rkm->partition < (int32_t)MLOPS_ARRAY_LEN(sc->last_offset))
+            sc->last_offset[it->rkm->partition] = it->rkm->offset;
+        if (!sc->txn && !failed && kafka_tracker_done(sc->tracker, it->handle))
+            lifecycle_fail(service_lifecycle(sc->svc), MLOPS_EXIT_FAILURE,
+                           "cannot store an offset");
+        json_decref(it->doc);
+        it->doc = NULL;
+        rd_kafka_message_destroy(it->rkm);
+        it->rkm = NULL;
+    }
+    if (ab)
+        ab_flush(ab);
+    metric_observe(sc->m_batch_seconds, (double)(mono_us() - t0) / 1e6);
+    watchdog_end(sc->watchdog);
+    if (failed)
+        return;
+    if (n == b->cap)
+        kafka_watch_again(sc->watch);
+}

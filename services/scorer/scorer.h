@@ -1,0 +1,154 @@
+/*
+ * mlops-scorer internals. The service consumes features/1 records, fills
+ * model inputs missing from a record from the entity's online row (Redis,
+ * behind an LRU+TTL cache), scores them with the loaded models (the same
+ * model.h code as `mlopsctl predict`) and produces prediction/1 records.
+ *
+ * Modules: main.c (configuration, start-up order, drain), models.c (the
+ * served model set, loading from files or the registry, the follower
+ * thread of the `models` topic and the atomic swap), pipeline.c (one
+ * batch: decode, enrich, route, predict, render, produce), ocache.c (the
+ * cache), rollout.c (the canary split).
+ */
+#ifndef MLOPS_SCORER_H
+#define MLOPS_SCORER_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "ab.h"
+#include "kafka.h"
+#include "lifecycle.h"
+#include "metrics.h"
+#include "model.h"
+#include "ocache.h"
+#include "redis.h"
+#include "service.h"
+
+typedef struct scorer_conf {
+    SERVICE_COMMON_FIELDS;
+    char *model;
+    char *challenger_model;
+    char *shadow_model;
+    double canary_share;
+    char *rollout;
+    char *labels_topic;
+    char *ab_group_id;
+    int64_t ab_event_ttl_s;
+    int64_t ab_seed;
+    char *registry_url;
+    char *registry_token;
+    char *model_name;
+    char *alias;
+    char *models_topic;
+    int64_t registry_poll_s;
+    int64_t registry_timeout_ms;
+    char *input_topic;
+    char *predictions_topic;
+    char *group_id;
+    bool exactly_once;
+    int64_t instance;
+    char *transactional_id;
+    char *redis_url;
+    bool enrich;
+    int64_t redis_timeout_ms;
+    int64_t redis_breaker_failures;
+    int64_t redis_breaker_cooldown_ms;
+    int64_t cache_entities;
+    int64_t cache_ttl_ms;
+    int64_t max_event_bytes;
+    int64_t batch_size;
+    int64_t commit_interval_ms;
+    int64_t watchdog_ms;
+} scorer_conf_t;
+
+/* ---- models.c ---------------------------------------------------------------------- */
+
+typedef enum smodel_role { ROLE_CHAMPION = 0, ROLE_CHALLENGER, ROLE_SHADOW, ROLE_N } smodel_role_t;
+
+const char *smodel_role_name(smodel_role_t r);
+
+/** One loaded model version and its per-message buffers. */
+typedef struct smodel {
+    model_t *m;
+    char *name;
+    int64_t version; /* 0 when loaded from a file without a version */
+    char *sha256;
+    smodel_role_t role;
+    const spec_t *spec;
+    spec_value_t *vals;         /* spec->ncolumns, reused per message */
+    double *x;                  /* model_nslots() */
+    metric_t *m_count, *m_hist; /* per-variant metrics (pipeline.c, created on first use) */
+} smodel_t;
+
+/** What is served: champion, optional challenger (canary) and shadow. */
+typedef struct modelset {
+    smodel_t *role[ROLE_N];
+    double canary_share;
+    char *salt; /* split salt: the model name */
+    int64_t generation;
+} modelset_t;
+
+void modelset_destroy(modelset_t *ms);
+
+typedef struct models models_t;
+
+/**
+ * Load the starting model set (from files, or from the registry: the
+ * versions behind the configured alias, challenger and shadow) and, with a
+ * registry, start the follower thread. Returns NULL after logging why.
+ */
+models_t *models_new(const scorer_conf_t *conf, metrics_t *metrics);
+void models_destroy(models_t *mo);
+
+/** The model set now served (owned by models_t; valid until models_swap()). */
+modelset_t *models_current(models_t *mo);
+
+/**
+ * Between two messages: if the follower prepared a new set, make it current
+ * (the old one is freed) and return true.
+ */
+bool models_swap(models_t *mo);
+
+/** Update the model_stale_seconds gauge (loop timer). */
+void models_tick(models_t *mo);
+
+/* ---- pipeline.c -------------------------------------------------------------------- */
+
+typedef struct scorer scorer_t;
+
+struct scorer {
+    scorer_conf_t *conf;
+    service_t *svc;
+    models_t *models;
+    redis_client_t *rc;
+    ocache_t *cache;
+    ab_t *ab; /* A/B by Thompson sampling (rollout = ab) */
+    kafka_opts_t kopts;
+    kafka_consumer_t *kc; /* at-least-once */
+    kafka_producer_t *kp; /* at-least-once */
+    kafka_tracker_t *tracker;
+    kafka_txn_t *txn; /* exactly-once */
+    kafka_watch_t *watch, *pwatch;
+    watchdog_t *watchdog;
+    struct event *ev_commit, *ev_lag;
+    bool draining;
+    int64_t last_commit_ms;
+    struct batch *batch;
+    char *group_id, *transactional_id;
+    /* the last offset scored per partition (for the switch log line) */
+    int64_t last_offset[256];
+    /* metrics */
+    metric_t *m_events, *m_refused_decode, *m_refused_spec, *m_degraded, *m_imputed, *m_stage[5],
+        *m_lag, *m_txn_commits, *m_txn_aborts, *m_redis_errors, *m_swaps, *m_hit_rate,
+        *m_batch_seconds;
+};
+
+enum { STAGE_DECODE = 0, STAGE_REDIS, STAGE_PREDICT, STAGE_ENCODE, STAGE_PRODUCE };
+
+void pipeline_on_input(void *opaque);
+void pipeline_on_delivery(const rd_kafka_message_t *rkm, void *msg_opaque, void *opaque);
+void pipeline_destroy(scorer_t *sc);
+
+#endif

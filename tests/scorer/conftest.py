@@ -1,0 +1,330 @@
+"""Fixtures for the mlops-scorer tests: the real binaries (mlopsctl datagen and
+produce, mlops-trainer, mlops-ingest, mlops-scorer) on the real broker, with a
+private redis-server per module (so an outage test can stop it without
+touching the shared stack) and unique topic, group and spec names."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILD = Path(os.environ.get("MLOPS_BUILD_DIR", ROOT / "build"))
+BROKERS = os.environ.get("MLOPS_TEST_KAFKA_BROKERS", "127.0.0.1:9092")
+SOAK = os.environ.get("MLOPS_TEST_SCALE") == "soak"
+SCORER = BUILD / "services/scorer/mlops-scorer"
+INGEST = BUILD / "services/ingest/mlops-ingest"
+TRAINER = BUILD / "services/trainer/mlops-trainer"
+MLOPSCTL = BUILD / "cli/mlopsctl"
+KAFKA_TEST_PROPS = ["-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=2000",
+                    "-X", "transaction.timeout.ms=15000"]
+
+
+def run(*args, timeout=300):
+    r = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, f"{args[0]}: {r.stderr[-2000:]}"
+    return r
+
+
+def create_topics(names, partitions=3):
+    a = AdminClient({"bootstrap.servers": BROKERS})
+    for f in a.create_topics([NewTopic(n, partitions, 1) for n in names]).values():
+        f.result(30)
+
+
+def delete_topics(names):
+    a = AdminClient({"bootstrap.servers": BROKERS})
+    try:
+        for f in a.delete_topics(names).values():
+            f.result(30)
+    except Exception:  # cleanup is not the scenario
+        pass
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+class RedisServer:
+    """A private redis-server with AOF, stoppable and freezable by the test."""
+
+    def __init__(self, tmp):
+        self.dir = tmp / f"redis-{uuid.uuid4().hex[:6]}"
+        self.dir.mkdir()
+        self.port = free_port()
+        self.proc = None
+        self.start()
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}"
+
+    def cli(self, *args):
+        return subprocess.run(["redis-cli", "-p", str(self.port), *map(str, args)],
+                              capture_output=True, text=True, timeout=10).stdout
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.cli("PING").strip() == "PONG" and "loading:0" in self.cli("INFO", "persistence"):
+                return
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=20)
+
+    def freeze(self):
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self):
+        self.proc.send_signal(signal.SIGCONT)
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Scorer:
+    """One mlops-scorer process."""
+
+    def __init__(self, args, name="scorer"):
+        self.args = [str(SCORER), "--metrics-port", "0", *map(str, args)]
+        self.proc = None
+        self.logs = []
+        self.start()
+
+    def start(self):
+        self.logs = []
+        self.port = None
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
+        self.proc = subprocess.Popen(self.args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                     text=True, env=env)
+        threading.Thread(target=self._read, args=(self.proc, self.logs), daemon=True).start()
+        deadline = time.monotonic() + 30
+        while self.port is None and time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"scorer exited: {self.logs[-8:]}"
+            time.sleep(0.05)
+        assert self.port, f"scorer did not start: {self.logs[-8:]}"
+
+    def _read(self, proc, logs):
+        for line in proc.stderr:
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                obj = {"level": "raw", "msg": line}
+            logs.append(obj)
+            if obj.get("msg") == "mlops-scorer up":
+                self.port = obj["metrics_port"]
+
+    def metrics(self):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
+            return r.read().decode()
+
+    def metric(self, name, labels=""):
+        want = f"{name}{{{labels}}}" if labels else name
+        for line in self.metrics().splitlines():
+            if line.startswith(want + " "):
+                return float(line.split()[-1])
+        return None
+
+    def wait_events(self, n, timeout=60):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"scorer exited: {self.logs[-8:]}"
+            if (self.metric("mlops_scorer_events_total") or 0) >= n:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"scorer did not score {n} events: {self.metric('mlops_scorer_events_total')}")
+
+    def stop(self, sig=signal.SIGTERM, timeout=60):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            rc = self.proc.wait(timeout=timeout)
+        else:
+            rc = self.proc.returncode
+        time.sleep(0.05)
+        bad = [x for x in self.logs if "Sanitizer" in x.get("msg", "") or "runtime error" in x.get("msg", "")]
+        assert not bad, bad[:3]
+        return rc
+
+    def kill9(self):
+        self.proc.kill()
+        self.proc.wait()
+
+    def close(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def produce(topic, items):
+    """items: (key, value bytes) pairs."""
+    p = Producer({"bootstrap.servers": BROKERS, "enable.idempotence": True, "linger.ms": 5})
+    for key, value in items:
+        while True:
+            try:
+                p.produce(topic, key=key, value=value)
+                break
+            except BufferError:
+                p.poll(0.1)
+    assert p.flush(60) == 0
+
+
+def consume_all(topic, expect=None, timeout=60, isolation="read_committed", quiet=5):
+    """Read a topic from the start until `expect` records arrived, or until it
+    stayed quiet for `quiet` seconds after the last record."""
+    c = Consumer({"bootstrap.servers": BROKERS, "group.id": f"sc-reader-{uuid.uuid4().hex}",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                  "isolation.level": isolation})
+    md = c.list_topics(topic, timeout=10).topics[topic]
+    c.assign([TopicPartition(topic, p, 0) for p in md.partitions])
+    out = []
+    deadline = time.monotonic() + timeout
+    last = time.monotonic()
+    while time.monotonic() < deadline:
+        if expect is not None and len(out) >= expect:
+            break
+        if expect is None and out and time.monotonic() - last > quiet:
+            break
+        m = c.poll(0.5)
+        if m is None or m.error():
+            continue
+        out.append(m)
+        last = time.monotonic()
+    c.close()
+    return out
+
+
+def validator():
+    import jsonschema
+    schema = json.loads((ROOT / "schemas/prediction.schema.json").read_text())
+    return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+
+
+def predict_csv(model, csv):
+    """mlopsctl predict: one score per CSV row, as the exact doubles printed."""
+    r = run(MLOPSCTL, "predict", "--model", model, "--data", csv)
+    lines = r.stdout.splitlines()
+    assert lines[0] == "score"
+    return [float(x) for x in lines[1:]]
+
+
+class Stream:
+    """The module's data: an attrition CSV, its features/1 records on a topic
+    (through the real mlops-ingest, online rows in the private Redis) and
+    models trained on it."""
+
+    def __init__(self, tmp, redis, rows):
+        self.id = uuid.uuid4().hex[:10]
+        self.tmp = tmp
+        self.redis = redis
+        self.raw, self.features, self.labels, self.dlq = (
+            f"sc-{k}-{self.id}" for k in ("raw", "features", "labels", "dlq"))
+        self.topics = [self.raw, self.features, self.labels, self.dlq]
+        create_topics(self.topics)
+        self.csv = tmp / "data.csv"
+        run(MLOPSCTL, "datagen", "attrition", "--rows", rows, "--seed", 7, "--out", self.csv)
+        spec = json.loads((ROOT / "examples/attrition/spec.json").read_text())
+        spec["name"] = f"s{self.id}"
+        spec["online"]["view"] = f"s{self.id}"
+        self.spec_name = spec["name"]
+        self.spec = tmp / "spec.json"
+        self.spec.write_text(json.dumps(spec))
+        self.models = {}
+        self.fit("lr", "logreg")
+        self.fit("lr2", "logreg", "--c", "0.05")
+        self.fit("gbdt", "gbdt", "--n-trees", 30, "--max-depth", 4)
+        self.fit("weak", "logreg", "--c", "1e-6")
+        run(MLOPSCTL, "produce", "--topic", self.raw, "--csv", self.csv, "--spec", self.spec,
+            "--labels-topic", self.labels)
+        self.rows = rows
+        ing = subprocess.Popen(
+            [str(INGEST), "--spec", self.spec, "--input-topic", self.raw, "--features-topic",
+             self.features, "--dlq-topic", self.dlq, "--group-id", f"sc-ingest-{self.id}",
+             "--metrics-port", "0", "--redis-url", redis.url],
+            stdout=subprocess.DEVNULL, stderr=open(tmp / "ingest.log", "w"))
+        try:
+            self.records = consume_all(self.features, expect=rows, timeout=120)
+        finally:
+            ing.send_signal(signal.SIGTERM)
+            ing.wait(timeout=60)
+        assert len(self.records) == rows, f"ingest wrote {len(self.records)} of {rows} features"
+        self.by_id = {json.loads(m.value())["event_id"]: m for m in self.records}
+
+    def fit(self, name, algo, *flags):
+        out = self.tmp / f"{name}.json"
+        run(TRAINER, "fit", "--data", self.csv, "--spec", self.spec, "--algo", algo,
+            "--out", out, *flags)
+        self.models[name] = out
+
+    def event_ids(self):
+        import csv
+        with open(self.csv) as f:
+            return [row["event_id"] for row in csv.DictReader(f)]
+
+    def copy_topic(self, partitions=3):
+        """A fresh input topic holding nothing yet (tests produce features into it)."""
+        t = f"sc-in-{uuid.uuid4().hex[:10]}"
+        create_topics([t], partitions)
+        self.topics.append(t)
+        return t
+
+    def new_topic(self, partitions=3):
+        t = f"sc-out-{uuid.uuid4().hex[:10]}"
+        create_topics([t], partitions)
+        self.topics.append(t)
+        return t
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory):
+    r = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield r
+    r.close()
+
+
+@pytest.fixture(scope="module")
+def stream(tmp_path_factory, redis_server):
+    s = Stream(tmp_path_factory.mktemp("scorer"), redis_server, 100000 if SOAK else 10000)
+    yield s
+    delete_topics(s.topics)
+
+
+@pytest.fixture
+def scorers():
+    made = []
+
+    def make(args):
+        sc = Scorer(args)
+        made.append(sc)
+        return sc
+
+    yield make
+    for sc in made:
+        sc.close()
+
+
+def predictions(topic, expect=None, timeout=90, quiet=5):
+    return [json.loads(m.value()) for m in consume_all(topic, expect=expect, timeout=timeout,
+                                                       quiet=quiet)]
