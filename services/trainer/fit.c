@@ -619,9 +619,26 @@ static double cv_auc(const fit_conf_t *conf, const cand_t *cd, const model_t *m,
                 is_cat[ins[k].slot] = ins[k].categorical;
                 ncats[ins[k].slot] = ins[k].ncats;
             }
-            gbdt_data_t di = {nin, p, Xi, yi}, dout = {nout, p, Xo, yo};
+            /* early stopping watches every 10th row of the fold's training
+             * part, never the rows it is scored on */
+            size_t nst = (nin + 9) / 10, nfit = nin - nst;
+            double *Xf = xmalloc((nfit * p + 1) * sizeof(double)),
+                   *Xs = xmalloc((nst * p + 1) * sizeof(double));
+            int *yf = xmalloc((nfit + 1) * sizeof(int)), *ys = xmalloc((nst + 1) * sizeof(int));
+            for (size_t i = 0, a2 = 0, b2 = 0; i < nin; i++) {
+                if (i % 10 == 0) {
+                    memcpy(Xs + b2 * p, Xi + i * p, p * sizeof(double));
+                    ys[b2++] = yi[i];
+                } else {
+                    memcpy(Xf + a2 * p, Xi + i * p, p * sizeof(double));
+                    yf[a2++] = yi[i];
+                }
+            }
+            gbdt_data_t di = {nfit, p, Xf, yf}, dst = {nst, p, Xs, ys};
             gbdt_result_t gr;
-            rc = gbdt_fit(&di, &dout, is_cat, ncats, &gp, &gr, err, sizeof(err));
+            rc = gbdt_fit(&di, gp.early_stopping > 0 ? &dst : NULL, is_cat, ncats, &gp, &gr, err,
+                          sizeof(err));
+            free(Xf), free(Xs), free(yf), free(ys);
             for (size_t i = 0; rc == 0 && i < nout; i++)
                 s[i] = gbdt_margin(&gr, Xo + i * p);
             if (rc == 0)
