@@ -76,6 +76,8 @@ typedef struct fit_conf {
     double min_auc;
     double max_log_loss;
     int64_t min_rows;
+    char *champion;
+    double max_auc_drop;
     bool strict_gates;
 } fit_conf_t;
 
@@ -135,6 +137,10 @@ static const cfg_item_t fit_items[] = {
                    "gate: highest held-out log loss (0 = no gate)", 0, 1e6),
     CFG_ITEM_RANGE(fit_conf_t, min_rows, CFG_T_INT, "0", 0,
                    "gate: fewest training rows (0 = no gate)", 0, 1e12),
+    CFG_ITEM(fit_conf_t, champion, CFG_T_STR, NULL, 0,
+             "the current champion's model/1 artifact, scored on the same held-out rows"),
+    CFG_ITEM_RANGE(fit_conf_t, max_auc_drop, CFG_T_DBL, "-1", 0,
+                   "gate: largest held-out AUC drop against --champion (-1 = no gate)", -1, 1),
     CFG_ITEM(fit_conf_t, strict_gates, CFG_T_BOOL, "false", 0,
              "exit 3 when a gate fails (the artifact is written either way, gates recorded)"),
 };
@@ -719,6 +725,66 @@ static json_t *select_by_cv(const fit_conf_t *conf, const model_t *ml, const dou
                      CV_FOLDS, "candidates", cands, "chosen", (json_int_t)besti);
 }
 
+/* The AUC of another model/1 artifact on the held-out rows (@p va: data row
+ * indices of @p data, labels from @p label), each row cleaned by that
+ * model's own spec; rows its spec refuses are left out (and counted). */
+static int champion_auc(const char *path, const char *data, const size_t *va, size_t nva,
+                        const int *label, double *auc, json_t **info, char *errstr, size_t size)
+{
+    char e[1024];
+    model_t *cm = model_load(path, e, sizeof(e));
+    if (!cm) {
+        snprintf(errstr, size, "--champion: %s", e);
+        return -1;
+    }
+    const json_t *lab = json_object_get(model_doc(cm), "label");
+    dataset_opts_t o = {.label = json_string_value(json_object_get(lab, "field")),
+                        .positive = json_string_value(json_object_get(lab, "positive")),
+                        .strict = false};
+    dataset_t *cd = dataset_load_csv(model_spec(cm), data, &o, e, sizeof(e));
+    if (!cd) {
+        snprintf(errstr, size, "--champion %s: %s", path, e);
+        model_destroy(cm);
+        return -1;
+    }
+    double *x = xmalloc((model_nslots(cm) + 1) * sizeof(double)),
+           *sc = xmalloc((nva + 1) * sizeof(double));
+    int *yy = xmalloc((nva + 1) * sizeof(int));
+    size_t m = 0, refused = 0;
+    for (size_t i = 0; i < nva; i++) {
+        size_t r = va[i];
+        if (r >= cd->nrows || !cd->ok[r]) {
+            refused++;
+            continue;
+        }
+        model_encode(cm, cd->vals + r * cd->ncolumns, x);
+        sc[m] = model_predict(cm, x);
+        yy[m++] = label[r];
+    }
+    *auc = model_auc(sc, yy, m);
+    char sha[65] = "";
+    if (dataset_file_sha256(path, sha, e, sizeof(e)))
+        sha[0] = '\0';
+    *info = json_pack("{s:s, s:s?, s:s, s:o, s:I, s:I}", "path", path, "name",
+                      json_string_value(json_object_get(model_doc(cm), "name")), "sha256", sha,
+                      "auc", isfinite(*auc) ? json_real(*auc) : json_null(), "rows", (json_int_t)m,
+                      "rows_refused", (json_int_t)refused);
+    free(x);
+    free(sc);
+    free(yy);
+    dataset_destroy(cd);
+    model_destroy(cm);
+    if (!isfinite(*auc)) {
+        json_decref(*info);
+        *info = NULL;
+        snprintf(errstr, size,
+                 "--champion %s: no AUC on the held-out rows (%zu scored, %zu refused by its spec)",
+                 path, m, refused);
+        return -1;
+    }
+    return 0;
+}
+
 #define FAIL(...)                                                                                  \
     do {                                                                                           \
         snprintf(errstr, sizeof(errstr), __VA_ARGS__);                                             \
@@ -1246,7 +1312,19 @@ int trainer_fit_main(int argc, char **argv)
     json_object_set_new(doc, "profile", prof);
 
     /* 10. quality gates, recorded in the artifact (the registry refuses to
-     * promote a version whose gates failed) */
+     * promote a version whose gates failed). The champion is scored on the
+     * same held-out rows, cleaned by its own embedded spec. */
+    double champ_auc = (double)NAN;
+    json_t *champ_info = NULL;
+    if (conf.champion) {
+        if (champion_auc(conf.champion, conf.data, va, nva, ds->label, &champ_auc, &champ_info,
+                         errstr, sizeof(errstr)))
+            goto done;
+        progress("champion %s: held-out AUC %.6f (ours %.6f)", conf.champion, champ_auc, mv.auc);
+    } else if (conf.max_auc_drop >= 0) {
+        code = MLOPS_EXIT_USAGE;
+        FAIL("--max-auc-drop needs --champion MODEL.json");
+    }
     json_t *gates = json_array();
     bool gates_ok = true;
     struct {
@@ -1259,6 +1337,8 @@ int trainer_fit_main(int argc, char **argv)
          mv.log_loss <= conf.max_log_loss},
         {"min_rows", (double)conf.min_rows, (double)ntr, conf.min_rows > 0,
          (double)ntr >= (double)conf.min_rows},
+        {"max_auc_drop", conf.max_auc_drop, champ_auc - mv.auc, conf.max_auc_drop >= 0,
+         champ_auc - mv.auc <= conf.max_auc_drop},
     };
     for (size_t k = 0; k < MLOPS_ARRAY_LEN(gt); k++) {
         if (!gt[k].on)
@@ -1271,9 +1351,11 @@ int trainer_fit_main(int argc, char **argv)
         if (!gt[k].pass)
             progress("gate %s FAILED: %g (limit %g)", gt[k].name, gt[k].value, gt[k].limit);
     }
-    json_object_set_new(doc, "gates",
-                        json_pack("{s:b, s:o, s:s}", "passed", gates_ok, "results", gates,
-                                  "evaluated_on", "held_out"));
+    json_t *jg = json_pack("{s:b, s:o, s:s}", "passed", gates_ok, "results", gates, "evaluated_on",
+                           "held_out");
+    if (champ_info)
+        json_object_set_new(jg, "champion", champ_info);
+    json_object_set_new(doc, "gates", jg);
 
     /* 11. lineage */
     char sha[65];

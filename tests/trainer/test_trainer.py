@@ -596,3 +596,26 @@ def test_inferred_spec_is_mlopsctl_spec_infer(data):
     assert r.returncode == 0, r.stderr
     assert model["spec"] == json.loads(out.read_text())
     assert model["lineage"]["spec_source"] == "inferred"
+
+
+def test_champion_gate(data):
+    tmp, sets = data
+    csv, flags = sets["breast_cancer"]
+    champ, _, champ_path = fit(tmp, csv, "logreg", *flags, name="champ")
+    # a weaker challenger: a few trees; the champion is scored on the same held-out rows
+    model, dump, _ = fit(tmp, csv, "gbdt", *flags, "--n-trees", 2, "--max-depth", 1,
+                         "--champion", champ_path, "--max-auc-drop", "0.0", name="challenger")
+    g = model["gates"]
+    assert g["champion"]["auc"] == pytest.approx(champ["metrics"]["auc"], abs=1e-12)
+    assert g["champion"]["rows"] == (dump.split == "valid").sum() and g["champion"]["rows_refused"] == 0
+    drop = g["champion"]["auc"] - model["metrics"]["auc"]
+    assert drop > 0
+    assert g["results"] == [{"gate": "max_auc_drop", "limit": 0.0, "value": pytest.approx(drop),
+                             "passed": False}]
+    assert g["passed"] is False
+    model, _, _ = fit(tmp, csv, "gbdt", *flags, "--n-trees", 2, "--max-depth", 1, "--champion",
+                      champ_path, "--max-auc-drop", "0.5", name="challenger2")
+    assert model["gates"]["passed"] is True
+    r = run(TRAINER, "fit", "--data", csv, *flags, "--max-auc-drop", "0.1", "--out",
+            tmp / "x.json")
+    assert r.returncode == 2 and "--champion" in r.stderr
