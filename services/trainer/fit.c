@@ -848,6 +848,10 @@ int trainer_fit_main(int argc, char **argv)
         code = MLOPS_EXIT_USAGE;
         FAIL("--penalty '%s': one of l2, l1", conf.penalty);
     }
+    if (conf.max_auc_drop >= 0 && !conf.champion) {
+        code = MLOPS_EXIT_USAGE;
+        FAIL("--max-auc-drop needs --champion MODEL.json");
+    }
     if (conf.positive && !conf.label && !conf.spec) {
         code = MLOPS_EXIT_USAGE;
         FAIL("--positive needs --label (or a spec with a label)");
@@ -1318,11 +1322,14 @@ int trainer_fit_main(int argc, char **argv)
     json_t *champ_info = NULL;
     if (conf.champion) {
         if (champion_auc(conf.champion, conf.data, va, nva, ds->label, &champ_auc, &champ_info,
-                         errstr, sizeof(errstr)))
+                         errstr, sizeof(errstr))) {
+            json_decref(params);
             goto done;
+        }
         progress("champion %s: held-out AUC %.6f (ours %.6f)", conf.champion, champ_auc, mv.auc);
     } else if (conf.max_auc_drop >= 0) {
         code = MLOPS_EXIT_USAGE;
+        json_decref(params);
         FAIL("--max-auc-drop needs --champion MODEL.json");
     }
     json_t *gates = json_array();
