@@ -96,9 +96,9 @@ typedef struct lnode {
 typedef struct ctx {
     const gbdt_params_t *prm;
     size_t n, p;
-    uint16_t *codes;  /* n x p, row-major; code nbins[j] = missing */
-    uint16_t *ccodes; /* the same codes p x n, column-major (partitions) */
-    double **pool;    /* spare node histograms */
+    uint8_t *codes;  /* n x p, row-major; code nbins[j] = missing */
+    uint8_t *ccodes; /* the same codes p x n, column-major (partitions) */
+    double **pool;   /* spare node histograms */
     size_t npool, cappool;
     const gbdt_data_t *train;
     bool failed;
@@ -249,12 +249,12 @@ static void *level_run(void *arg)
         double *restrict hist = nd->hist;
         memset(hist + 2 * s0, 0, (s1 - s0) * 2 * sizeof(double));
         const size_t *restrict rows = c->rows;
-        const uint16_t *restrict codes = c->codes;
+        const uint8_t *restrict codes = c->codes;
         const double *restrict gh = c->gh;
         size_t p = c->p, nj = j1 - j0;
         for (size_t k = nd->start; k < nd->end; k++) {
             size_t r = rows[k];
-            const uint16_t *cr = codes + r * p + j0;
+            const uint8_t *cr = codes + r * p + j0;
             double g = gh[2 * r], h = gh[2 * r + 1];
             for (size_t j = 0; j < nj; j++) {
                 double *slot = hist + 2 * (off[j] + cr[j]);
@@ -342,7 +342,7 @@ static void tb_add_cat(tbuild_t *b, int32_t c)
 static bool goes_left(const ctx_t *c, const split_t *s, size_t r)
 {
     size_t f = (size_t)s->feature;
-    uint16_t code = c->ccodes[f * c->n + r];
+    unsigned code = c->ccodes[f * c->n + r];
     if (code == c->nbins[f])
         return s->default_left;
     if (s->categorical)
@@ -569,19 +569,19 @@ static void *bin_run(void *arg)
     size_t n = c->n, p = c->p;
     double *vals = xmalloc((n + 1) * sizeof(double));
     for (size_t j = (size_t)w->t; j < p; j += (size_t)c->nthreads) {
-        uint16_t *code = c->codes + j, *ccode = c->ccodes + j * n;
+        uint8_t *code = c->codes + j, *ccode = c->ccodes + j * n;
         if (c->is_cat && c->is_cat[j]) {
             c->nbins[j] = c->ncats[j] ? c->ncats[j] : 1;
-            if (c->nbins[j] > 256) {
+            if (c->nbins[j] > 255) {
                 snprintf(c->errbuf, sizeof(c->errbuf),
-                         "gbdt: input %zu has more than 256 categories", j);
+                         "gbdt: input %zu has more than 255 categories", j);
                 c->failed = true;
                 continue;
             }
             for (size_t i = 0; i < n; i++) {
                 double x = tr->X[i * p + j];
-                uint16_t b = isnan(x) || x < 0 || x >= (double)c->nbins[j] ? (uint16_t)c->nbins[j]
-                                                                           : (uint16_t)x;
+                uint8_t b = isnan(x) || x < 0 || x >= (double)c->nbins[j] ? (uint8_t)c->nbins[j]
+                                                                          : (uint8_t)x;
                 code[i * p] = ccode[i] = b;
             }
             continue;
@@ -592,11 +592,14 @@ static void *bin_run(void *arg)
                 vals[m++] = tr->X[i * p + j];
         model_sort_doubles(vals, m);
         c->edges[j] = xmalloc((size_t)c->prm->max_bins * sizeof(double));
-        c->nedges[j] = gbdt_bin_edges(vals, m, c->prm->max_bins, c->edges[j]);
+        /* max_bins counts the missing-value bin: at most max_bins - 1 value
+         * bins, so every code (missing = nbins) fits in a byte */
+        c->nedges[j] = gbdt_bin_edges(vals, m, c->prm->max_bins - 1, c->edges[j]);
         c->nbins[j] = c->nedges[j] + 1;
         for (size_t i = 0; i < n; i++) {
             double x = tr->X[i * p + j];
-            uint16_t b = isnan(x) ? (uint16_t)c->nbins[j] : bin_of(c->edges[j], c->nedges[j], x);
+            uint8_t b =
+                isnan(x) ? (uint8_t)c->nbins[j] : (uint8_t)bin_of(c->edges[j], c->nedges[j], x);
             code[i * p] = ccode[i] = b;
         }
     }
@@ -614,13 +617,13 @@ int gbdt_fit(const gbdt_data_t *tr, const gbdt_data_t *va, const bool *is_cat, c
         snprintf(errstr, errstr_size, "gbdt: no training rows or no inputs");
         return -1;
     }
-    if (prm->max_bins < 2 || prm->max_bins > 256) {
-        snprintf(errstr, errstr_size, "gbdt: max_bins must be in [2, 256]");
+    if (prm->max_bins < 3 || prm->max_bins > 256) {
+        snprintf(errstr, errstr_size, "gbdt: max_bins must be in [3, 256]");
         return -1;
     }
     ctx_t c = {.prm = prm, .n = n, .p = p, .is_cat = is_cat};
     c.nthreads = prm->threads < 1 ? 1 : prm->threads > MAX_THREADS ? MAX_THREADS : prm->threads;
-    c.codes = xmalloc(n * p * sizeof(uint16_t));
+    c.codes = xmalloc(n * p);
     c.nbins = xcalloc(p, sizeof(size_t));
     c.off = xcalloc(p, sizeof(size_t));
     c.edges = xcalloc(p, sizeof(double *));
@@ -634,7 +637,7 @@ int gbdt_fit(const gbdt_data_t *tr, const gbdt_data_t *va, const bool *is_cat, c
         free(vals);
         goto fail;
     }
-    c.ccodes = xmalloc(n * p * sizeof(uint16_t));
+    c.ccodes = xmalloc(n * p);
     c.train = tr;
     c.is_cat = is_cat;
     c.ncats = ncats;

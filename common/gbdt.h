@@ -6,9 +6,10 @@
  * Growth is depth-wise, or leaf-wise with max_leaves > 0 (XGBoost's
  * grow_policy=lossguide, LightGBM's default).
  *
- * Each input is binned once: a numeric input into at most max_bins bins cut
- * at quantiles of the training values (every distinct value is its own bin
- * when there are few enough), a categorical input by its category index.
+ * Each input is binned once: a numeric input into at most max_bins - 1 bins
+ * cut at quantiles of the training values (every distinct value is its own
+ * bin when there are few enough), a categorical input by its category index;
+ * missing values take one more bin (so a bin index fits in a byte).
  * Trees grow depth-wise to max_depth; a split maximises
  * G_L^2/(H_L+lambda) + G_R^2/(H_R+lambda) - G^2/(H+lambda) (halved, minus
  * gamma) with both children's hessian sums >= min_child_weight; missing
@@ -47,7 +48,7 @@ typedef struct gbdt_params {
     double min_child_weight;
     double subsample;
     double colsample;
-    int max_bins;       /**< 2..256 */
+    int max_bins;       /**< 3..256, the missing-value bin included */
     int early_stopping; /**< rounds without improvement; 0 = off */
     int threads;
     uint64_t seed;

@@ -32,6 +32,7 @@
 
 #define TRAINER_VERSION MLOPS_VERSION
 #define MLOPS_EXIT_GATES 3 /* --strict-gates and a gate failed */
+#define STOP_FRACTION 0.1  /* share of the training split watched by early stopping */
 #define RESERVOIR_MAX 10000
 #define PROFILE_BINS 10
 #define SCORE_BINS 20
@@ -75,6 +76,8 @@ typedef struct fit_conf {
     double min_auc;
     double max_log_loss;
     int64_t min_rows;
+    char *champion;
+    double max_auc_drop;
     bool strict_gates;
 } fit_conf_t;
 
@@ -115,8 +118,8 @@ static const cfg_item_t fit_items[] = {
     CFG_ITEM_RANGE(fit_conf_t, subsample, CFG_T_DBL, "1.0", 0, "gbdt: row share per tree", 0.01, 1),
     CFG_ITEM_RANGE(fit_conf_t, colsample, CFG_T_DBL, "1.0", 0, "gbdt: input share per tree", 0.01,
                    1),
-    CFG_ITEM_RANGE(fit_conf_t, max_bins, CFG_T_INT, "256", 0, "gbdt: histogram bins per input", 2,
-                   256),
+    CFG_ITEM_RANGE(fit_conf_t, max_bins, CFG_T_INT, "256", 0,
+                   "gbdt: histogram bins per input, the missing-value bin included", 3, 256),
     CFG_ITEM_RANGE(fit_conf_t, early_stopping, CFG_T_INT, "20", 0,
                    "gbdt: stop after this many rounds without a better held-out log loss (0 = "
                    "off)",
@@ -134,6 +137,10 @@ static const cfg_item_t fit_items[] = {
                    "gate: highest held-out log loss (0 = no gate)", 0, 1e6),
     CFG_ITEM_RANGE(fit_conf_t, min_rows, CFG_T_INT, "0", 0,
                    "gate: fewest training rows (0 = no gate)", 0, 1e12),
+    CFG_ITEM(fit_conf_t, champion, CFG_T_STR, NULL, 0,
+             "the current champion's model/1 artifact, scored on the same held-out rows"),
+    CFG_ITEM_RANGE(fit_conf_t, max_auc_drop, CFG_T_DBL, "-1", 0,
+                   "gate: largest held-out AUC drop against --champion (-1 = no gate)", -1, 1),
     CFG_ITEM(fit_conf_t, strict_gates, CFG_T_BOOL, "false", 0,
              "exit 3 when a gate fails (the artifact is written either way, gates recorded)"),
 };
@@ -157,8 +164,10 @@ static void progress(const char *fmt, ...)
 static void gbdt_progress(void *arg, int round, double loss)
 {
     (void)arg;
-    if (round % 25 == 0)
-        progress("gbdt: round %d, held-out log loss %.6f", round, loss);
+    if (round % 25 == 0 && isfinite(loss))
+        progress("gbdt: round %d, log loss on the early-stopping rows %.6f", round, loss);
+    else if (round % 25 == 0)
+        progress("gbdt: round %d", round);
 }
 
 /* ---- spec inference: the code of `mlopsctl spec infer` ---- */
@@ -616,9 +625,26 @@ static double cv_auc(const fit_conf_t *conf, const cand_t *cd, const model_t *m,
                 is_cat[ins[k].slot] = ins[k].categorical;
                 ncats[ins[k].slot] = ins[k].ncats;
             }
-            gbdt_data_t di = {nin, p, Xi, yi}, dout = {nout, p, Xo, yo};
+            /* early stopping watches every 10th row of the fold's training
+             * part, never the rows it is scored on */
+            size_t nst = (nin + 9) / 10, nfit = nin - nst;
+            double *Xf = xmalloc((nfit * p + 1) * sizeof(double)),
+                   *Xs = xmalloc((nst * p + 1) * sizeof(double));
+            int *yf = xmalloc((nfit + 1) * sizeof(int)), *ys = xmalloc((nst + 1) * sizeof(int));
+            for (size_t i = 0, a2 = 0, b2 = 0; i < nin; i++) {
+                if (i % 10 == 0) {
+                    memcpy(Xs + b2 * p, Xi + i * p, p * sizeof(double));
+                    ys[b2++] = yi[i];
+                } else {
+                    memcpy(Xf + a2 * p, Xi + i * p, p * sizeof(double));
+                    yf[a2++] = yi[i];
+                }
+            }
+            gbdt_data_t di = {nfit, p, Xf, yf}, dst = {nst, p, Xs, ys};
             gbdt_result_t gr;
-            rc = gbdt_fit(&di, &dout, is_cat, ncats, &gp, &gr, err, sizeof(err));
+            rc = gbdt_fit(&di, gp.early_stopping > 0 ? &dst : NULL, is_cat, ncats, &gp, &gr, err,
+                          sizeof(err));
+            free(Xf), free(Xs), free(yf), free(ys);
             for (size_t i = 0; rc == 0 && i < nout; i++)
                 s[i] = gbdt_margin(&gr, Xo + i * p);
             if (rc == 0)
@@ -699,6 +725,66 @@ static json_t *select_by_cv(const fit_conf_t *conf, const model_t *ml, const dou
                      CV_FOLDS, "candidates", cands, "chosen", (json_int_t)besti);
 }
 
+/* The AUC of another model/1 artifact on the held-out rows (@p va: data row
+ * indices of @p data, labels from @p label), each row cleaned by that
+ * model's own spec; rows its spec refuses are left out (and counted). */
+static int champion_auc(const char *path, const char *data, const size_t *va, size_t nva,
+                        const int *label, double *auc, json_t **info, char *errstr, size_t size)
+{
+    char e[1024];
+    model_t *cm = model_load(path, e, sizeof(e));
+    if (!cm) {
+        snprintf(errstr, size, "--champion: %s", e);
+        return -1;
+    }
+    const json_t *lab = json_object_get(model_doc(cm), "label");
+    dataset_opts_t o = {.label = json_string_value(json_object_get(lab, "field")),
+                        .positive = json_string_value(json_object_get(lab, "positive")),
+                        .strict = false};
+    dataset_t *cd = dataset_load_csv(model_spec(cm), data, &o, e, sizeof(e));
+    if (!cd) {
+        snprintf(errstr, size, "--champion %s: %s", path, e);
+        model_destroy(cm);
+        return -1;
+    }
+    double *x = xmalloc((model_nslots(cm) + 1) * sizeof(double)),
+           *sc = xmalloc((nva + 1) * sizeof(double));
+    int *yy = xmalloc((nva + 1) * sizeof(int));
+    size_t m = 0, refused = 0;
+    for (size_t i = 0; i < nva; i++) {
+        size_t r = va[i];
+        if (r >= cd->nrows || !cd->ok[r]) {
+            refused++;
+            continue;
+        }
+        model_encode(cm, cd->vals + r * cd->ncolumns, x);
+        sc[m] = model_predict(cm, x);
+        yy[m++] = label[r];
+    }
+    *auc = model_auc(sc, yy, m);
+    char sha[65] = "";
+    if (dataset_file_sha256(path, sha, e, sizeof(e)))
+        sha[0] = '\0';
+    *info = json_pack("{s:s, s:s?, s:s, s:o, s:I, s:I}", "path", path, "name",
+                      json_string_value(json_object_get(model_doc(cm), "name")), "sha256", sha,
+                      "auc", isfinite(*auc) ? json_real(*auc) : json_null(), "rows", (json_int_t)m,
+                      "rows_refused", (json_int_t)refused);
+    free(x);
+    free(sc);
+    free(yy);
+    dataset_destroy(cd);
+    model_destroy(cm);
+    if (!isfinite(*auc)) {
+        json_decref(*info);
+        *info = NULL;
+        snprintf(errstr, size,
+                 "--champion %s: no AUC on the held-out rows (%zu scored, %zu refused by its spec)",
+                 path, m, refused);
+        return -1;
+    }
+    return 0;
+}
+
 #define FAIL(...)                                                                                  \
     do {                                                                                           \
         snprintf(errstr, sizeof(errstr), __VA_ARGS__);                                             \
@@ -720,12 +806,14 @@ int trainer_fit_main(int argc, char **argv)
     int *y = NULL, *yv = NULL;
     double *Xv = NULL, *sv = NULL;
     gbdt_result_t gres = {0};
+    bool *stop = NULL;
     FILE *dump = NULL;
     t_start = mono_us();
-    cfg_t *cfg = cfg_new("mlops-trainer fit",
-                         "--data train.csv --label COL --positive VALUE [--spec spec.json] "
-                         "[--algo logreg|gbdt] [--seed N] [--valid-fraction F] [--out model.json]",
-                         fit_items, MLOPS_ARRAY_LEN(fit_items), &conf, sizeof(conf));
+    cfg_t *cfg =
+        cfg_new("mlops-trainer fit",
+                "--data train.csv --label COL --positive VALUE [--spec spec.json] "
+                "[--algo logreg|gbdt|auto] [--seed N] [--valid-fraction F] [--out model.json]",
+                fit_items, MLOPS_ARRAY_LEN(fit_items), &conf, sizeof(conf));
     cfg_result_t r = cfg_init(cfg, argc, argv, stdout, errstr, sizeof(errstr));
     if (r != CFG_OK) {
         code = r == CFG_EXIT ? MLOPS_EXIT_OK : MLOPS_EXIT_USAGE;
@@ -759,6 +847,10 @@ int trainer_fit_main(int argc, char **argv)
     if (!l1 && strcmp(conf.penalty, "l2")) {
         code = MLOPS_EXIT_USAGE;
         FAIL("--penalty '%s': one of l2, l1", conf.penalty);
+    }
+    if (conf.max_auc_drop >= 0 && !conf.champion) {
+        code = MLOPS_EXIT_USAGE;
+        FAIL("--max-auc-drop needs --champion MODEL.json");
     }
     if (conf.positive && !conf.label && !conf.spec) {
         code = MLOPS_EXIT_USAGE;
@@ -984,6 +1076,30 @@ int trainer_fit_main(int argc, char **argv)
     }
     json_t *slots = json_object_get(doc, "slots");
     int64_t t_encoded = mono_us();
+    /* GBDT early stopping watches its own rows, carved (stratified, seeded)
+     * out of the training split, so the held-out metrics stay unbiased */
+    stop = xcalloc(ntr + 1, sizeof(bool));
+    size_t nstop = 0;
+    if (!logreg && conf.early_stopping > 0) {
+        uint64_t srng = (uint64_t)conf.seed ^ 0x51D0ull;
+        for (int cls = 0; cls < 2; cls++) {
+            size_t *idx = xmalloc((ntr + 1) * sizeof(size_t)), m2 = 0;
+            for (size_t i = 0; i < ntr; i++)
+                if ((y[i] != 0) == cls)
+                    idx[m2++] = i;
+            for (size_t i = m2; i > 1; i--) {
+                size_t j = (size_t)(rng_next(&srng) % i), t = idx[i - 1];
+                idx[i - 1] = idx[j], idx[j] = t;
+            }
+            size_t k = (size_t)llround(STOP_FRACTION * (double)m2);
+            if (k == 0 && m2 > 1)
+                k = 1;
+            for (size_t i = 0; i < k; i++)
+                stop[idx[i]] = true;
+            nstop += k;
+            free(idx);
+        }
+    }
     if (conf.dump_matrix) {
         dump = fopen(conf.dump_matrix, "w");
         if (!dump)
@@ -1001,7 +1117,7 @@ int trainer_fit_main(int argc, char **argv)
             const int *Y = part ? yv : y;
             const size_t *R = part ? va : tr;
             for (size_t i = 0; i < cnt; i++) {
-                fprintf(dump, "%s,%zu,%d", part ? "valid" : "train", R[i], Y[i]);
+                fprintf(dump, "%s,%zu,%d", part ? "valid" : stop[i] ? "stop" : "train", R[i], Y[i]);
                 for (size_t k = 0; k < p; k++) {
                     double x = M[i * p + k];
                     if (isnan(x))
@@ -1091,18 +1207,36 @@ int trainer_fit_main(int argc, char **argv)
             is_cat[ins[k].slot] = ins[k].categorical;
             ncats[ins[k].slot] = ins[k].ncats;
         }
-        gbdt_data_t dtr = {ntr, p, X, y}, dva = {nva, p, Xv, yv};
+        /* the fitting rows and the early-stopping rows (none without early stopping) */
+        size_t nfit = ntr - nstop;
+        double *Xf = xmalloc((nfit * p + 1) * sizeof(double)),
+               *Xs = xmalloc((nstop * p + 1) * sizeof(double));
+        int *yf = xmalloc((nfit + 1) * sizeof(int)), *ys = xmalloc((nstop + 1) * sizeof(int));
+        for (size_t i = 0, a = 0, b = 0; i < ntr; i++) {
+            if (stop[i]) {
+                memcpy(Xs + b * p, X + i * p, p * sizeof(double));
+                ys[b++] = y[i];
+            } else {
+                memcpy(Xf + a * p, X + i * p, p * sizeof(double));
+                yf[a++] = y[i];
+            }
+        }
+        gbdt_data_t dtr = {nfit, p, Xf, yf}, dva = {nstop, p, Xs, ys};
+        if (nstop)
+            progress("gbdt: %zu training rows fit, %zu watched for early stopping", nfit, nstop);
         progress("gbdt: up to %d trees, depth %d, rate %g, lambda %g, %d bins, %d threads",
                  gp.n_trees, gp.max_depth, gp.learning_rate, gp.lambda, gp.max_bins, gp.threads);
-        int frc = gbdt_fit(&dtr, &dva, is_cat, ncats, &gp, &gres, errstr, sizeof(errstr));
+        int frc =
+            gbdt_fit(&dtr, nstop ? &dva : NULL, is_cat, ncats, &gp, &gres, errstr, sizeof(errstr));
+        free(Xf), free(Xs), free(yf), free(ys);
         free(is_cat);
         free(ncats);
         if (frc) {
             json_decref(params);
             goto done;
         }
-        progress("gbdt: %zu trees kept (best held-out log loss %.6f)", gres.ntrees,
-                 gres.best_valid_loss);
+        progress("gbdt: %zu trees kept%s", gres.ntrees,
+                 nstop ? " (best log loss on the early-stopping rows)" : "");
         json_t *trees = json_array();
         for (size_t k = 0; k < gres.ntrees; k++)
             json_array_append_new(trees, model_tree_to_json(&gres.trees[k]));
@@ -1120,6 +1254,7 @@ int trainer_fit_main(int argc, char **argv)
         json_object_set_new(params, "colsample", json_real(gp.colsample));
         json_object_set_new(params, "max_bins", json_integer(gp.max_bins));
         json_object_set_new(params, "early_stopping", json_integer(gp.early_stopping));
+        json_object_set_new(params, "early_stopping_rows", json_integer((json_int_t)nstop));
         json_object_set_new(params, "growth", json_string(lossguide ? "lossguide" : "depthwise"));
         if (lossguide)
             json_object_set_new(params, "max_leaves", json_integer(conf.max_leaves));
@@ -1181,7 +1316,22 @@ int trainer_fit_main(int argc, char **argv)
     json_object_set_new(doc, "profile", prof);
 
     /* 10. quality gates, recorded in the artifact (the registry refuses to
-     * promote a version whose gates failed) */
+     * promote a version whose gates failed). The champion is scored on the
+     * same held-out rows, cleaned by its own embedded spec. */
+    double champ_auc = (double)NAN;
+    json_t *champ_info = NULL;
+    if (conf.champion) {
+        if (champion_auc(conf.champion, conf.data, va, nva, ds->label, &champ_auc, &champ_info,
+                         errstr, sizeof(errstr))) {
+            json_decref(params);
+            goto done;
+        }
+        progress("champion %s: held-out AUC %.6f (ours %.6f)", conf.champion, champ_auc, mv.auc);
+    } else if (conf.max_auc_drop >= 0) {
+        code = MLOPS_EXIT_USAGE;
+        json_decref(params);
+        FAIL("--max-auc-drop needs --champion MODEL.json");
+    }
     json_t *gates = json_array();
     bool gates_ok = true;
     struct {
@@ -1194,6 +1344,8 @@ int trainer_fit_main(int argc, char **argv)
          mv.log_loss <= conf.max_log_loss},
         {"min_rows", (double)conf.min_rows, (double)ntr, conf.min_rows > 0,
          (double)ntr >= (double)conf.min_rows},
+        {"max_auc_drop", conf.max_auc_drop, champ_auc - mv.auc, conf.max_auc_drop >= 0,
+         champ_auc - mv.auc <= conf.max_auc_drop},
     };
     for (size_t k = 0; k < MLOPS_ARRAY_LEN(gt); k++) {
         if (!gt[k].on)
@@ -1206,9 +1358,11 @@ int trainer_fit_main(int argc, char **argv)
         if (!gt[k].pass)
             progress("gate %s FAILED: %g (limit %g)", gt[k].name, gt[k].value, gt[k].limit);
     }
-    json_object_set_new(doc, "gates",
-                        json_pack("{s:b, s:o, s:s}", "passed", gates_ok, "results", gates,
-                                  "evaluated_on", "held_out"));
+    json_t *jg = json_pack("{s:b, s:o, s:s}", "passed", gates_ok, "results", gates, "evaluated_on",
+                           "held_out");
+    if (champ_info)
+        json_object_set_new(jg, "champion", champ_info);
+    json_object_set_new(doc, "gates", jg);
 
     /* 11. lineage */
     char sha[65];
@@ -1260,6 +1414,7 @@ done:
     free(score);
     free(tr);
     free(va);
+    free(stop);
     free(cols);
     model_destroy(m);
     json_decref(doc);

@@ -83,10 +83,17 @@ def gbdt_flags():
 
 
 def split(dump):
+    """The fitting rows, the held-out rows (and their frames) of a dump."""
     tr, va = dump[dump.split == "train"], dump[dump.split == "valid"]
     cols = list(dump.columns[3:])
     return (tr[cols].to_numpy(float), tr.label.to_numpy(int), va[cols].to_numpy(float),
             va.label.to_numpy(int), tr, va)
+
+
+def stop_rows(dump):
+    """The rows GBDT early stopping watches (carved out of the training split)."""
+    st = dump[dump.split == "stop"]
+    return st[list(dump.columns[3:])].to_numpy(float), st.label.to_numpy(int)
 
 
 # ---- data sets --------------------------------------------------------------------------
@@ -157,14 +164,19 @@ def test_gbdt_matches_xgboost(data, name):
     model, dump, _ = fit(tmp, csv, "gbdt", *flags, *gbdt_flags(), name=name)
     X, y, Xv, yv, _, _ = split(dump)
     types = ["c" if i["kind"] == "categorical" else "q" for i in model["inputs"]]
+    Xs, ys = stop_rows(dump)
+    # early stopping watched its own rows: about a tenth of the training split, both classes
+    assert abs(len(ys) - 0.1 * (len(ys) + len(y))) <= 2 and 0 < ys.sum() < len(ys)
+    assert model["lineage"]["params"]["early_stopping_rows"] == len(ys)
     dtr = xgb.DMatrix(X, y, feature_types=types, enable_categorical=True)
     dva = xgb.DMatrix(Xv, yv, feature_types=types, enable_categorical=True)
+    dst = xgb.DMatrix(Xs, ys, feature_types=types, enable_categorical=True)
     p = GBDT_PARAMS
     params = dict(objective="binary:logistic", tree_method="hist", max_depth=p["max_depth"],
                   eta=p["learning_rate"], reg_lambda=p["lam"], min_child_weight=p["min_child_weight"],
                   max_bin=p["max_bins"], nthread=2, base_score=float(y.mean()),
                   eval_metric="logloss", seed=1)
-    booster = xgb.train(params, dtr, p["n_trees"], evals=[(dva, "valid")],
+    booster = xgb.train(params, dtr, p["n_trees"], evals=[(dst, "stop")],
                         early_stopping_rounds=p["early_stopping"], verbose_eval=False)
     xgb_auc = roc_auc_score(yv, booster.predict(dva, iteration_range=(0, booster.best_iteration + 1)))
     ours_auc = model["metrics"]["auc"]
@@ -276,7 +288,7 @@ def test_predict_equals_python_scoring(data, name, algo):
     assert mt["f1"] == pytest.approx(best)
     assert mt["confusion"]["tp"] == int(((pred == 1) & (yv == 1)).sum())
     # profile: label rate and reservoir sample of the training rows
-    trn = dump[dump.split == "train"]
+    trn = dump[dump.split != "valid"]  # the training split, early-stopping rows included
     assert model["profile"]["label_rate"] == pytest.approx(trn.label.mean())
     assert model["profile"]["rows"] == len(trn)
     for p in model["profile"]["inputs"]:
@@ -518,7 +530,7 @@ def test_profile_sample_can_be_turned_off(data):
     # the bin counts follow the documented rule (bin = number of edges <= value)
     raw = pd.read_csv(csv)
     trn = pd.read_csv(tmp / "nosample.gbdt.matrix.csv")
-    rows = trn[trn.split == "train"].row.to_numpy()
+    rows = trn[trn.split != "valid"].row.to_numpy()
     for p in prof["inputs"]:
         v = raw.iloc[rows][p["column"]].to_numpy(float)
         counts = np.bincount(np.searchsorted(p["bin_edges"], v, side="right"),
@@ -535,13 +547,15 @@ def test_gbdt_lossguide_matches_xgboost(data, name):
                          "--max-leaves", 15, "--max-depth", 0, name=f"lg-{name}")
     X, y, Xv, yv, _, _ = split(dump)
     types = ["c" if i["kind"] == "categorical" else "q" for i in model["inputs"]]
+    Xs, ys = stop_rows(dump)
     dtr = xgb.DMatrix(X, y, feature_types=types, enable_categorical=True)
     dva = xgb.DMatrix(Xv, yv, feature_types=types, enable_categorical=True)
+    dst = xgb.DMatrix(Xs, ys, feature_types=types, enable_categorical=True)
     params = dict(objective="binary:logistic", tree_method="hist", grow_policy="lossguide",
                   max_leaves=15, max_depth=0, eta=p["learning_rate"], reg_lambda=p["lam"],
                   min_child_weight=p["min_child_weight"], max_bin=p["max_bins"], nthread=2,
                   base_score=float(y.mean()), eval_metric="logloss", seed=1)
-    booster = xgb.train(params, dtr, p["n_trees"], evals=[(dva, "valid")],
+    booster = xgb.train(params, dtr, p["n_trees"], evals=[(dst, "stop")],
                         early_stopping_rounds=p["early_stopping"], verbose_eval=False)
     xgb_auc = roc_auc_score(yv, booster.predict(dva, iteration_range=(0, booster.best_iteration + 1)))
     ours_auc = model["metrics"]["auc"]
@@ -571,3 +585,37 @@ def test_predict_refused_rows(small, tmp_path):
     lines = out.read_text().splitlines()
     assert lines[0] == "score" and len(lines) == len(d) + 1
     assert lines[5] == "" and all(lines[i] for i in range(1, len(lines)) if i != 5)
+
+
+def test_inferred_spec_is_mlopsctl_spec_infer(data):
+    tmp, sets = data
+    csv, flags = sets["breast_cancer"]
+    model, _, _ = fit(tmp, csv, "logreg", *flags, name="infer")
+    out = tmp / "infer.spec.json"
+    r = run(MLOPSCTL, "spec", "infer", csv, *flags, "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert model["spec"] == json.loads(out.read_text())
+    assert model["lineage"]["spec_source"] == "inferred"
+
+
+def test_champion_gate(data):
+    tmp, sets = data
+    csv, flags = sets["breast_cancer"]
+    champ, _, champ_path = fit(tmp, csv, "logreg", *flags, name="champ")
+    # a weaker challenger: a few trees; the champion is scored on the same held-out rows
+    model, dump, _ = fit(tmp, csv, "gbdt", *flags, "--n-trees", 2, "--max-depth", 1,
+                         "--champion", champ_path, "--max-auc-drop", "0.0", name="challenger")
+    g = model["gates"]
+    assert g["champion"]["auc"] == pytest.approx(champ["metrics"]["auc"], abs=1e-12)
+    assert g["champion"]["rows"] == (dump.split == "valid").sum() and g["champion"]["rows_refused"] == 0
+    drop = g["champion"]["auc"] - model["metrics"]["auc"]
+    assert drop > 0
+    assert g["results"] == [{"gate": "max_auc_drop", "limit": 0.0, "value": pytest.approx(drop),
+                             "passed": False}]
+    assert g["passed"] is False
+    model, _, _ = fit(tmp, csv, "gbdt", *flags, "--n-trees", 2, "--max-depth", 1, "--champion",
+                      champ_path, "--max-auc-drop", "0.5", name="challenger2")
+    assert model["gates"]["passed"] is True
+    r = run(TRAINER, "fit", "--data", csv, *flags, "--max-auc-drop", "0.1", "--out",
+            tmp / "x.json")
+    assert r.returncode == 2 and "--champion" in r.stderr
