@@ -31,6 +31,8 @@ static void num_cell(FILE *out, const json_t *v)
 /* markdown table cells must not break the table */
 static void cell(FILE *out, const char *s)
 {
+    if (!s)
+        s = "?";
     for (; *s; s++) {
         if (*s == '|')
             fputs("\\|", out);

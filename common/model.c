@@ -171,6 +171,9 @@ static int parse_inputs(model_t *m, char *errstr, size_t size)
     if (json_array_size(names) != m->nslots)
         return fail(errstr, size, "slots: %zu names for %zu input slots", json_array_size(names),
                     m->nslots);
+    for (size_t i = 0; i < m->nslots; i++)
+        if (!json_is_string(json_array_get(names, i)))
+            return fail(errstr, size, "slots[%zu]: expected a string (the slot's name)", i);
     return 0;
 }
 

@@ -423,6 +423,14 @@ def test_bad_model_file(small, tmp_path):
     (tmp_path / "hash.json").write_text(json.dumps(broken))
     r = run(MLOPSCTL, "predict", "--model", tmp_path / "hash.json", "--data", tmp / "small.csv")
     assert r.returncode != 0 and "spec_hash" in r.stderr, r.stderr
+    # slot names must be strings (a number there crashed the model card once)
+    broken = json.loads(path.read_text())
+    broken["slots"][0] = 1
+    (tmp_path / "slots.json").write_text(json.dumps(broken))
+    for cmd in (["predict", "--model", tmp_path / "slots.json", "--data", tmp / "small.csv"],
+                ["models", "card", tmp_path / "slots.json"]):
+        r = run(MLOPSCTL, *cmd)
+        assert r.returncode == 1 and "slots[0]: expected a string" in r.stderr, (cmd, r)
 
 
 def test_model_card(data):
