@@ -222,9 +222,17 @@ static void print_card(json_t *c)
     json_array_foreach(json_object_get(c, "versions"), i, v)
     {
         json_t *g = json_object_get(v, "gates_passed");
-        char *metrics = json_is_object(json_object_get(v, "metrics"))
-                            ? json_dumps(json_object_get(v, "metrics"), JSON_COMPACT)
-                            : NULL;
+        /* the held-out figures a reader compares versions by; --json has them all */
+        json_t *mt = json_object_get(v, "metrics");
+        strbuf_t metrics;
+        strbuf_init(&metrics);
+        static const char *const keys[] = {"auc", "log_loss", "f1", "brier", "rows"};
+        for (size_t k = 0; json_is_object(mt) && k < MLOPS_ARRAY_LEN(keys); k++) {
+            json_t *x = json_object_get(mt, keys[k]);
+            if (json_is_number(x))
+                strbuf_appendf(&metrics, "%s%s %.4g", metrics.len ? ", " : "", keys[k],
+                               json_number_value(x));
+        }
         char vb[24];
         printf("%-8s %-11s %-6s %-10s %s\n",
                int_or_dash(json_object_get(v, "version"), vb, sizeof(vb)), str(v, "stage"),
@@ -234,8 +242,8 @@ static void print_card(json_t *c)
                json_string_value(json_object_get(v, "algorithm"))
                    ? json_string_value(json_object_get(v, "algorithm"))
                    : "-",
-               metrics ? metrics : "-");
-        free(metrics);
+               metrics.len ? metrics.data : "-");
+        strbuf_cleanup(&metrics);
     }
 }
 

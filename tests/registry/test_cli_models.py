@@ -54,7 +54,7 @@ def test_models_cli_register_promote_rollback_history(registry, tmp_path, tokens
     p = ctl(registry, "show", name)
     assert p.returncode == 0 and name in p.stdout and "champion=1" in p.stdout
     p = ctl(registry, "card", name)
-    assert p.returncode == 0 and '"auc":0.81' in p.stdout.replace(" ", ""), p.stdout
+    assert p.returncode == 0 and "auc 0.81" in p.stdout, p.stdout
     p = ctl(registry, "audit", "--object", f"{name}@champion", "--json")
     acts = [e["action"] for e in json.loads(p.stdout)["entries"]]
     assert acts == ["alias.promote", "alias.promote", "alias.rollback"]
