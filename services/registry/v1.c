@@ -8,6 +8,7 @@
 
 #include "log.h"
 #include "mjson.h"
+#include "model.h"
 #include "registry.h"
 
 int mf_new_version(req_ctx_t *c, const model_row_t *m, const char *source, const char *run_id,
@@ -82,6 +83,17 @@ static int check_artifact(req_ctx_t *c, json_t **docp, char sha[65])
         json_decref(doc);
         return st;
     }
+    /* the loader the scorer and monitor use: a document they would refuse is
+     * refused here, before it can be registered and promoted */
+    char why[512];
+    model_t *m = model_from_json(doc, why, sizeof(why));
+    if (!m) {
+        int st = ctx_fail(c, 400, "INVALID_PARAMETER_VALUE",
+                          "the artifact is not a valid model/1: %s", why);
+        json_decref(doc);
+        return st;
+    }
+    model_destroy(m);
     *docp = doc;
     return 0;
 }

@@ -193,9 +193,32 @@ class Registry:
         return r.json()["token"]
 
 
+_BASE_ARTIFACT = None
+
+
+def _base_artifact():
+    """A real model/1 document (a small logistic regression made by our own
+    datagen and trainer, once per test process): the registry validates every
+    upload with the loader the scorer uses, so fakes would be refused."""
+    global _BASE_ARTIFACT
+    if _BASE_ARTIFACT is None:
+        import tempfile
+        with tempfile.TemporaryDirectory(prefix="reg-art-") as d:
+            subprocess.run([str(BUILD / "cli/mlopsctl"), "datagen", "attrition", "--rows", "1500",
+                            "--seed", "3", "--out", f"{d}/t.csv"], check=True,
+                           capture_output=True, timeout=120)
+            subprocess.run([str(BUILD / "services/trainer/mlops-trainer"), "fit", "--data",
+                            f"{d}/t.csv", "--spec", str(ROOT / "examples/attrition/spec.json"),
+                            "--algo", "logreg", "--no-profile-sample", "--out", f"{d}/m.json"],
+                           check=True, capture_output=True, timeout=300)
+            _BASE_ARTIFACT = json.loads(Path(f"{d}/m.json").read_text())
+    return json.loads(json.dumps(_BASE_ARTIFACT))
+
+
 def model_doc(name="m", passed=True, extra=None):
-    doc = {"schema": "model/1", "name": name, "algorithm": {"type": "logreg",
-           "weights": [0.5, -1.25], "intercept": 0.1}, "threshold": 0.5}
+    doc = _base_artifact()
+    doc["name"] = name
+    doc.pop("gates", None)
     if passed is not None:
         doc["gates"] = {"passed": passed, "auc": 0.91, "min_auc": 0.8}
     if extra:

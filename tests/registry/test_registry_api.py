@@ -280,6 +280,17 @@ def test_artifacts_upload_download_sha256(registry, tokens):
     err(registry.request("POST", "/api/v1/models/art-a/versions",
                          raw=json.dumps({"schema": "other/1"}).encode(), token=t), 400)
     err(registry.request("POST", "/api/v1/models/art-a/versions", raw=b"{not json", token=t), 400)
+    # a model/1 the scorer could not load is refused, naming the field
+    broken = json.loads(doc)
+    broken["slots"] = broken["slots"][:-1]
+    r = registry.request("POST", "/api/v1/models/art-a/versions", raw=json.dumps(broken).encode(),
+                         token=t)
+    err(r, 400, "INVALID_PARAMETER_VALUE")
+    assert "not a valid model/1: slots:" in r.json()["message"], r.json()
+    r = registry.request("POST", "/api/v1/models/art-a/versions",
+                         raw=json.dumps({"schema": "model/1", "name": "x"}).encode(), token=t)
+    err(r, 400, "INVALID_PARAMETER_VALUE")
+    assert "not a valid model/1" in r.json()["message"]
     # PUT onto an MLflow-made version: once, the same bytes again are fine, others are not
     mv = registry.post(MV + "/create", {"name": "art-a", "source": "s3://later"}, token=t).json()
     v2 = mv["model_version"]["version"]
