@@ -488,10 +488,6 @@ size_t dstate_add(dstate_t *d, const json_t *values, int64_t event_ms, size_t *t
     if (event_ms != DSTATE_NO_TIME &&
         (event_ms > 9000000000000000LL || event_ms < -9000000000000000LL))
         event_ms = DSTATE_NO_TIME;
-    /* a time far in the future would move the watermark there and make every
-     * later record late: it is not a usable time either */
-    if (event_ms != DSTATE_NO_TIME && event_ms > wall_ms() + DSTATE_MAX_FUTURE_MS)
-        event_ms = DSTATE_NO_TIME;
     /* the event-time windows' bucket for this record (NULL: late or no time) */
     bucket_t *bk[DSTATE_MAX_WINDOWS] = {0};
     bool counted_late = false;

@@ -113,8 +113,6 @@ const char *dstate_window_name(const dstate_t *d, size_t w);
 size_t dstate_add(dstate_t *d, const json_t *values, int64_t event_ms, size_t *ticked);
 /** Use DSTATE_NO_TIME as event_ms when a record has none (event-time windows skip it). */
 #define DSTATE_NO_TIME INT64_MIN
-/** Event times more than this ahead of the wall clock count as no time (and late). */
-#define DSTATE_MAX_FUTURE_MS (24LL * 3600 * 1000)
 /** Records that came for an event-time window already closed, or without a time. */
 uint64_t dstate_late(const dstate_t *d);
 /** Start (event time, ms) of the window @p w tested on its latest tick; 0 for count windows. */
