@@ -359,8 +359,10 @@ static void decode(scorer_t *sc, const modelset_t *ms, item_t *it)
             json_decref(et);
         }
         it->decode_us = mono_us() - t0;
+        metric_inc(sc->m_decode_fast);
         return;
     }
+    metric_inc(sc->m_decode_tree);
     err_t *e = NULL;
     it->doc = mjson_parse_object(m->payload ? m->payload : "", m->len,
                                  (size_t)sc->conf->max_event_bytes, &e);

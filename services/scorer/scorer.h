@@ -142,7 +142,7 @@ struct scorer {
     /* metrics */
     metric_t *m_events, *m_refused_decode, *m_refused_spec, *m_degraded, *m_imputed, *m_stage[5],
         *m_lag, *m_txn_commits, *m_txn_aborts, *m_redis_errors, *m_swaps, *m_hit_rate,
-        *m_batch_seconds;
+        *m_batch_seconds, *m_decode_fast, *m_decode_tree;
 };
 
 enum { STAGE_DECODE = 0, STAGE_REDIS, STAGE_PREDICT, STAGE_ENCODE, STAGE_PRODUCE };

@@ -271,3 +271,30 @@ def test_redis_outage_keeps_scoring_degraded_then_recovers(stream, scorers, faul
         needed += 1
         assert p["degraded"] and p["freshness"]["online"] == "unavailable", e
     assert needed > 0
+
+
+def test_fast_decode_and_jansson_fallback_score_the_same(stream, scorers):
+    """Records as ingest writes them take the tree-free decode; the same
+    records with an array member (which the fast path refuses) go through
+    jansson: both give the offline scores of `mlopsctl predict`."""
+    records = stream.records[:2000]
+    inp, out = stream.copy_topic(), stream.new_topic()
+    half = len(records) // 2
+    items = []
+    for k, m in enumerate(records):
+        if k < half:
+            items.append((m.key(), m.value()))
+        else:
+            rec = json.loads(m.value())
+            rec["extra"] = [1, {"a": "\u00e9\\"}]
+            items.append((m.key(), json.dumps(rec, indent=1).encode()))
+    produce(inp, items)
+    sc = scorers(["--model", stream.models["gbdt"], "--no-enrich",
+                  *base_args(stream, inp, out)])
+    preds = predictions(out, expect=len(records))
+    assert sc.metric("mlops_scorer_decoded_total", 'path="fast"') == half
+    assert sc.metric("mlops_scorer_decoded_total", 'path="jansson"') == len(records) - half
+    sc.stop()
+    want = dict(zip(stream.event_ids(), predict_csv(stream.models["gbdt"], stream.csv)))
+    assert len(preds) == len(records)
+    assert all(p["score"] == want[p["event_id"]] for p in preds)
