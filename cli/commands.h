@@ -12,7 +12,11 @@ int cmd_dlq(int argc, char **argv);
 int cmd_alerts(int argc, char **argv);
 int cmd_predict(int argc, char **argv);
 int cmd_models(int argc, char **argv);
+/** `mlopsctl models card FILE.json` (model_card.c), reached through cmd_models. */
+int model_card_file(int argc, char **argv);
 int cmd_token(int argc, char **argv);
 int cmd_drift_stat(int argc, char **argv);
+int cmd_registry(int argc, char **argv);
+int cmd_drift(int argc, char **argv);
 
 #endif

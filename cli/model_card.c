@@ -142,9 +142,13 @@ static void card(FILE *out, const model_t *m, const char *path)
                                   json_number_value(json_array_get(coef, i))};
         qsort(cr, n, sizeof(coef_rank_t), by_abs);
         fprintf(out,
-                "## Logistic regression (L2, C = %g)\n\nIntercept %.6f. Strongest of %zu "
+                "## Logistic regression (%s, C = %g)\n\nIntercept %.6f. Strongest of %zu "
                 "coefficients (on standardised inputs):\n\n| slot | coefficient |\n| --- | "
                 "--- |\n",
+                json_is_string(json_object_get(lr, "penalty")) &&
+                        !strcmp(json_string_value(json_object_get(lr, "penalty")), "l1")
+                    ? "L1"
+                    : "L2",
                 json_number_value(json_object_get(lr, "C")),
                 json_number_value(json_object_get(lr, "intercept")), n);
         for (size_t i = 0; i < n && i < 15; i++) {
@@ -186,7 +190,7 @@ static void card(FILE *out, const model_t *m, const char *path)
         fprintf(out, "\nTrained in %.0f ms.\n", json_number_value(json_object_get(tm, "total")));
 }
 
-int cmd_models(int argc, char **argv)
+int model_card_file(int argc, char **argv)
 {
     static const char usage[] = "Usage: mlopsctl models card MODEL.json\n\n"
                                 "  card MODEL.json   print a model card (markdown) of a model/1 "

@@ -14,7 +14,8 @@ char *regclient_token(const char *given, const char *state_dir, char *errstr, si
     if (given && *given)
         return xstrdup(given);
     char path[1100];
-    snprintf(path, sizeof(path), "%s/registry/admin_token", state_dir ? state_dir : ".state");
+    snprintf(path, sizeof(path), "%s/registry/admin_token",
+             state_dir ? state_dir : MLOPS_SOURCE_DIR "/.state");
     char why[512];
     char *tok = file_read_all(path, 4096, NULL, why, sizeof(why));
     if (!tok) {
@@ -37,6 +38,17 @@ static size_t on_data(char *ptr, size_t size, size_t nmemb, void *arg)
 long regclient_call(const regclient_t *rc, const char *method, const char *path, const json_t *body,
                     json_t **reply, char *errstr, size_t errstr_size)
 {
+    size_t len = 0;
+    char *payload = body ? mjson_dump(body, &len) : NULL;
+    long st = regclient_call_raw(rc, method, path, payload, len, NULL, reply, errstr, errstr_size);
+    free(payload);
+    return st;
+}
+
+long regclient_call_raw(const regclient_t *rc, const char *method, const char *path,
+                        const char *data, size_t len, const char *header, json_t **reply,
+                        char *errstr, size_t errstr_size)
+{
     *reply = NULL;
     CURL *curl = curl_easy_init();
     if (!curl) {
@@ -45,9 +57,10 @@ long regclient_call(const regclient_t *rc, const char *method, const char *path,
     }
     char *url = xasprintf("%s%s", rc->url, path);
     char *auth = xasprintf("Authorization: Bearer %s", rc->token);
-    char *payload = body ? mjson_dump(body, NULL) : NULL;
     struct curl_slist *hdrs = curl_slist_append(NULL, auth);
     hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
+    if (header)
+        hdrs = curl_slist_append(hdrs, header);
     strbuf_t out;
     strbuf_init(&out);
     curl_easy_setopt(curl, CURLOPT_URL, url);
@@ -57,8 +70,10 @@ long regclient_call(const regclient_t *rc, const char *method, const char *path,
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_data);
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, &out);
     curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-    if (payload)
-        curl_easy_setopt(curl, CURLOPT_POSTFIELDS, payload);
+    if (data) {
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDS, data);
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+    }
     long status = -1;
     CURLcode cc = curl_easy_perform(curl);
     if (cc != CURLE_OK) {
@@ -73,7 +88,6 @@ long regclient_call(const regclient_t *rc, const char *method, const char *path,
     strbuf_cleanup(&out);
     curl_slist_free_all(hdrs);
     curl_easy_cleanup(curl);
-    free(payload);
     free(auth);
     free(url);
     return status;

@@ -28,6 +28,11 @@ char *regclient_token(const char *given, const char *state_dir, char *errstr, si
 long regclient_call(const regclient_t *rc, const char *method, const char *path, const json_t *body,
                     json_t **reply, char *errstr, size_t errstr_size);
 
+/** As regclient_call() with a raw body of @p len bytes and one extra header (may be NULL). */
+long regclient_call_raw(const regclient_t *rc, const char *method, const char *path,
+                        const char *data, size_t len, const char *header, json_t **reply,
+                        char *errstr, size_t errstr_size);
+
 /** "error_code: message" of an error reply, for messages (borrowed or a fallback). */
 const char *regclient_error(const json_t *reply);
 

@@ -10,6 +10,7 @@
 
 #include "csvfile.h"
 #include "hmap.h"
+#include "jflat.h"
 #include "rolling.h"
 
 static void trim_copy(const char *s, char *out, size_t size)
@@ -36,6 +37,40 @@ static int by_time(const void *a, const void *b)
 
 static void rolling_free(void *p) { rolling_destroy(p); }
 
+/* Well-formed UTF-8 as jansson requires of a string: no overlong forms, no
+ * surrogates, nothing above U+10FFFF. */
+static bool utf8_ok(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t k;
+        unsigned cp;
+        if (c >= 0xC2 && c <= 0xDF)
+            k = 1, cp = c & 0x1F;
+        else if (c >= 0xE0 && c <= 0xEF)
+            k = 2, cp = c & 0x0F;
+        else if (c >= 0xF0 && c <= 0xF4)
+            k = 3, cp = c & 0x07;
+        else
+            return false;
+        for (size_t q = 1; q <= k; q++) {
+            if (i + q >= n || (s[i + q] & 0xC0) != 0x80)
+                return false;
+            cp = (cp << 6) | (s[i + q] & 0x3F);
+        }
+        if ((k == 2 && cp < 0x800) || (k == 3 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+            (cp >= 0xD800 && cp <= 0xDFFF))
+            return false;
+        i += k + 1;
+    }
+    return true;
+}
+
 dataset_t *dataset_load_csv(const spec_t *spec, const char *path, const dataset_opts_t *opts,
                             char *errstr, size_t errstr_size)
 {
@@ -44,6 +79,8 @@ dataset_t *dataset_load_csv(const spec_t *spec, const char *path, const dataset_
     ds->ncolumns = spec->ncolumns;
     size_t cap = 0, nheader = 0;
     char **header = NULL;
+    size_t *header_len = NULL;
+    jflat_field_t *flat = NULL;
     int label_col = -1;
     struct {
         char text[256];
@@ -72,8 +109,11 @@ dataset_t *dataset_load_csv(const spec_t *spec, const char *path, const dataset_
     }
     nheader = n;
     header = xcalloc(n, sizeof(char *));
+    header_len = xcalloc(n, sizeof(size_t));
+    flat = xcalloc(n, sizeof(jflat_field_t));
     for (size_t i = 0; i < n; i++) {
         header[i] = xstrdup(f[i]);
+        header_len[i] = strlen(f[i]);
         if (opts->label && !strcmp(f[i], opts->label))
             label_col = (int)i;
     }
@@ -153,30 +193,37 @@ dataset_t *dataset_load_csv(const spec_t *spec, const char *path, const dataset_
                 }
             }
         }
-        /* the event, as ingest would see it: every non-empty cell a string */
-        json_t *obj = json_object();
+        /* the event, as ingest would see it: every non-empty cell a string
+         * (the flat form spec_clean_flat() reads; same results as the
+         * jansson object mlopsctl features builds) */
+        size_t nf = 0;
         bool utf8 = true;
         for (size_t i = 0; i < n; i++) {
             if ((int)i == label_col || !f[i][0])
                 continue;
-            json_t *v = json_string(f[i]);
-            if (!v)
+            size_t len = strlen(f[i]);
+            if (!utf8_ok((const unsigned char *)f[i], len)) {
                 utf8 = false;
-            else
-                json_object_set_new(obj, header[i], v);
+                break;
+            }
+            flat[nf++] = (jflat_field_t){.key = header[i],
+                                         .key_len = header_len[i],
+                                         .type = JFLAT_STRING,
+                                         .s = f[i],
+                                         .s_len = len};
         }
+        jflat_t event = {.fields = flat, .n = nf, .cap = nheader};
         spec_error_t se;
         char why[600];
         bool refused = false;
         if (!utf8) {
             snprintf(why, sizeof(why), "bad_json: the row holds bytes that are not valid UTF-8");
             refused = true;
-        } else if (spec_clean(spec, obj, &row, &se)) {
+        } else if (spec_clean_flat(spec, &event, &row, &se)) {
             snprintf(why, sizeof(why), "column '%s': %s (%s)", se.field, se.detail,
                      spec_reason_name(&se));
             refused = true;
         }
-        json_decref(obj);
         spec_value_t *vals = ds->vals + r * ds->ncolumns;
         if (refused) {
             if (opts->strict) {
@@ -254,6 +301,8 @@ dataset_t *dataset_load_csv(const spec_t *spec, const char *path, const dataset_
     for (size_t i = 0; i < nheader; i++)
         free(header[i]);
     free(header);
+    free(header_len);
+    free(flat);
     hmap_destroy(states);
     free(ord);
     free(times);
@@ -265,6 +314,8 @@ err:
     for (size_t i = 0; i < nheader; i++)
         free(header[i]);
     free(header);
+    free(header_len);
+    free(flat);
     hmap_destroy(states);
     free(ord);
     free(times);

@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MISSING_CODE 0xFFFFu
 #define MAX_THREADS 8
 
 void gbdt_params_default(gbdt_params_t *p)
@@ -24,6 +23,7 @@ void gbdt_params_default(gbdt_params_t *p)
     p->early_stopping = 20;
     p->threads = 2;
     p->seed = 1;
+    p->max_leaves = 0;
     p->progress = NULL;
     p->progress_arg = NULL;
 }
@@ -37,12 +37,6 @@ static uint64_t rng_next(uint64_t *s)
     return z ^ (z >> 31);
 }
 static double rng_unit(uint64_t *s) { return (double)(rng_next(s) >> 11) * 0x1.0p-53; }
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
 
 size_t gbdt_bin_edges(const double *v, size_t m, int max_bins, double *edges)
 {
@@ -94,18 +88,31 @@ typedef struct lnode {
     int32_t id; /* node index in the tree */
     size_t start, end;
     double g, h;
+    double *hist;       /* (g, h) per bin of every input, missing last; owned */
+    const double *from; /* derive: hist = from (the parent's) - sibling's */
+    int sibling;        /* index of the sibling in the level, -1 = build */
 } lnode_t;
 
 typedef struct ctx {
     const gbdt_params_t *prm;
     size_t n, p;
-    uint16_t *codes; /* p x n, column-major */
-    size_t *nbins;   /* per input */
+    uint16_t *codes;  /* n x p, row-major; code nbins[j] = missing */
+    uint16_t *ccodes; /* the same codes p x n, column-major (partitions) */
+    double **pool;    /* spare node histograms */
+    size_t npool, cappool;
+    const gbdt_data_t *train;
+    bool failed;
+    char errbuf[128];
+    size_t *nbins; /* per input */
+    size_t *off;   /* per input: first slot of its bins in a node histogram */
+    size_t nslots; /* slots in a node histogram */
     double **edges;
     size_t *nedges;
     const bool *is_cat;
-    double *grad, *hess;
-    size_t *rows; /* node row ranges */
+    const size_t *ncats;
+    double *gh;     /* (gradient, hessian) per row */
+    double *margin; /* training margins: each leaf adds its value to its rows */
+    size_t *rows;   /* node row ranges */
     /* per level */
     lnode_t *level;
     size_t nlevel;
@@ -117,7 +124,6 @@ typedef struct ctx {
 typedef struct worker {
     ctx_t *c;
     int t;
-    double *hg, *hh; /* histogram scratch (257 bins) */
 } worker_t;
 
 typedef struct catstat {
@@ -135,32 +141,27 @@ static int by_key(const void *a, const void *b)
 
 static double score_of(double g, double h, double lambda) { return g * g / (h + lambda); }
 
-/* Best split of one node on one input. */
-static void find_split(ctx_t *c, worker_t *w, const lnode_t *nd, size_t j, split_t *out)
+/* Best split of one node on one input, from its histogram (pairs g, h;
+ * nbins[j] bins then the missing slot). A hessian sum below eps counts as
+ * empty: subtracted histograms keep rounding residue. */
+static void find_split(const ctx_t *c, const double *hist, const lnode_t *nd, size_t j,
+                       split_t *out)
 {
     const gbdt_params_t *prm = c->prm;
     size_t nb = c->nbins[j];
-    double *hg = w->hg, *hh = w->hh;
-    memset(hg, 0, (nb + 1) * sizeof(double));
-    memset(hh, 0, (nb + 1) * sizeof(double));
-    const uint16_t *code = c->codes + j * c->n;
-    for (size_t k = nd->start; k < nd->end; k++) {
-        size_t r = c->rows[k];
-        uint16_t b = code[r];
-        size_t slot = b == MISSING_CODE ? nb : b;
-        hg[slot] += c->grad[r];
-        hh[slot] += c->hess[r];
-    }
-    double gm = hg[nb], hm = hh[nb];
     double G = nd->g, H = nd->h, lam = prm->lambda, mcw = prm->min_child_weight;
+    double eps = 1e-12 * (H > 1 ? H : 1);
+    double gm = hist[2 * nb], hm = hist[2 * nb + 1];
+    if (hm <= eps)
+        gm = 0, hm = 0;
     double parent = score_of(G, H, lam);
     out->gain = 0;
     out->feature = -1;
     if (!c->is_cat || !c->is_cat[j]) {
         double gl = 0, hl = 0;
         for (size_t b = 0; b + 1 < nb; b++) {
-            gl += hg[b];
-            hl += hh[b];
+            gl += hist[2 * b];
+            hl += hist[2 * b + 1];
             for (int dl = 0; dl < 2; dl++) {
                 if (dl && hm == 0)
                     break;
@@ -186,8 +187,9 @@ static void find_split(ctx_t *c, worker_t *w, const lnode_t *nd, size_t j, split
     catstat_t cs[256];
     size_t m = 0;
     for (size_t b = 0; b < nb && b < 256; b++)
-        if (hh[b] > 0)
-            cs[m++] = (catstat_t){(int)b, hg[b], hh[b], hg[b] / (hh[b] + lam)};
+        if (hist[2 * b + 1] > eps)
+            cs[m++] = (catstat_t){(int)b, hist[2 * b], hist[2 * b + 1],
+                                  hist[2 * b] / (hist[2 * b + 1] + lam)};
     if (m < 2 && hm == 0)
         return;
     qsort(cs, m, sizeof(catstat_t), by_key);
@@ -221,19 +223,63 @@ static void find_split(ctx_t *c, worker_t *w, const lnode_t *nd, size_t j, split
     }
 }
 
+/* One thread's share of a level: the inputs [j0, j1). For those inputs it
+ * builds the histograms of the nodes that need building (rows in order),
+ * derives the siblings' (parent minus built sibling), then finds each
+ * node's best split. Threads touch disjoint slots, so no locking; the sums
+ * do not depend on the number of threads. */
 static void *level_run(void *arg)
 {
     worker_t *w = arg;
     ctx_t *c = w->c;
-    for (size_t j = (size_t)w->t; j < c->p; j += (size_t)c->nthreads) {
-        for (size_t i = 0; i < c->nlevel; i++) {
+    size_t j0 = c->p * (size_t)w->t / (size_t)c->nthreads,
+           j1 = c->p * (size_t)(w->t + 1) / (size_t)c->nthreads;
+    if (j0 == j1)
+        return NULL;
+    size_t s0 = c->off[j0], s1 = j1 < c->p ? c->off[j1] : c->nslots;
+    /* a private copy of the offsets: the compiler keeps them apart from the
+     * histogram writes */
+    size_t *off = xmalloc((j1 - j0) * sizeof(size_t));
+    for (size_t j = j0; j < j1; j++)
+        off[j - j0] = c->off[j];
+    for (size_t i = 0; i < c->nlevel; i++) {
+        lnode_t *nd = &c->level[i];
+        if (nd->sibling >= 0)
+            continue;
+        double *restrict hist = nd->hist;
+        memset(hist + 2 * s0, 0, (s1 - s0) * 2 * sizeof(double));
+        const size_t *restrict rows = c->rows;
+        const uint16_t *restrict codes = c->codes;
+        const double *restrict gh = c->gh;
+        size_t p = c->p, nj = j1 - j0;
+        for (size_t k = nd->start; k < nd->end; k++) {
+            size_t r = rows[k];
+            const uint16_t *cr = codes + r * p + j0;
+            double g = gh[2 * r], h = gh[2 * r + 1];
+            for (size_t j = 0; j < nj; j++) {
+                double *slot = hist + 2 * (off[j] + cr[j]);
+                slot[0] += g;
+                slot[1] += h;
+            }
+        }
+    }
+    for (size_t i = 0; i < c->nlevel; i++) {
+        lnode_t *nd = &c->level[i];
+        if (nd->sibling < 0)
+            continue;
+        const double *sib = c->level[nd->sibling].hist;
+        for (size_t q = 2 * s0; q < 2 * s1; q++)
+            nd->hist[q] = nd->from[q] - sib[q];
+    }
+    for (size_t i = 0; i < c->nlevel; i++)
+        for (size_t j = j0; j < j1; j++) {
             split_t *s = &c->cand[i * c->p + j];
             s->feature = -1;
             s->gain = 0;
             if (c->use_col[j])
-                find_split(c, w, &c->level[i], j, s);
+                find_split(c, c->level[i].hist + 2 * c->off[j], &c->level[i], j, s);
         }
-    }
+    free(off);
     return NULL;
 }
 
@@ -295,84 +341,211 @@ static void tb_add_cat(tbuild_t *b, int32_t c)
 
 static bool goes_left(const ctx_t *c, const split_t *s, size_t r)
 {
-    uint16_t code = c->codes[(size_t)s->feature * c->n + r];
-    if (code == MISSING_CODE)
+    size_t f = (size_t)s->feature;
+    uint16_t code = c->ccodes[f * c->n + r];
+    if (code == c->nbins[f])
         return s->default_left;
     if (s->categorical)
         return (s->cats[code / 64] >> (code % 64)) & 1;
     return (int)code <= s->bin;
 }
 
+/* Node histograms are large (every bin of every input): reuse them. */
+static double *hist_get(ctx_t *c)
+{
+    return c->npool ? c->pool[--c->npool] : xmalloc(c->nslots * 2 * sizeof(double));
+}
+
+static void hist_put(ctx_t *c, double *h)
+{
+    if (!h)
+        return;
+    if (c->npool == c->cappool) {
+        c->cappool = c->cappool ? c->cappool * 2 : 16;
+        c->pool = xrealloc(c->pool, c->cappool * sizeof(double *));
+    }
+    c->pool[c->npool++] = h;
+}
+
+/* Histograms, splits and partitions for the nodes of @p lv (sets c->cand). */
+static split_t *process_level(ctx_t *c, worker_t *ws, lnode_t *lv, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        lv[i].hist = hist_get(c);
+    c->cand = xmalloc((n ? n : 1) * c->p * sizeof(split_t));
+    c->level = lv;
+    c->nlevel = n;
+    level_splits(c, ws);
+    split_t *cand = c->cand;
+    c->cand = NULL;
+    return cand;
+}
+
+static split_t *best_split(const ctx_t *c, split_t *cand)
+{
+    split_t *best = NULL;
+    for (size_t j = 0; cand && j < c->p; j++) {
+        split_t *s = &cand[j];
+        if (s->feature >= 0 && s->gain > 0 && (!best || s->gain > best->gain))
+            best = s;
+    }
+    return best;
+}
+
+static void make_leaf(ctx_t *c, tbuild_t *tb, const lnode_t *nd)
+{
+    double v = -nd->g / (nd->h + c->prm->lambda) * c->prm->learning_rate;
+    tb->t.value[nd->id] = v;
+    for (size_t k = nd->start; k < nd->end; k++)
+        c->margin[c->rows[k]] += v;
+}
+
+/* Split @p nd by @p best: partition its rows (stably), add the two tree
+ * nodes, fill @p kids (left, right; the smaller one builds its histogram,
+ * the other derives it from the parent's; sibling indices are base+0/1). */
+static void split_node(ctx_t *c, tbuild_t *tb, const lnode_t *nd, const split_t *best, size_t *tmp,
+                       lnode_t kids[2], int base)
+{
+    size_t nl = 0, nr = 0;
+    for (size_t k = nd->start; k < nd->end; k++) {
+        size_t r = c->rows[k];
+        if (goes_left(c, best, r))
+            c->rows[nd->start + nl++] = r;
+        else
+            tmp[nr++] = r;
+    }
+    memcpy(c->rows + nd->start + nl, tmp, nr * sizeof(size_t));
+    int32_t l = tb_add(tb), rr = tb_add(tb);
+    model_tree_t *t = &tb->t;
+    t->feature[nd->id] = best->feature;
+    t->left[nd->id] = l;
+    t->right[nd->id] = rr;
+    t->default_left[nd->id] = best->default_left;
+    if (best->categorical) {
+        t->cat_off[nd->id] = (int32_t)t->ncats_total;
+        for (int32_t q = 0; q < 256; q++)
+            if ((best->cats[q / 64] >> (q % 64)) & 1) {
+                tb_add_cat(tb, q);
+                tb->t.cat_len[nd->id]++;
+            }
+    } else {
+        t->threshold[nd->id] = c->edges[best->feature][best->bin];
+    }
+    bool left_small = nl <= nr;
+    kids[0] = (lnode_t){l,        nd->start, nd->start + nl, best->gl,
+                        best->hl, NULL,      nd->hist,       left_small ? -1 : base + 1};
+    kids[1] = (lnode_t){rr,       nd->start + nl, nd->end,  best->gr,
+                        best->hr, NULL,           nd->hist, left_small ? base : -1};
+}
+
+static double node_sums(const ctx_t *c, size_t nrows, double *h)
+{
+    double g = 0;
+    *h = 0;
+    for (size_t k = 0; k < nrows; k++) {
+        g += c->gh[2 * c->rows[k]];
+        *h += c->gh[2 * c->rows[k] + 1];
+    }
+    return g;
+}
+
+/* Depth-wise growth: every node of a level is split before the next. */
 static void build_tree(ctx_t *c, worker_t *ws, size_t nrows, tbuild_t *tb, size_t *tmp)
 {
     const gbdt_params_t *prm = c->prm;
-    size_t maxlevel = (size_t)1 << (prm->max_depth > 20 ? 20 : prm->max_depth);
-    lnode_t *cur = xmalloc(maxlevel * sizeof(lnode_t)), *next = xmalloc(maxlevel * sizeof(lnode_t));
-    c->cand = xmalloc(maxlevel * c->p * sizeof(split_t));
-    double g = 0, h = 0;
-    for (size_t k = 0; k < nrows; k++) {
-        g += c->grad[c->rows[k]];
-        h += c->hess[c->rows[k]];
-    }
+    /* nodes per level: at most 2^depth, and at most one per row */
+    int d = prm->max_depth > 30 ? 30 : prm->max_depth;
+    size_t cap = (size_t)1 << d;
+    if (cap > 2 * nrows + 2)
+        cap = 2 * nrows + 2;
+    lnode_t *cur = xmalloc(cap * sizeof(lnode_t)), *next = xmalloc(cap * sizeof(lnode_t));
+    double h, g = node_sums(c, nrows, &h);
     size_t ncur = 1;
-    cur[0] = (lnode_t){tb_add(tb), 0, nrows, g, h};
+    cur[0] = (lnode_t){tb_add(tb), 0, nrows, g, h, NULL, NULL, -1};
+    split_t *cand = prm->max_depth > 0 ? process_level(c, ws, cur, 1) : NULL;
     for (int depth = 0; ncur > 0; depth++) {
         size_t nnext = 0;
-        if (depth < prm->max_depth) {
-            c->level = cur;
-            c->nlevel = ncur;
-            level_splits(c, ws);
-        }
         for (size_t i = 0; i < ncur; i++) {
             lnode_t *nd = &cur[i];
-            split_t *best = NULL;
-            if (depth < prm->max_depth)
-                for (size_t j = 0; j < c->p; j++) {
-                    split_t *s = &c->cand[i * c->p + j];
-                    if (s->feature >= 0 && s->gain > 0 && (!best || s->gain > best->gain))
-                        best = s;
-                }
-            model_tree_t *t = &tb->t;
+            const split_t *best = cand ? best_split(c, &cand[i * c->p]) : NULL;
             if (!best) {
-                t->value[nd->id] = -nd->g / (nd->h + prm->lambda) * prm->learning_rate;
+                make_leaf(c, tb, nd);
                 continue;
             }
-            /* stable partition of the node's rows */
-            size_t nl = 0, nr = 0;
-            for (size_t k = nd->start; k < nd->end; k++) {
-                size_t r = c->rows[k];
-                if (goes_left(c, best, r))
-                    c->rows[nd->start + nl++] = r;
-                else
-                    tmp[nr++] = r;
-            }
-            memcpy(c->rows + nd->start + nl, tmp, nr * sizeof(size_t));
-            int32_t l = tb_add(tb), rr = tb_add(tb);
-            t = &tb->t;
-            t->feature[nd->id] = best->feature;
-            t->left[nd->id] = l;
-            t->right[nd->id] = rr;
-            t->default_left[nd->id] = best->default_left;
-            if (best->categorical) {
-                t->cat_off[nd->id] = (int32_t)t->ncats_total;
-                for (int32_t q = 0; q < 256; q++)
-                    if ((best->cats[q / 64] >> (q % 64)) & 1)
-                        tb_add_cat(tb, q), t = &tb->t, t->cat_len[nd->id]++;
-            } else {
-                t->threshold[nd->id] = c->edges[best->feature][best->bin];
-            }
-            next[nnext++] = (lnode_t){l, nd->start, nd->start + nl, best->gl, best->hl};
-            next[nnext++] = (lnode_t){rr, nd->start + nl, nd->end, best->gr, best->hr};
+            split_node(c, tb, nd, best, tmp, &next[nnext], (int)nnext);
+            nnext += 2;
         }
+        free(cand);
+        cand = NULL;
+        if (nnext && depth + 1 < prm->max_depth)
+            cand = process_level(c, ws, next, nnext);
+        for (size_t i = 0; i < ncur; i++)
+            hist_put(c, cur[i].hist);
         lnode_t *sw = cur;
         cur = next;
         next = sw;
         ncur = nnext;
     }
+    free(cand);
     free(cur);
     free(next);
-    free(c->cand);
-    c->cand = NULL;
+}
+
+/* Leaf-wise (loss-guided) growth: split the leaf with the largest gain
+ * until max_leaves (ties: the lower node id), each no deeper than
+ * max_depth (0 = no limit). */
+static void build_tree_lossguide(ctx_t *c, worker_t *ws, size_t nrows, tbuild_t *tb, size_t *tmp)
+{
+    const gbdt_params_t *prm = c->prm;
+    size_t cap = (size_t)prm->max_leaves + 2;
+    typedef struct leaf {
+        lnode_t nd;
+        split_t best;
+        bool can_split;
+        int depth;
+    } leaf_t;
+    leaf_t *leaves = xmalloc(cap * sizeof(leaf_t));
+    double h, g = node_sums(c, nrows, &h);
+    lnode_t root = {tb_add(tb), 0, nrows, g, h, NULL, NULL, -1};
+    split_t *cand = process_level(c, ws, &root, 1);
+    const split_t *b0 = best_split(c, cand);
+    leaves[0] = (leaf_t){.nd = root, .can_split = b0 != NULL, .depth = 0};
+    if (b0)
+        leaves[0].best = *b0;
+    free(cand);
+    size_t nleaves = 1;
+    while (nleaves < (size_t)prm->max_leaves) {
+        size_t pick = SIZE_MAX;
+        for (size_t i = 0; i < nleaves; i++)
+            if (leaves[i].can_split &&
+                (pick == SIZE_MAX || leaves[i].best.gain > leaves[pick].best.gain ||
+                 (leaves[i].best.gain == leaves[pick].best.gain &&
+                  leaves[i].nd.id < leaves[pick].nd.id)))
+                pick = i;
+        if (pick == SIZE_MAX)
+            break;
+        leaf_t parent = leaves[pick];
+        lnode_t kids[2];
+        split_node(c, tb, &parent.nd, &parent.best, tmp, kids, 0);
+        int depth = parent.depth + 1;
+        bool deeper = prm->max_depth <= 0 || depth < prm->max_depth;
+        split_t *kc = deeper ? process_level(c, ws, kids, 2) : NULL;
+        hist_put(c, parent.nd.hist);
+        for (int k = 0; k < 2; k++) {
+            leaf_t *lf = k == 0 ? &leaves[pick] : &leaves[nleaves];
+            const split_t *bk = kc ? best_split(c, &kc[(size_t)k * c->p]) : NULL;
+            *lf = (leaf_t){.nd = kids[k], .can_split = bk != NULL, .depth = depth};
+            if (bk)
+                lf->best = *bk;
+        }
+        free(kc);
+        nleaves++;
+    }
+    for (size_t i = 0; i < nleaves; i++) {
+        make_leaf(c, tb, &leaves[i].nd);
+        hist_put(c, leaves[i].nd.hist);
+    }
+    free(leaves);
 }
 
 static double logloss_of(const double *margin, const int *y, size_t n)
@@ -385,6 +558,50 @@ static double logloss_of(const double *margin, const int *y, size_t n)
         s += l - (y[i] ? z : 0);
     }
     return n ? s / (double)n : (double)NAN;
+}
+
+/* Bin the inputs j = t, t + nthreads, ... (one thread's share). */
+static void *bin_run(void *arg)
+{
+    worker_t *w = arg;
+    ctx_t *c = w->c;
+    const gbdt_data_t *tr = c->train;
+    size_t n = c->n, p = c->p;
+    double *vals = xmalloc((n + 1) * sizeof(double));
+    for (size_t j = (size_t)w->t; j < p; j += (size_t)c->nthreads) {
+        uint16_t *code = c->codes + j, *ccode = c->ccodes + j * n;
+        if (c->is_cat && c->is_cat[j]) {
+            c->nbins[j] = c->ncats[j] ? c->ncats[j] : 1;
+            if (c->nbins[j] > 256) {
+                snprintf(c->errbuf, sizeof(c->errbuf),
+                         "gbdt: input %zu has more than 256 categories", j);
+                c->failed = true;
+                continue;
+            }
+            for (size_t i = 0; i < n; i++) {
+                double x = tr->X[i * p + j];
+                uint16_t b = isnan(x) || x < 0 || x >= (double)c->nbins[j] ? (uint16_t)c->nbins[j]
+                                                                           : (uint16_t)x;
+                code[i * p] = ccode[i] = b;
+            }
+            continue;
+        }
+        size_t m = 0;
+        for (size_t i = 0; i < n; i++)
+            if (!isnan(tr->X[i * p + j]))
+                vals[m++] = tr->X[i * p + j];
+        model_sort_doubles(vals, m);
+        c->edges[j] = xmalloc((size_t)c->prm->max_bins * sizeof(double));
+        c->nedges[j] = gbdt_bin_edges(vals, m, c->prm->max_bins, c->edges[j]);
+        c->nbins[j] = c->nedges[j] + 1;
+        for (size_t i = 0; i < n; i++) {
+            double x = tr->X[i * p + j];
+            uint16_t b = isnan(x) ? (uint16_t)c->nbins[j] : bin_of(c->edges[j], c->nedges[j], x);
+            code[i * p] = ccode[i] = b;
+        }
+    }
+    free(vals);
+    return NULL;
 }
 
 int gbdt_fit(const gbdt_data_t *tr, const gbdt_data_t *va, const bool *is_cat, const size_t *ncats,
@@ -405,6 +622,7 @@ int gbdt_fit(const gbdt_data_t *tr, const gbdt_data_t *va, const bool *is_cat, c
     c.nthreads = prm->threads < 1 ? 1 : prm->threads > MAX_THREADS ? MAX_THREADS : prm->threads;
     c.codes = xmalloc(n * p * sizeof(uint16_t));
     c.nbins = xcalloc(p, sizeof(size_t));
+    c.off = xcalloc(p, sizeof(size_t));
     c.edges = xcalloc(p, sizeof(double *));
     c.nedges = xcalloc(p, sizeof(size_t));
     double *vals = xmalloc(n * sizeof(double));
@@ -416,35 +634,36 @@ int gbdt_fit(const gbdt_data_t *tr, const gbdt_data_t *va, const bool *is_cat, c
         free(vals);
         goto fail;
     }
-    for (size_t j = 0; j < p; j++) {
-        uint16_t *code = c.codes + j * n;
-        if (is_cat && is_cat[j]) {
-            c.nbins[j] = ncats[j] ? ncats[j] : 1;
-            if (c.nbins[j] > 256) {
-                snprintf(errstr, errstr_size, "gbdt: input %zu has more than 256 categories", j);
-                free(vals);
-                goto fail;
-            }
-            for (size_t i = 0; i < n; i++) {
-                double x = tr->X[i * p + j];
-                code[i] = isnan(x) || x < 0 || x >= (double)c.nbins[j] ? MISSING_CODE : (uint16_t)x;
-            }
-            continue;
-        }
-        size_t m = 0;
-        for (size_t i = 0; i < n; i++)
-            if (!isnan(tr->X[i * p + j]))
-                vals[m++] = tr->X[i * p + j];
-        qsort(vals, m, sizeof(double), cmp_double);
-        c.edges[j] = xmalloc((size_t)prm->max_bins * sizeof(double));
-        c.nedges[j] = gbdt_bin_edges(vals, m, prm->max_bins, c.edges[j]);
-        c.nbins[j] = c.nedges[j] + 1;
-        for (size_t i = 0; i < n; i++) {
-            double x = tr->X[i * p + j];
-            code[i] = isnan(x) ? MISSING_CODE : bin_of(c.edges[j], c.nedges[j], x);
-        }
+    c.ccodes = xmalloc(n * p * sizeof(uint16_t));
+    c.train = tr;
+    c.is_cat = is_cat;
+    c.ncats = ncats;
+    {
+        pthread_t tid[MAX_THREADS];
+        bool started[MAX_THREADS] = {false};
+        worker_t bw[MAX_THREADS];
+        for (int t = 0; t < c.nthreads; t++)
+            bw[t] = (worker_t){&c, t};
+        for (int t = 1; t < c.nthreads; t++)
+            started[t] = pthread_create(&tid[t], NULL, bin_run, &bw[t]) == 0;
+        for (int t = 1; t < c.nthreads; t++)
+            if (!started[t])
+                bin_run(&bw[t]);
+        bin_run(&bw[0]);
+        for (int t = 1; t < c.nthreads; t++)
+            if (started[t])
+                pthread_join(tid[t], NULL);
+    }
+    if (c.failed) {
+        snprintf(errstr, errstr_size, "%s", c.errbuf);
+        free(vals);
+        goto fail;
     }
     free(vals);
+    for (size_t j = 0; j < p; j++) {
+        c.off[j] = c.nslots;
+        c.nslots += c.nbins[j] + 1; /* the bins, then missing */
+    }
 
     double base = log((double)npos / (double)(n - npos));
     out->base_margin = base;
@@ -454,8 +673,9 @@ int gbdt_fit(const gbdt_data_t *tr, const gbdt_data_t *va, const bool *is_cat, c
         mtr[i] = base;
     for (size_t i = 0; va && i < va->n; i++)
         mva[i] = base;
-    c.grad = xmalloc(n * sizeof(double));
-    c.hess = xmalloc(n * sizeof(double));
+    c.gh = xmalloc(2 * n * sizeof(double));
+    c.margin = mtr;
+    uint8_t *in_tree = xmalloc(n);
     c.rows = xmalloc(n * sizeof(size_t));
     size_t *tmp = xmalloc(n * sizeof(size_t));
     bool *use_col = xmalloc(p * sizeof(bool));
@@ -463,16 +683,17 @@ int gbdt_fit(const gbdt_data_t *tr, const gbdt_data_t *va, const bool *is_cat, c
     c.use_col = use_col;
     worker_t ws[MAX_THREADS];
     for (int t = 0; t < c.nthreads; t++)
-        ws[t] = (worker_t){&c, t, xmalloc(258 * sizeof(double)), xmalloc(258 * sizeof(double))};
+        ws[t] = (worker_t){&c, t};
     uint64_t rng = prm->seed;
     out->trees = xcalloc((size_t)(prm->n_trees > 0 ? prm->n_trees : 1), sizeof(model_tree_t));
-    double best_loss = (double)INFINITY;
+    double best_loss = (double)INFINITY, last_loss = (double)NAN;
+    size_t va_done = 0; /* trees applied to the held-out margins */
     int best_round = 0;
     for (int it = 0; it < prm->n_trees; it++) {
         for (size_t i = 0; i < n; i++) {
             double pr = 1.0 / (1.0 + exp(-mtr[i]));
-            c.grad[i] = pr - tr->y[i];
-            c.hess[i] = pr * (1 - pr);
+            c.gh[2 * i] = pr - tr->y[i];
+            c.gh[2 * i + 1] = pr * (1 - pr);
         }
         size_t nrows = 0;
         for (size_t i = 0; i < n; i++)
@@ -496,14 +717,29 @@ int gbdt_fit(const gbdt_data_t *tr, const gbdt_data_t *va, const bool *is_cat, c
             }
         }
         tbuild_t tb = {0};
-        build_tree(&c, ws, nrows, &tb, tmp);
+        if (prm->max_leaves > 0)
+            build_tree_lossguide(&c, ws, nrows, &tb, tmp);
+        else
+            build_tree(&c, ws, nrows, &tb, tmp);
         out->trees[out->ntrees++] = tb.t;
         const model_tree_t *t = &out->trees[out->ntrees - 1];
-        for (size_t i = 0; i < n; i++)
-            mtr[i] += model_tree_margin(t, tr->X + i * p);
-        if (va && va->n) {
-            for (size_t i = 0; i < va->n; i++)
-                mva[i] += model_tree_margin(t, va->X + i * p);
+        /* rows in the tree got their leaf's value while it was built (bins
+         * route as thresholds do); the others go through the tree */
+        if (nrows < n) {
+            memset(in_tree, 0, n);
+            for (size_t k = 0; k < nrows; k++)
+                in_tree[c.rows[k]] = 1;
+            for (size_t i = 0; i < n; i++)
+                if (!in_tree[i])
+                    mtr[i] += model_tree_margin(t, tr->X + i * p);
+        }
+        /* without early stopping the held-out loss is only reported: bring
+         * its margins up to date every 25 rounds and at the end */
+        bool evaluate = prm->early_stopping > 0 || (it + 1) % 25 == 0 || it + 1 == prm->n_trees;
+        if (va && va->n && evaluate) {
+            for (; va_done < out->ntrees; va_done++)
+                for (size_t i = 0; i < va->n; i++)
+                    mva[i] += model_tree_margin(&out->trees[va_done], va->X + i * p);
             double loss = logloss_of(mva, va->y, va->n);
             if (prm->progress)
                 prm->progress(prm->progress_arg, it + 1, loss);
@@ -513,26 +749,25 @@ int gbdt_fit(const gbdt_data_t *tr, const gbdt_data_t *va, const bool *is_cat, c
             } else if (prm->early_stopping > 0 && it + 1 - best_round >= prm->early_stopping) {
                 break;
             }
-        } else {
+            last_loss = loss;
+        } else if (!va || !va->n) {
             best_round = it + 1;
             if (prm->progress)
                 prm->progress(prm->progress_arg, it + 1, (double)NAN);
         }
     }
-    if (prm->early_stopping == 0)
+    if (prm->early_stopping == 0) {
         best_round = (int)out->ntrees;
+        best_loss = last_loss;
+    }
     while ((int)out->ntrees > best_round)
         model_tree_cleanup(&out->trees[--out->ntrees]);
     out->best_round = best_round;
     out->best_valid_loss = va && va->n ? best_loss : (double)NAN;
-    for (int t = 0; t < c.nthreads; t++) {
-        free(ws[t].hg);
-        free(ws[t].hh);
-    }
     free(mtr);
     free(mva);
-    free(c.grad);
-    free(c.hess);
+    free(c.gh);
+    free(in_tree);
     free(c.rows);
     free(tmp);
     free(use_col);
@@ -542,7 +777,12 @@ int gbdt_fit(const gbdt_data_t *tr, const gbdt_data_t *va, const bool *is_cat, c
     free(c.edges);
     free(c.nedges);
     free(c.nbins);
+    free(c.off);
     free(c.codes);
+    free(c.ccodes);
+    for (size_t k = 0; k < c.npool; k++)
+        free(c.pool[k]);
+    free(c.pool);
     return 0;
 fail:
     for (size_t j = 0; j < p; j++)
@@ -550,7 +790,9 @@ fail:
     free(c.edges);
     free(c.nedges);
     free(c.nbins);
+    free(c.off);
     free(c.codes);
+    free(c.ccodes);
     return -1;
 }
 

@@ -3,6 +3,9 @@
  * @brief Histogram gradient-boosted decision trees for binary
  *        classification (logistic loss), in the manner of XGBoost's `hist`.
  *
+ * Growth is depth-wise, or leaf-wise with max_leaves > 0 (XGBoost's
+ * grow_policy=lossguide, LightGBM's default).
+ *
  * Each input is binned once: a numeric input into at most max_bins bins cut
  * at quantiles of the training values (every distinct value is its own bin
  * when there are few enough), a categorical input by its category index.
@@ -36,7 +39,8 @@
 
 typedef struct gbdt_params {
     int n_trees;
-    int max_depth;
+    int max_depth;  /**< depth-wise: >= 1; leaf-wise: 0 = no limit */
+    int max_leaves; /**< > 0: leaf-wise growth (largest gain first) up to this many leaves */
     double learning_rate;
     double lambda;
     double gamma;
@@ -47,8 +51,9 @@ typedef struct gbdt_params {
     int early_stopping; /**< rounds without improvement; 0 = off */
     int threads;
     uint64_t seed;
-    /** Called after each round (may be NULL): valid_loss is NaN without a
-     * validation set. */
+    /** Called after each round whose held-out loss is computed (every round
+     * with early stopping, else every 25th and the last; every round, with a
+     * NaN loss, without a validation set). May be NULL. */
     void (*progress)(void *arg, int round, double valid_loss);
     void *progress_arg;
 } gbdt_params_t;
@@ -70,7 +75,7 @@ typedef struct gbdt_result {
     model_tree_t *trees;
     size_t ntrees;
     int best_round;         /**< 1-based, the number of trees kept */
-    double best_valid_loss; /**< NaN without a validation set */
+    double best_valid_loss; /**< held-out loss of the kept trees; NaN without a validation set */
 } gbdt_result_t;
 
 /**

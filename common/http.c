@@ -108,6 +108,7 @@ void http_server_destroy(http_server_t *srv)
 }
 
 int http_server_port(const http_server_t *srv) { return srv->port; }
+struct evhttp *http_server_evhttp(http_server_t *srv) { return srv->http; }
 
 void http_server_set_limits(http_server_t *srv, const http_limits_t *limits)
 {

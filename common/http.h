@@ -59,6 +59,8 @@ void http_server_destroy(http_server_t *srv);
  */
 void http_server_set_limits(http_server_t *srv, const http_limits_t *limits);
 int http_server_port(const http_server_t *srv);
+/** The underlying evhttp (borrowed), e.g. for evhttp_set_bevcb() (TLS). */
+struct evhttp *http_server_evhttp(http_server_t *srv);
 
 /**
  * Add a route: @p methods is a mask of EVHTTP_REQ_*; @p path matches

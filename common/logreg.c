@@ -15,6 +15,7 @@ void logreg_params_default(logreg_params_t *p)
     p->max_iter = 100;
     p->tol = 1e-12;
     p->threads = 2;
+    p->l1 = false;
 }
 
 /* log(1 + exp(z)) without overflow */
@@ -109,7 +110,7 @@ static double evaluate(const double *X, const int *y, size_t n, size_t p,
         free(jobs[t].hess);
     }
     double pen = 0;
-    for (size_t k = 0; k < p; k++) {
+    for (size_t k = 0; k < p && !params->l1; k++) {
         pen += beta[k] * beta[k];
         grad[k] += beta[k] / params->C;
         if (want_hess)
@@ -120,6 +121,105 @@ static double evaluate(const double *X, const int *y, size_t n, size_t p,
             for (size_t b = a + 1; b < q; b++)
                 hess[b * q + a] = hess[a * q + b];
     return loss + pen / (2 * params->C);
+}
+
+static double l1_norm(const double *beta, size_t p)
+{
+    double s = 0;
+    for (size_t k = 0; k < p; k++)
+        s += fabs(beta[k]);
+    return s;
+}
+
+/* max violation of the optimality conditions of the L1 problem */
+static double l1_violation(const double *g, const double *beta, size_t p, double lam)
+{
+    double v = fabs(g[p]);
+    for (size_t k = 0; k < p; k++) {
+        double e =
+            beta[k] != 0 ? fabs(g[k] + (beta[k] > 0 ? lam : -lam)) : fmax(0, fabs(g[k]) - lam);
+        v = fmax(v, e);
+    }
+    return v;
+}
+
+/* Proximal Newton for the L1 penalty (see logreg.h). */
+static int fit_l1(const double *X, const int *y, size_t n, size_t p, const logreg_params_t *params,
+                  double *beta, double wsum, logreg_info_t *info, char *errstr, size_t errstr_size)
+{
+    size_t q = p + 1;
+    double lam = 1.0 / params->C;
+    double *grad = xmalloc(q * sizeof(double)), *hess = xmalloc(q * q * sizeof(double)),
+           *d = xmalloc(q * sizeof(double)), *hd = xmalloc(q * sizeof(double)),
+           *trial = xmalloc(q * sizeof(double)), *tgrad = xmalloc(q * sizeof(double));
+    double f = evaluate(X, y, n, p, params, beta, grad, hess, true) + lam * l1_norm(beta, p);
+    int it = 0;
+    double viol = 0;
+    for (; it < params->max_iter; it++) {
+        viol = l1_violation(grad, beta, p, lam);
+        if (viol <= params->tol * wsum)
+            break;
+        memset(d, 0, q * sizeof(double));
+        memset(hd, 0, q * sizeof(double));
+        for (int sweep = 0; sweep < 1000; sweep++) {
+            double change = 0;
+            for (size_t j = 0; j < q; j++) {
+                double a = hess[j * q + j];
+                if (!(a > 0))
+                    continue;
+                double b = grad[j] + hd[j], dj;
+                if (j == p) {
+                    dj = d[j] - b / a;
+                } else {
+                    double z = beta[j] + d[j] - b / a, thr = lam / a;
+                    double u = z > thr ? z - thr : z < -thr ? z + thr : 0;
+                    dj = u - beta[j];
+                }
+                double delta = dj - d[j];
+                if (delta != 0) {
+                    d[j] = dj;
+                    for (size_t k = 0; k < q; k++)
+                        hd[k] += delta * hess[k * q + j];
+                    change = fmax(change, fabs(delta) * sqrt(a));
+                }
+            }
+            if (change < 1e-15)
+                break;
+        }
+        double t = 1, ft = 0;
+        int ls = 0;
+        for (; ls < 40; ls++) {
+            for (size_t k = 0; k < q; k++)
+                trial[k] = beta[k] + t * d[k];
+            ft = evaluate(X, y, n, p, params, trial, tgrad, NULL, false) + lam * l1_norm(trial, p);
+            if (ft <= f)
+                break;
+            if (ft <= f + 1e-12 * fabs(f) && l1_violation(tgrad, trial, p, lam) < viol)
+                break;
+            t *= 0.5;
+        }
+        if (ls == 40)
+            break;
+        memcpy(beta, trial, q * sizeof(double));
+        f = evaluate(X, y, n, p, params, beta, grad, hess, true) + lam * l1_norm(beta, p);
+    }
+    viol = l1_violation(grad, beta, p, lam);
+    if (info) {
+        info->iterations = it;
+        info->grad_max = viol;
+        info->objective = f;
+    }
+    free(grad);
+    free(hess);
+    free(d);
+    free(hd);
+    free(trial);
+    free(tgrad);
+    if (!isfinite(f)) {
+        snprintf(errstr, errstr_size, "logistic regression (L1) diverged");
+        return -1;
+    }
+    return 0;
 }
 
 /* Solve H d = g in place (H symmetric positive definite, q x q). */
@@ -174,6 +274,14 @@ int logreg_fit(const double *X, const int *y, size_t n, size_t p, const logreg_p
         goto done;
     }
     beta[p] = log(npos / (wsum - npos)); /* start at the base rate */
+    if (params->l1) {
+        rc = fit_l1(X, y, n, p, params, beta, wsum, info, errstr, errstr_size);
+        if (rc == 0) {
+            memcpy(coef, beta, p * sizeof(double));
+            *intercept = beta[p];
+        }
+        goto done;
+    }
     double f = evaluate(X, y, n, p, params, beta, grad, hess, true);
     int it = 0;
     double gmax = (double)INFINITY;

@@ -8,6 +8,10 @@
  *
  * Objective: sum_i w_i * logloss(y_i, b + x_i . beta) + ||beta||^2 / (2 C);
  * the intercept b is not penalised. w_i is the class weight of y_i.
+ * With l1 set the penalty is ||beta||_1 / C (scikit-learn's penalty="l1"
+ * with solver="saga"), solved by proximal Newton: each step minimises the
+ * quadratic model plus the L1 term by cyclic coordinate descent with soft
+ * thresholding, then a backtracking line search on the true objective.
  * Threads: the gradient and Hessian are summed over rows by up to
  * @c threads pthreads, each on a fixed row range, added in a fixed order, so
  * results do not depend on timing.
@@ -17,6 +21,7 @@
 #ifndef MLOPS_LOGREG_H
 #define MLOPS_LOGREG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "util.h"
@@ -28,6 +33,7 @@ typedef struct logreg_params {
     int max_iter; /**< Newton iterations */
     double tol;   /**< stop when max |gradient| <= tol * sum of weights */
     int threads;  /**< 1 or more */
+    bool l1;      /**< L1 instead of L2: sum w_i loss_i + ||beta||_1 / C */
 } logreg_params_t;
 
 /** Defaults: C 1, unit weights, 100 iterations, tol 1e-12, 2 threads. */

@@ -513,6 +513,23 @@ size_t model_encode(const model_t *m, const spec_value_t *values, double *x)
     return missing;
 }
 
+size_t model_encode_json(const model_t *m, const json_t *values, spec_value_t *scratch, double *x)
+{
+    for (size_t i = 0; i < m->ninputs; i++) {
+        const model_input_t *in = &m->inputs[i];
+        const json_t *v = json_is_object(values) ? json_object_get(values, in->column) : NULL;
+        spec_value_t *sv = &scratch[in->col];
+        *sv = (spec_value_t){.kind = SPEC_V_MISSING};
+        if (json_is_number(v))
+            *sv = (spec_value_t){.kind = SPEC_V_NUM, .num = json_number_value(v)};
+        else if (json_is_boolean(v))
+            *sv = (spec_value_t){.kind = SPEC_V_NUM, .num = json_is_true(v) ? 1 : 0};
+        else if (json_is_string(v))
+            *sv = (spec_value_t){.kind = SPEC_V_STR, .str = json_string_value(v)};
+    }
+    return model_encode(m, scratch, x);
+}
+
 double model_sigmoid(double margin) { return 1.0 / (1.0 + exp(-margin)); }
 
 double model_tree_margin(const model_tree_t *t, const double *x)
@@ -525,7 +542,8 @@ double model_tree_margin(const model_tree_t *t, const double *x)
             left = t->default_left[n];
         } else if (t->cat_len[n] > 0) {
             left = false;
-            int32_t c = (int32_t)v;
+            /* a category index; anything else (no encoder gives it) goes right */
+            int32_t c = v >= 0 && v < 65536 ? (int32_t)v : -1;
             const int32_t *cs = t->cats + t->cat_off[n];
             for (int32_t k = 0; k < t->cat_len[n]; k++)
                 if (cs[k] == c) {
@@ -621,6 +639,59 @@ json_t *model_tree_to_json(const model_tree_t *t)
     }
     return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "feature", feat, "threshold", thr,
                      "left", l, "right", r, "default_left", dl, "value", val, "categories", cats);
+}
+
+/* ---- sorting ---- */
+
+static uint64_t dkey(double d)
+{
+    uint64_t u;
+    memcpy(&u, &d, sizeof(u));
+    return (u >> 63) ? ~u : u ^ 0x8000000000000000ull;
+}
+
+void model_sort_doubles(double *v, size_t n)
+{
+    if (n < 256) {
+        for (size_t i = 1; i < n; i++) { /* insertion sort */
+            double x = v[i];
+            size_t j = i;
+            for (; j > 0 && v[j - 1] > x; j--)
+                v[j] = v[j - 1];
+            v[j] = x;
+        }
+        return;
+    }
+    uint64_t *a = xmalloc(n * sizeof(uint64_t)), *b = xmalloc(n * sizeof(uint64_t));
+    for (size_t i = 0; i < n; i++)
+        a[i] = dkey(v[i]);
+    size_t *cnt = xmalloc(65536 * sizeof(size_t));
+    for (int pass = 0; pass < 4; pass++) {
+        int sh = pass * 16;
+        memset(cnt, 0, 65536 * sizeof(size_t));
+        for (size_t i = 0; i < n; i++)
+            cnt[(a[i] >> sh) & 0xFFFF]++;
+        if (cnt[(a[0] >> sh) & 0xFFFF] == n)
+            continue; /* every key has the same digit */
+        size_t sum = 0;
+        for (size_t k = 0; k < 65536; k++) {
+            size_t c = cnt[k];
+            cnt[k] = sum;
+            sum += c;
+        }
+        for (size_t i = 0; i < n; i++)
+            b[cnt[(a[i] >> sh) & 0xFFFF]++] = a[i];
+        uint64_t *t = a;
+        a = b;
+        b = t;
+    }
+    for (size_t i = 0; i < n; i++) {
+        uint64_t u = (a[i] >> 63) ? a[i] ^ 0x8000000000000000ull : ~a[i];
+        memcpy(&v[i], &u, sizeof(u));
+    }
+    free(cnt);
+    free(a);
+    free(b);
 }
 
 /* ---- metrics ---- */

@@ -107,6 +107,16 @@ double model_threshold(const model_t *m);
  * or unknown (filled or left to the trees' default directions).
  */
 size_t model_encode(const model_t *m, const spec_value_t *values, double *x);
+/**
+ * model_encode() for the "values" object of a features/1 record (what the
+ * scorer receives): numbers, true/false (1/0), strings, null or absent
+ * (missing), looked up by the inputs' column names. @p scratch is the
+ * caller's array of spec->ncolumns values (reused across calls: nothing is
+ * allocated); strings in it borrow from @p values. Returns what
+ * model_encode() returns; a value of the wrong JSON type (an array, an
+ * object) counts as missing.
+ */
+size_t model_encode_json(const model_t *m, const json_t *values, spec_value_t *scratch, double *x);
 /** The raw margin (log-odds) for an encoded vector. */
 double model_margin(const model_t *m, const double *x);
 /** The probability of the positive class for an encoded vector. */
@@ -132,6 +142,10 @@ int model_input_cat_index(const model_input_t *in, const char *s);
 void model_tree_cleanup(model_tree_t *t);
 /** A tree as JSON (new reference). */
 json_t *model_tree_to_json(const model_tree_t *t);
+
+/** Sort finite doubles ascending (LSD radix sort, O(n); for binning and
+ * quantiles of large columns). */
+void model_sort_doubles(double *v, size_t n);
 
 /* ---- evaluation (metrics on a held-out split) ---- */
 

@@ -996,9 +996,15 @@ static int parse_rfc3339(const char *s, int64_t *ms_out)
     return 0;
 }
 
+/* Epoch-ms times beyond about 285,000 years either way are refused, for
+ * integers as for reals: a window's start + span must never overflow. */
+#define SPEC_TIME_LIMIT_MS 9000000000000000LL
+
 static int jv_parse_time(const jv_t *v, int64_t *ms_out)
 {
     if ((v->kind == JV_INT)) {
+        if (v->i > SPEC_TIME_LIMIT_MS || v->i < -SPEC_TIME_LIMIT_MS)
+            return -1;
         *ms_out = v->i;
         return 0;
     }

@@ -62,6 +62,9 @@ static const route_def_t routes[] = {
     {POST, V1 "models/{}/aliases/{}/promote", ROLE_ADMIN, true, false, v1_promote},
     {POST, V1 "models/{}/aliases/{}/rollback", ROLE_ADMIN, true, false, v1_rollback},
     {GET, V1 "models/{}/history", ROLE_READER, false, false, v1_history},
+    {GET, V1 "models/{}/deployment", ROLE_READER, false, false, v1_deploy_get},
+    {PUT, V1 "models/{}/deployment", ROLE_ADMIN, true, false, v1_deploy_put},
+    {GET, V1 "models/{}/card", ROLE_READER, false, false, v1_card},
     {GET, V1 "audit", ROLE_ADMIN, false, false, v1_audit},
     {POST, V1 "tokens", ROLE_ADMIN, true, false, v1_token_create},
     {GET, V1 "tokens", ROLE_ADMIN, false, false, v1_token_list},
@@ -172,8 +175,12 @@ PGresult *ctx_query(req_ctx_t *c, int *st, const char *sql, int n, const char *c
         e = NULL;
         res = pg_exec(c->rg->pg, sql, n, params, &e);
     }
-    if (!res)
+    if (!res) {
+        c->rg->db_up = pg_ok(c->rg->pg); /* after a loss, pg_exec tried one reset */
         *st = ctx_db_fail(c, e);
+    } else {
+        c->rg->db_up = true;
+    }
     return res;
 }
 
@@ -410,7 +417,7 @@ static void reply(req_ctx_t *c, int st)
     http_reply_json(c->req, st, out);
 }
 
-static void ctx_cleanup(req_ctx_t *c)
+void ctx_cleanup(req_ctx_t *c)
 {
     json_decref(c->in);
     json_decref(c->out);
@@ -426,6 +433,60 @@ static void ctx_cleanup(req_ctx_t *c)
 }
 
 /* ---- auth -------------------------------------------------------------------------------- */
+
+/* Valid tokens seen in the last token_cache_ms, by hash: saves a round trip
+ * per request. A revocation through this registry empties the cache at
+ * once; one through another instance is seen within token_cache_ms. */
+#define TOKEN_CACHE_SLOTS 64
+struct token_cache {
+    char hash[65];
+    int64_t id, expires_ms, cached_ms;
+    int role;
+    char actor[160];
+};
+
+/* The slot of a hash: its first 8 hex digits, modulo the size. */
+static size_t cache_slot(const char *hash)
+{
+    uint32_t v = 0;
+    for (int i = 0; i < 8 && hash[i]; i++)
+        v = v * 16 + (uint32_t)(hash[i] <= '9' ? hash[i] - '0' : hash[i] - 'a' + 10);
+    return v % TOKEN_CACHE_SLOTS;
+}
+
+static token_cache_t *token_cache_find(registry_t *rg, const char *hash)
+{
+    if (rg->conf->token_cache_ms <= 0 || !rg->tcache)
+        return NULL;
+    size_t i = cache_slot(hash);
+    token_cache_t *tc = &rg->tcache[i];
+    if (strcmp(tc->hash, hash) || mono_ms() - tc->cached_ms > rg->conf->token_cache_ms)
+        return NULL;
+    return tc;
+}
+
+static void token_cache_put(registry_t *rg, const char *hash, int64_t id, int role,
+                            int64_t expires_ms, const char *actor)
+{
+    if (rg->conf->token_cache_ms <= 0)
+        return;
+    if (!rg->tcache)
+        rg->tcache = xcalloc(TOKEN_CACHE_SLOTS, sizeof(*rg->tcache));
+    size_t i = cache_slot(hash);
+    token_cache_t *tc = &rg->tcache[i];
+    str_copy(tc->hash, hash, sizeof(tc->hash));
+    tc->id = id;
+    tc->role = role;
+    tc->expires_ms = expires_ms;
+    tc->cached_ms = mono_ms();
+    str_copy(tc->actor, actor, sizeof(tc->actor));
+}
+
+void token_cache_clear(registry_t *rg)
+{
+    if (rg->tcache)
+        memset(rg->tcache, 0, TOKEN_CACHE_SLOTS * sizeof(*rg->tcache));
+}
 
 static int authenticate(req_ctx_t *c)
 {
@@ -460,29 +521,42 @@ static int authenticate(req_ctx_t *c)
     }
     char hash[65];
     sha256_hex(tok, len, hash);
-    int st = 0;
-    PGresult *r = Q(c, &st,
-                    "SELECT id, name, role, expires_ms, revoked_ms FROM api_tokens"
-                    " WHERE token_hash = $1",
-                    hash);
-    if (!r)
-        return st;
-    if (PQntuples(r) != 1) {
-        PQclear(r);
-        metric_inc(c->rg->m_auth_failures);
-        return ctx_fail(c, 401, "UNAUTHENTICATED", "invalid token");
-    }
     int64_t id = 0, exp = 0;
-    if (parse_int64(PQgetvalue(r, 0, 0), &id)) {
+    int role = -1;
+    bool revoked = false;
+    token_cache_t *tc = token_cache_find(c->rg, hash);
+    if (tc) {
+        id = tc->id;
+        role = tc->role;
+        exp = tc->expires_ms;
+        str_copy(c->actor, tc->actor, sizeof(c->actor));
+    } else {
+        int st = 0;
+        PGresult *r = Q(c, &st,
+                        "SELECT id, name, role, expires_ms, revoked_ms FROM api_tokens"
+                        " WHERE token_hash = $1",
+                        hash);
+        if (!r)
+            return st;
+        if (PQntuples(r) != 1) {
+            PQclear(r);
+            metric_inc(c->rg->m_auth_failures);
+            return ctx_fail(c, 401, "UNAUTHENTICATED", "invalid token");
+        }
+        if (parse_int64(PQgetvalue(r, 0, 0), &id)) {
+            PQclear(r);
+            return ctx_fail(c, 500, "INTERNAL_ERROR", "bad token row");
+        }
+        revoked = !PQgetisnull(r, 0, 4);
+        if (PQgetisnull(r, 0, 3) || parse_int64(PQgetvalue(r, 0, 3), &exp))
+            exp = 0;
+        role = role_parse(PQgetvalue(r, 0, 2));
+        snprintf(c->actor, sizeof(c->actor), "token:%lld:%s", (long long)id, PQgetvalue(r, 0, 1));
         PQclear(r);
-        return ctx_fail(c, 500, "INTERNAL_ERROR", "bad token row");
+        if (!revoked && role >= 0)
+            token_cache_put(c->rg, hash, id, role, exp, c->actor);
     }
-    bool revoked = !PQgetisnull(r, 0, 4);
-    bool expired =
-        !PQgetisnull(r, 0, 3) && parse_int64(PQgetvalue(r, 0, 3), &exp) == 0 && exp <= wall_ms();
-    int role = role_parse(PQgetvalue(r, 0, 2));
-    snprintf(c->actor, sizeof(c->actor), "token:%lld:%s", (long long)id, PQgetvalue(r, 0, 1));
-    PQclear(r);
+    bool expired = exp && exp <= wall_ms();
     if (revoked || expired || role < 0) {
         metric_inc(c->rg->m_auth_failures);
         return ctx_fail(c, 401, "UNAUTHENTICATED", "token %s", revoked ? "revoked" : "expired");
@@ -627,10 +701,12 @@ static int run_write(req_ctx_t *c, const char *raw_uri)
         strbuf_append(&sb, c->body, c->body_len);
         sha256_hex(sb.data, sb.len, reqhash);
         strbuf_cleanup(&sb);
-        PGresult *r = Q(c, &st,
-                        "SELECT request_sha256, status, response FROM idempotency_keys"
-                        " WHERE token_id = $1::bigint AND key = $2",
-                        tid, key);
+        PGresult *r =
+            Q(c, &st,
+              "SELECT request_sha256, status, response FROM idempotency_keys"
+              " WHERE token_id = $1::bigint AND key = $2 AND created_ms >= $3::bigint",
+              tid, key,
+              ctx_fmt(c, "%lld", (long long)(wall_ms() - rg->conf->idempotency_ttl_s * 1000)));
         if (!r)
             goto fail;
         if (PQntuples(r) == 1) {
@@ -704,15 +780,29 @@ static int run_write(req_ctx_t *c, const char *raw_uri)
         char code[8], now[24];
         snprintf(code, sizeof(code), "%d", st);
         snprintf(now, sizeof(now), "%lld", (long long)wall_ms());
-        PGresult *r = Q(c, &st,
-                        "INSERT INTO idempotency_keys (token_id, key, method, path, request_sha256,"
-                        " status, response, created_ms)"
-                        " VALUES ($1::bigint, $2, $3, $4, $5, $6::int, $7, $8::bigint)",
-                        tid, key, method_name(c->route->method), raw_uri, reqhash, code, resp, now);
+        PGresult *r =
+            Q(c, &st,
+              "INSERT INTO idempotency_keys (token_id, key, method, path, request_sha256,"
+              " status, response, created_ms)"
+              " VALUES ($1::bigint, $2, $3, $4, $5, $6::int, $7, $8::bigint)"
+              " ON CONFLICT (token_id, key) DO UPDATE SET method = EXCLUDED.method,"
+              " path = EXCLUDED.path, request_sha256 = EXCLUDED.request_sha256,"
+              " status = EXCLUDED.status, response = EXCLUDED.response,"
+              " created_ms = EXCLUDED.created_ms"
+              " WHERE idempotency_keys.created_ms < $9::bigint",
+              tid, key, method_name(c->route->method), raw_uri, reqhash, code, resp, now,
+              ctx_fmt(c, "%lld", (long long)(wall_ms() - rg->conf->idempotency_ttl_s * 1000)));
         free(resp);
         if (!r)
             goto fail;
+        /* no row: another registry recorded this key meanwhile (and is not expired) */
+        bool stored = atoi(PQcmdTuples(r)) == 1;
         PQclear(r);
+        if (!stored) {
+            st = ctx_fail(c, 409, "RESOURCE_CONFLICT",
+                          "this Idempotency-Key is being used by a concurrent request: retry");
+            goto fail;
+        }
     }
     if (pg_commit(rg->pg, &e)) {
         json_decref(c->out);

@@ -13,12 +13,15 @@ static const cfg_item_t registry_items[] = {
     CFG_ITEM(registry_conf_t, pg_dsn, CFG_T_STR, NULL, CFG_SECRET,
              "Postgres connection string (default: the local stack's, from "
              "<state_dir>/secrets/pg_dsn)"),
+    CFG_ITEM(registry_conf_t, pg_password_file, CFG_T_STR, NULL, 0,
+             "a file holding the Postgres password, for a pg_dsn without one (a mounted secret)"),
     CFG_ITEM_RANGE(registry_conf_t, pg_connect_timeout_s, CFG_T_INT, "5", 0,
                    "Postgres connect timeout", 1, 300),
     CFG_ITEM_RANGE(registry_conf_t, pg_statement_timeout_ms, CFG_T_INT, "5000", 0,
                    "Postgres statement timeout (bounds each request's database time)", 100, 600000),
-    CFG_ITEM(registry_conf_t, state_dir, CFG_T_STR, ".state", 0,
-             "state folder (the first admin token goes under it)"),
+    CFG_ITEM(registry_conf_t, state_dir, CFG_T_STR, MLOPS_SOURCE_DIR "/.state", 0,
+             "state folder of the local stack (MLOPS_STATE_DIR; the first admin token goes "
+             "under it)"),
     CFG_ITEM(registry_conf_t, admin_token_file, CFG_T_STR, NULL, 0,
              "where the first admin token is written at first start, mode 0600 (default "
              "<state_dir>/registry/admin_token)"),
@@ -35,6 +38,14 @@ static const cfg_item_t registry_items[] = {
                    1000000),
     CFG_ITEM_RANGE(registry_conf_t, rate_limit_burst, CFG_T_INT, "0", 0,
                    "burst per token (0 = rate_limit_rps)", 0, 1000000),
+    CFG_ITEM_RANGE(registry_conf_t, token_cache_ms, CFG_T_INT, "1000", 0,
+                   "how long a checked token is trusted without a database look-up (0 = "
+                   "always look up); revocations through another instance take this long",
+                   0, 60000),
+    CFG_ITEM_RANGE(registry_conf_t, idempotency_ttl_s, CFG_T_INT, "86400", 0,
+                   "how long an Idempotency-Key is remembered", 60, 31536000),
+    CFG_ITEM_RANGE(registry_conf_t, outbox_retention_s, CFG_T_INT, "604800", 0,
+                   "how long published outbox rows are kept", 60, 31536000),
     CFG_ITEM(registry_conf_t, models_topic, CFG_T_STR, "models", 0,
              "compacted topic of model_event/1 change events"),
     CFG_ITEM(registry_conf_t, outbox_relay, CFG_T_BOOL, "true", 0,
@@ -43,6 +54,10 @@ static const cfg_item_t registry_items[] = {
                    "outbox rows published per batch", 1, 10000),
     CFG_ITEM_RANGE(registry_conf_t, outbox_poll_ms, CFG_T_INT, "500", 0,
                    "how often the relay looks for rows written by other instances", 10, 60000),
+    CFG_ITEM(registry_conf_t, tls_cert_file, CFG_T_STR, NULL, 0,
+             "PEM certificate chain: serve HTTPS (TLS 1.2+) on the port, health and metrics too"),
+    CFG_ITEM(registry_conf_t, tls_key_file, CFG_T_STR, NULL, CFG_SECRET,
+             "PEM private key of tls_cert_file (the path is treated as a secret)"),
 };
 
 static void status(json_t *st, void *opaque)
@@ -84,6 +99,24 @@ static void on_ping(evutil_socket_t fd, short what, void *arg)
             log_warn("Postgres unreachable: %s", e ? e->msg : "?");
         rg->db_up = pg_ok(rg->pg);
         err_destroy(e);
+        return;
+    }
+    /* housekeeping about once a minute: idempotency records past their
+     * lifetime, and outbox rows published long ago */
+    if (++rg->pings % 30 == 1) {
+        char ik[24], ob[24];
+        snprintf(ik, sizeof(ik), "%lld",
+                 (long long)(wall_ms() - rg->conf->idempotency_ttl_s * 1000));
+        snprintf(ob, sizeof(ob), "%lld",
+                 (long long)(wall_ms() - rg->conf->outbox_retention_s * 1000));
+        if (pg_exec_cmd(rg->pg, "DELETE FROM idempotency_keys WHERE created_ms < $1::bigint", 1,
+                        QPARAMS(ik), &e) ||
+            pg_exec_cmd(rg->pg,
+                        "DELETE FROM outbox WHERE sent_ms IS NOT NULL AND sent_ms < $1::bigint", 1,
+                        QPARAMS(ob), &e)) {
+            log_warn("housekeeping: %s", e ? e->msg : "?");
+            err_destroy(e);
+        }
     }
 }
 
@@ -126,6 +159,25 @@ static int setup(service_t *svc, void *opaque)
         c->pg_dsn = dsn; /* freed in teardown (cfg owns only what it set) */
         rg->own_dsn = true;
     }
+    /* a password kept apart from the DSN reaches libpq (and the relay's
+     * connection) through its own environment variable */
+    if (c->pg_password_file) {
+        char *pw = file_read_all(c->pg_password_file, 4096, NULL, errstr, sizeof(errstr));
+        if (!pw) {
+            log_fatal("pg_password_file: %s", errstr);
+            return -1;
+        }
+        size_t n = strlen(pw);
+        while (n && (pw[n - 1] == '\n' || pw[n - 1] == '\r'))
+            pw[--n] = '\0';
+        log_add_secret(pw);
+        int rc = setenv("PGPASSWORD", pw, 1);
+        free(pw);
+        if (rc) {
+            log_fatal("cannot set PGPASSWORD");
+            return -1;
+        }
+    }
     err_t *e = NULL;
     rg->pg =
         pg_connect(c->pg_dsn, (int)c->pg_connect_timeout_s, (int)c->pg_statement_timeout_ms, &e);
@@ -164,6 +216,19 @@ static int setup(service_t *svc, void *opaque)
                          .max_header_bytes = (size_t)c->max_header_bytes,
                          .timeout_s = (int)c->request_timeout_s};
     http_server_set_limits(service_http(svc), &lim);
+    if (!c->tls_cert_file != !c->tls_key_file) {
+        log_fatal("tls_cert_file and tls_key_file go together");
+        return -1;
+    }
+    if (c->tls_cert_file) {
+        rg->tls = tls_enable(service_http(svc), c->tls_cert_file, c->tls_key_file, errstr,
+                             sizeof(errstr));
+        if (!rg->tls) {
+            log_fatal("TLS: %s", errstr);
+            return -1;
+        }
+        log_info("HTTPS on (certificate %s)", c->tls_cert_file);
+    }
     api_register(rg, service_http(svc));
     rg->db_up = true;
     rg->ping = event_new(service_base(svc), -1, EV_PERSIST, on_ping, rg);
@@ -193,6 +258,9 @@ static void teardown(service_t *svc, void *opaque)
     pg_close(rg->pg);
     rg->pg = NULL;
     free(rg->rl);
+    free(rg->tcache);
+    tls_free(rg->tls);
+    rg->tls = NULL;
     if (rg->own_dsn) {
         free(rg->conf->pg_dsn);
         rg->conf->pg_dsn = NULL;

@@ -459,6 +459,22 @@ static int parse_filter(req_ctx_t *c, search_t *s, const char *filter)
     return 0;
 }
 
+int mf_filter_sql(req_ctx_t *c, bool versions, const char *filter, strbuf_t *where,
+                  const char **params, int *np)
+{
+    search_t s = {.versions = versions};
+    strbuf_init(&s.where);
+    int st = parse_filter(c, &s, filter);
+    if (!st) {
+        strbuf_append(where, s.where.data ? s.where.data : "", s.where.len);
+        for (int i = 0; i < s.np; i++)
+            params[i] = s.params[i];
+        *np = s.np;
+    }
+    strbuf_cleanup(&s.where);
+    return st;
+}
+
 static int parse_order(req_ctx_t *c, bool versions, strbuf_t *order)
 {
     json_t *ob = json_object_get(c->in, "order_by");
@@ -525,10 +541,9 @@ static int run_search(req_ctx_t *c, bool versions)
     strbuf_init(&sql);
     if ((st = parse_filter(c, &s, in_str(c, "filter"))) || (st = parse_order(c, versions, &order)))
         goto out;
-    add_param(c, &s, ctx_fmt(c, "%lld", (long long)max + 1),
-              strlen(ctx_fmt(c, "%lld", (long long)max + 1)));
-    char *offs = ctx_fmt(c, "%lld", (long long)offset);
-    add_param(c, &s, offs, strlen(offs));
+    /* one row more than asked tells whether there is a next page */
+    s.params[s.np++] = ctx_fmt(c, "%lld", (long long)max + 1);
+    s.params[s.np++] = ctx_fmt(c, "%lld", (long long)offset);
     if (versions)
         strbuf_appendf(
             &sql,
@@ -845,6 +860,27 @@ int mf_mv_get(req_ctx_t *c)
     int st = 0;
     model_row_t m;
     int64_t version, vid;
+    /* the hot read: one round trip; the lookups below only name what is missing */
+    const char *name = in_str(c, "name"), *vs = in_str(c, "version");
+    if (name && vs && parse_version(vs) > 0) {
+        strbuf_t sql;
+        strbuf_init(&sql);
+        strbuf_appendf(&sql,
+                       "SELECT %s FROM model_versions v JOIN registered_models m"
+                       " ON m.id = v.model_id WHERE m.name = $1 AND m.deleted_ms IS NULL"
+                       " AND v.version = $2::int AND v.deleted_ms IS NULL",
+                       store_version_json_sql());
+        PGresult *r = ctx_query(c, &st, sql.data, 2, QPARAMS(name, vs));
+        strbuf_cleanup(&sql);
+        if (!r)
+            return st;
+        json_t *j = PQntuples(r) == 1 ? json_loads(PQgetvalue(r, 0, 0), 0, NULL) : NULL;
+        PQclear(r);
+        if (j) {
+            c->out = wrap("model_version", j);
+            return 200;
+        }
+    }
     if ((st = get_version(c, false, &m, &version, &vid)))
         return st;
     json_t *j = store_version_json(c, vid, &st);
@@ -920,7 +956,15 @@ int mf_mv_transition(req_ctx_t *c)
     c->chg.before = store_snapshot(c, m.id, &st);
     if (!c->chg.before)
         return st;
-    if ((st = store_transition(c, &m, vid, version, stage, archive, false, "")) != 200)
+    /* our extension: an admin may force a serving stage past the gates, with a reason */
+    bool force = false;
+    if (in_bool(c, "force", &force, &st) < 0)
+        return st;
+    const char *reason = in_str(c, "reason");
+    if (force && (!reason || !*reason))
+        return ctx_fail(c, 400, "INVALID_PARAMETER_VALUE", "force needs a non-empty reason");
+    if ((st = store_transition(c, &m, vid, version, stage, archive, force, reason ? reason : "")) !=
+        200)
         return st;
     set_change(c, "model_version.transition_stage", "model_version",
                ctx_fmt(c, "%s/%lld", m.name, (long long)version), m.id);

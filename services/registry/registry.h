@@ -26,6 +26,7 @@
 typedef struct registry_conf {
     SERVICE_COMMON_FIELDS;
     char *pg_dsn;
+    char *pg_password_file;
     int64_t pg_connect_timeout_s;
     int64_t pg_statement_timeout_ms;
     char *state_dir;
@@ -36,10 +37,15 @@ typedef struct registry_conf {
     int64_t request_timeout_s;
     int64_t rate_limit_rps;
     int64_t rate_limit_burst;
+    int64_t token_cache_ms;
+    int64_t idempotency_ttl_s;
+    int64_t outbox_retention_s;
     char *models_topic;
     bool outbox_relay;
     int64_t outbox_batch;
     int64_t outbox_poll_ms;
+    char *tls_cert_file;
+    char *tls_key_file;
 } registry_conf_t;
 
 /** One embedded migration (migrations.c, generated from migrations/). */
@@ -53,6 +59,7 @@ extern const size_t registry_nmigrations;
 
 typedef struct relay relay_t;
 typedef struct ratelimit ratelimit_t;
+typedef struct token_cache token_cache_t;
 
 typedef struct registry {
     registry_conf_t *conf;
@@ -62,8 +69,11 @@ typedef struct registry {
     char durability_detail[256];
     relay_t *relay;
     ratelimit_t *rl;
-    bool db_up;         /**< the last round trip worked */
+    token_cache_t *tcache;
+    bool db_up;
+    uint64_t pings;     /**< the last round trip worked */
     struct event *ping; /**< the 2 s database ping */
+    void *tls;          /**< SSL_CTX when HTTPS is on */
     bool own_dsn;       /**< pg_dsn was read from the stack and is ours to free */
     uint64_t request_seq;
     metric_t *m_writes, *m_conflicts, *m_auth_failures, *m_replays;
@@ -151,6 +161,9 @@ struct req_ctx {
     void *scratch; /**< ctx-owned allocations */
 };
 
+/** Forget every cached token (after a token write). */
+void token_cache_clear(registry_t *rg);
+
 /** Register the API routes on @p srv (one catch-all for /api/). */
 void api_register(registry_t *rg, http_server_t *srv);
 /** The route table (for GET /api/v1/routes and tests). */
@@ -217,6 +230,17 @@ int store_transition(req_ctx_t *c, const model_row_t *m, int64_t vid, int64_t ve
 /** Canonical MLflow stage name for any case of it, or NULL. */
 const char *stage_canonical(const char *s);
 
+/**
+ * The SQL of an MLflow search filter: appends " AND ..." fragments (fixed
+ * text, values as $1..$n) to @p where and points @p params (32 slots) at the
+ * values (ctx-owned). Returns 0, or 400 with the reason in c->err_msg.
+ */
+int mf_filter_sql(req_ctx_t *c, bool versions, const char *filter, strbuf_t *where,
+                  const char **params, int *np);
+
+/** Free what a request context holds (for contexts made outside on_api: tests). */
+void ctx_cleanup(req_ctx_t *c);
+
 /* ---- mlflow.c / v1.c handlers ------------------------------------------------------ */
 
 int mf_rm_create(req_ctx_t *c);
@@ -248,12 +272,22 @@ int v1_gates_put(req_ctx_t *c);
 int v1_promote(req_ctx_t *c);
 int v1_rollback(req_ctx_t *c);
 int v1_history(req_ctx_t *c);
+int v1_deploy_get(req_ctx_t *c);
+int v1_deploy_put(req_ctx_t *c);
+int v1_card(req_ctx_t *c);
 int v1_audit(req_ctx_t *c);
 int v1_routes(req_ctx_t *c);
 int v1_token_create(req_ctx_t *c);
 int v1_token_list(req_ctx_t *c);
 int v1_token_revoke(req_ctx_t *c);
 int v1_whoami(req_ctx_t *c);
+
+/* ---- tls.c ------------------------------------------------------------------------------ */
+
+/** Serve HTTPS on @p srv with a PEM certificate chain and key. Returns the SSL_CTX or NULL. */
+void *tls_enable(http_server_t *srv, const char *cert_file, const char *key_file, char *errstr,
+                 size_t errstr_size);
+void tls_free(void *ctx);
 
 /* ---- relay.c ------------------------------------------------------------------------ */
 

@@ -27,6 +27,7 @@ struct relay {
     bool stop, kicked;
     atomic_uint_least64_t published;
     atomic_uint_least64_t failed;
+    metric_t *m_published, *m_unsent, *m_retries;
 };
 
 static void on_delivery(const rd_kafka_message_t *rkm, void *msg_opaque, void *opaque)
@@ -128,6 +129,7 @@ static int relay_batch(relay_t *r, pg_t *pg)
         }
     }
     if (rc < 0 || atomic_load(&r->failed)) {
+        metric_inc(r->m_retries);
         log_warn("outbox relay: %llu of the batch not delivered; retrying it",
                  (unsigned long long)atomic_load(&r->failed));
         strbuf_cleanup(&ids);
@@ -144,6 +146,7 @@ static int relay_batch(relay_t *r, pg_t *pg)
     }
     strbuf_cleanup(&ids);
     atomic_fetch_add(&r->published, (uint64_t)n);
+    metric_add(r->m_published, (double)n);
     return n;
 }
 
@@ -192,6 +195,16 @@ static void *relay_main(void *arg)
         int n = relay_batch(r, pg);
         if (n == r->batch)
             continue; /* more waiting */
+        err_t *e = NULL;
+        PGresult *res =
+            pg_exec(pg, "SELECT count(*) FROM outbox WHERE sent_ms IS NULL", 0, NULL, &e);
+        if (res) {
+            double unsent = 0;
+            if (parse_double(PQgetvalue(res, 0, 0), &unsent) == 0)
+                metric_set(r->m_unsent, unsent);
+            PQclear(res);
+        }
+        err_destroy(e);
         if (relay_wait(r, n < 0 ? 1000 : r->poll_ms))
             break;
     }
@@ -212,6 +225,14 @@ relay_t *relay_start(registry_t *rg, const cfg_kv_t *props, size_t nprops, char 
     r->batch = (int)c->outbox_batch;
     r->poll_ms = (int)c->outbox_poll_ms;
     r->stmt_timeout_ms = (int)c->pg_statement_timeout_ms;
+    metrics_t *m = service_metrics(rg->svc);
+    r->m_published = metrics_counter(m, "mlops_registry_outbox_published_total",
+                                     "Outbox rows published to the models topic.", NULL);
+    r->m_unsent =
+        metrics_gauge(m, "mlops_registry_outbox_unsent",
+                      "Committed outbox rows not yet published (as of the last poll).", NULL);
+    r->m_retries = metrics_counter(m, "mlops_registry_outbox_retries_total",
+                                   "Outbox batches published again after a failure.", NULL);
     pthread_mutex_init(&r->mu, NULL);
     pthread_cond_init(&r->cv, NULL);
     kafka_opts_t ko = {.brokers = c->kafka_brokers,

@@ -34,6 +34,22 @@
     "  'version', v.version::text) ORDER BY a.alias) FROM model_aliases a"                         \
     "  JOIN model_versions v ON v.id = a.version_id WHERE a.model_id = m.id), '[]'::json))"
 
+/* The holder of one alias of model m (NULL when unset). */
+#define ALIAS_VERSION(alias)                                                                       \
+    "(SELECT v.version FROM model_aliases a JOIN model_versions v ON v.id = a.version_id"          \
+    " WHERE a.model_id = m.id AND a.alias = '" alias "')"
+
+/* The deployment record of model m (d = its model_deployments row, if any). */
+#define DEPLOYMENT_JSON                                                                            \
+    "json_build_object('mode', COALESCE(d.mode, 'canary'),"                                        \
+    " 'canary_share', COALESCE(d.canary_share, 0), 'champion', " ALIAS_VERSION(                    \
+        "champion") ","                                                                            \
+                    " 'challenger', " ALIAS_VERSION("challenger") ", 'shadow', " ALIAS_VERSION(    \
+                        "shadow") ","                                                              \
+                                  " 'updated_by', d.updated_by, 'updated_ms', d.updated_ms)"
+
+const char *store_deployment_json_sql(void);
+const char *store_deployment_json_sql(void) { return DEPLOYMENT_JSON; }
 const char *store_version_json_sql(void);
 const char *store_model_json_sql(void);
 const char *store_version_json_sql(void) { return VERSION_JSON; }
@@ -157,8 +173,10 @@ json_t *store_snapshot(req_ctx_t *c, int64_t model_id, int *st)
           "  'gates_passed', v.gates_passed, 'source', v.source) ORDER BY v.version)"
           "  FROM model_versions v LEFT JOIN artifacts ar ON ar.version_id = v.id"
           "  WHERE v.model_id = m.id AND v.deleted_ms IS NULL AND (v.stage <> 'None'"
-          "  OR EXISTS (SELECT 1 FROM model_aliases a WHERE a.version_id = v.id))), '[]'::json))"
-          " FROM registered_models m WHERE m.id = $1::bigint",
+          "  OR EXISTS (SELECT 1 FROM model_aliases a WHERE a.version_id = v.id))), '[]'::json),"
+          " 'deployment', " DEPLOYMENT_JSON ")"
+          " FROM registered_models m LEFT JOIN model_deployments d ON d.model_id = m.id"
+          " WHERE m.id = $1::bigint",
           ctx_fmt(c, "%lld", (long long)model_id));
     return r ? json_from_result(c, r, st) : NULL;
 }

@@ -609,9 +609,152 @@ int v1_token_revoke(req_ctx_t *c)
     if (!done)
         return ctx_fail(c, 404, "RESOURCE_DOES_NOT_EXIST", "no live token with id %lld",
                         (long long)id);
+    token_cache_clear(c->rg);
     c->chg.action = "token.revoke";
     c->chg.object_type = "token";
     c->chg.object = i64s(c, id);
     c->out = json_pack("{s:I,s:b}", "id", (json_int_t)id, "revoked", 1);
+    return 200;
+}
+
+/* ---- the deployment record ------------------------------------------------------------------------ */
+
+const char *store_deployment_json_sql(void);
+
+static json_t *deployment_json(req_ctx_t *c, int64_t model_id, int *st)
+{
+    strbuf_t sql;
+    strbuf_init(&sql);
+    strbuf_appendf(&sql,
+                   "SELECT %s FROM registered_models m LEFT JOIN model_deployments d"
+                   " ON d.model_id = m.id WHERE m.id = $1::bigint",
+                   store_deployment_json_sql());
+    PGresult *r = ctx_query(c, st, sql.data, 1, QPARAMS(i64s(c, model_id)));
+    strbuf_cleanup(&sql);
+    if (!r)
+        return NULL;
+    json_t *j = PQntuples(r) == 1 ? json_loads(PQgetvalue(r, 0, 0), 0, NULL) : NULL;
+    PQclear(r);
+    if (!j)
+        *st = ctx_fail(c, 500, "INTERNAL_ERROR", "cannot read the deployment record");
+    return j;
+}
+
+int v1_deploy_get(req_ctx_t *c)
+{
+    int st = 0;
+    model_row_t m;
+    if ((st = store_model(c, c->params[0], false, &m)))
+        return st;
+    json_t *d = deployment_json(c, m.id, &st);
+    if (!d)
+        return st;
+    c->out = json_pack("{s:s,s:o}", "name", m.name, "deployment", d);
+    return 200;
+}
+
+int v1_deploy_put(req_ctx_t *c)
+{
+    int st = 0;
+    model_row_t m;
+    if ((st = store_model(c, c->params[0], true, &m)))
+        return st;
+    json_t *cur = deployment_json(c, m.id, &st);
+    if (!cur)
+        return st;
+    c->chg.before = json_pack("{s:O}", "deployment", cur);
+    const char *mode = json_string_value(json_object_get(cur, "mode"));
+    double share = json_number_value(json_object_get(cur, "canary_share"));
+    bool has_challenger = json_is_integer(json_object_get(cur, "challenger"));
+    json_t *mj = json_object_get(c->in, "mode");
+    if (mj) {
+        mode = json_string_value(mj);
+        if (!mode || (strcmp(mode, "canary") && strcmp(mode, "ab"))) {
+            json_decref(cur);
+            return ctx_fail(c, 400, "INVALID_PARAMETER_VALUE", "mode must be \"canary\" or \"ab\"");
+        }
+    }
+    json_t *sj = json_object_get(c->in, "canary_share");
+    if (sj) {
+        if (!json_is_number(sj) || !(json_number_value(sj) >= 0 && json_number_value(sj) <= 1)) {
+            json_decref(cur);
+            return ctx_fail(c, 400, "INVALID_PARAMETER_VALUE",
+                            "canary_share must be a number from 0 to 1");
+        }
+        share = json_number_value(sj);
+    }
+    char *mode_s = ctx_fmt(c, "%s", mode ? mode : "canary");
+    json_decref(cur);
+    if ((share > 0 || !strcmp(mode_s, "ab")) && !has_challenger)
+        return ctx_fail(c, 409, "INVALID_STATE",
+                        "set the challenger alias first: a canary share or A/B mode needs one");
+    char sharebuf[32];
+    fmt_double_rt(share, sharebuf);
+    PGresult *r = Q(c, &st,
+                    "INSERT INTO model_deployments (model_id, mode, canary_share, updated_ms,"
+                    " updated_by) VALUES ($1::bigint, $2, $3::double precision, $4::bigint, $5)"
+                    " ON CONFLICT (model_id) DO UPDATE SET mode = EXCLUDED.mode,"
+                    " canary_share = EXCLUDED.canary_share, updated_ms = EXCLUDED.updated_ms,"
+                    " updated_by = EXCLUDED.updated_by",
+                    i64s(c, m.id), mode_s, sharebuf, i64s(c, wall_ms()), c->actor);
+    if (!r)
+        return st;
+    PQclear(r);
+    c->chg.action = "deployment.update";
+    c->chg.object_type = "deployment";
+    c->chg.object = ctx_fmt(c, "%s", m.name);
+    c->chg.model_id = m.id;
+    json_t *d = deployment_json(c, m.id, &st);
+    if (!d)
+        return st;
+    c->chg.detail =
+        json_pack("{s:s,s:O}", "mode", mode_s, "canary_share", json_object_get(d, "canary_share"));
+    c->out = json_pack("{s:s,s:o}", "name", m.name, "deployment", d);
+    return 200;
+}
+
+/* ---- the model card -------------------------------------------------------------------------------- */
+
+int v1_card(req_ctx_t *c)
+{
+    int st = 0;
+    model_row_t m;
+    if ((st = store_model(c, c->params[0], false, &m)))
+        return st;
+    PGresult *r =
+        Q(c, &st,
+          "SELECT json_build_object('name', m.name, 'description', m.description,"
+          " 'created_ms', m.created_ms, 'updated_ms', m.updated_ms,"
+          " 'tags', COALESCE((SELECT json_object_agg(t.key, t.value) FROM model_tags t"
+          "  WHERE t.model_id = m.id), '{}'::json),"
+          " 'aliases', COALESCE((SELECT json_object_agg(a.alias, v.version) FROM model_aliases a"
+          "  JOIN model_versions v ON v.id = a.version_id WHERE a.model_id = m.id), '{}'::json),"
+          " 'versions', COALESCE((SELECT json_agg(json_build_object('version', v.version,"
+          "  'stage', v.stage, 'description', v.description, 'source', v.source,"
+          "  'run_id', v.run_id, 'created_ms', v.created_ms, 'created_by', v.user_id,"
+          "  'gates_passed', v.gates_passed, 'gate_results', v.gate_results,"
+          "  'gates_by', v.gates_by, 'artifact', CASE WHEN ar.version_id IS NULL THEN NULL"
+          "  ELSE json_build_object('sha256', ar.sha256, 'size_bytes', ar.size_bytes) END,"
+          "  'algorithm', doc.j -> 'algorithm' -> 'type', 'metrics', doc.j -> 'metrics',"
+          "  'lineage', doc.j -> 'lineage') ORDER BY v.version DESC)"
+          "  FROM model_versions v LEFT JOIN artifacts ar ON ar.version_id = v.id"
+          "  LEFT JOIN LATERAL (SELECT convert_from(ar.body, 'UTF8')::jsonb AS j) doc ON true"
+          "  WHERE v.model_id = m.id AND v.deleted_ms IS NULL), '[]'::json),"
+          " 'alias_moves', (SELECT count(*) FROM alias_history h WHERE h.model_id = m.id))"
+          " FROM registered_models m WHERE m.id = $1::bigint",
+          i64s(c, m.id));
+    if (!r)
+        return st;
+    json_t *card = PQntuples(r) == 1 ? json_loads(PQgetvalue(r, 0, 0), 0, NULL) : NULL;
+    PQclear(r);
+    if (!card)
+        return ctx_fail(c, 500, "INTERNAL_ERROR", "cannot build the model card");
+    json_t *d = deployment_json(c, m.id, &st);
+    if (!d) {
+        json_decref(card);
+        return st;
+    }
+    json_object_set_new(card, "deployment", d);
+    c->out = card;
     return 200;
 }

@@ -31,6 +31,7 @@
 #include "spec.h"
 
 #define TRAINER_VERSION MLOPS_VERSION
+#define MLOPS_EXIT_GATES 3 /* --strict-gates and a gate failed */
 #define RESERVOIR_MAX 10000
 #define PROFILE_BINS 10
 #define SCORE_BINS 20
@@ -51,9 +52,12 @@ typedef struct fit_conf {
     /* logreg */
     double c;
     char *class_weight;
+    char *penalty;
     /* gbdt */
     int64_t n_trees;
     int64_t max_depth;
+    char *growth;
+    int64_t max_leaves;
     double learning_rate;
     double lambda;
     double gamma;
@@ -67,6 +71,11 @@ typedef struct fit_conf {
     bool profile_sample;
     char *dump_matrix;
     bool quiet;
+    /* quality gates */
+    double min_auc;
+    double max_log_loss;
+    int64_t min_rows;
+    bool strict_gates;
 } fit_conf_t;
 
 static const cfg_item_t fit_items[] = {
@@ -76,7 +85,8 @@ static const cfg_item_t fit_items[] = {
              "the label's positive class (default: the spec's)"),
     CFG_ITEM(fit_conf_t, spec, CFG_T_STR, NULL, 0,
              "feature spec (default: inferred from the CSV as `mlopsctl spec infer` does)"),
-    CFG_ITEM(fit_conf_t, algo, CFG_T_STR, "logreg", 0, "logreg or gbdt"),
+    CFG_ITEM(fit_conf_t, algo, CFG_T_STR, "logreg", 0,
+             "logreg, gbdt, or auto (a small grid of both, 3-fold CV on the training rows)"),
     CFG_ITEM_RANGE(fit_conf_t, seed, CFG_T_INT, "1", 0, "seed of the split and the sampling", 0,
                    4294967295.0),
     CFG_ITEM_RANGE(fit_conf_t, valid_fraction, CFG_T_DBL, "0.2", 0,
@@ -88,9 +98,15 @@ static const cfg_item_t fit_items[] = {
     CFG_ITEM(fit_conf_t, event_time, CFG_T_STR, NULL, 0, "event time column (spec inference only)"),
     CFG_ITEM_RANGE(fit_conf_t, c, CFG_T_DBL, "1.0", 0, "logreg: inverse L2 strength C", 1e-9, 1e12),
     CFG_ITEM(fit_conf_t, class_weight, CFG_T_STR, "none", 0, "logreg: none or balanced"),
+    CFG_ITEM(fit_conf_t, penalty, CFG_T_STR, "l2", 0, "logreg: l2 or l1"),
     CFG_ITEM_RANGE(fit_conf_t, n_trees, CFG_T_INT, "200", 0, "gbdt: most boosting rounds", 1,
                    100000),
-    CFG_ITEM_RANGE(fit_conf_t, max_depth, CFG_T_INT, "6", 0, "gbdt: tree depth", 1, 16),
+    CFG_ITEM_RANGE(fit_conf_t, max_depth, CFG_T_INT, "6", 0,
+                   "gbdt: tree depth (lossguide: 0 = no limit)", 0, 32),
+    CFG_ITEM(fit_conf_t, growth, CFG_T_STR, "depthwise", 0,
+             "gbdt: depthwise, or lossguide (split the leaf with the largest gain first)"),
+    CFG_ITEM_RANGE(fit_conf_t, max_leaves, CFG_T_INT, "31", 0,
+                   "gbdt lossguide: most leaves per tree", 2, 65536),
     CFG_ITEM_RANGE(fit_conf_t, learning_rate, CFG_T_DBL, "0.1", 0, "gbdt: learning rate", 1e-6, 1),
     CFG_ITEM_RANGE(fit_conf_t, lambda, CFG_T_DBL, "1.0", 0, "gbdt: L2 on leaf values", 0, 1e9),
     CFG_ITEM_RANGE(fit_conf_t, gamma, CFG_T_DBL, "0", 0, "gbdt: minimum split gain", 0, 1e9),
@@ -112,6 +128,14 @@ static const cfg_item_t fit_items[] = {
              "also write the encoded inputs as CSV (split,row,label,slots...; row = 0-based data "
              "row; for oracle tests)"),
     CFG_ITEM(fit_conf_t, quiet, CFG_T_BOOL, "false", 0, "no progress lines on stderr"),
+    CFG_ITEM_RANGE(fit_conf_t, min_auc, CFG_T_DBL, "0", 0,
+                   "gate: lowest held-out AUC (0 = no gate)", 0, 1),
+    CFG_ITEM_RANGE(fit_conf_t, max_log_loss, CFG_T_DBL, "0", 0,
+                   "gate: highest held-out log loss (0 = no gate)", 0, 1e6),
+    CFG_ITEM_RANGE(fit_conf_t, min_rows, CFG_T_INT, "0", 0,
+                   "gate: fewest training rows (0 = no gate)", 0, 1e12),
+    CFG_ITEM(fit_conf_t, strict_gates, CFG_T_BOOL, "false", 0,
+             "exit 3 when a gate fails (the artifact is written either way, gates recorded)"),
 };
 
 static bool quiet;
@@ -239,12 +263,6 @@ static int by_count(const void *a, const void *b)
     return strcmp(x->s, y->s);
 }
 
-static int cmp_dbl(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* Category counts of column c over the rows in idx (sorted by count desc). */
 static catcount_t *count_categories(const dataset_t *ds, int c, const size_t *idx, size_t n,
                                     size_t *ncc)
@@ -284,7 +302,7 @@ static double *sorted_values(const dataset_t *ds, int c, const size_t *idx, size
         if (x->kind == SPEC_V_NUM && isfinite(x->num))
             v[k++] = x->num;
     }
-    qsort(v, k, sizeof(double), cmp_dbl);
+    model_sort_doubles(v, k);
     *m = k;
     return v;
 }
@@ -480,6 +498,207 @@ static void prepend(char *buf, size_t size, const char *prefix)
     buf[lp + lb] = '\0';
 }
 
+/* The document's inputs and slots for one algorithm (fitted on the training
+ * rows), a placeholder model, and the input vectors of both splits encoded
+ * by model_encode() (the scorer's code). Returns the encoding model. */
+static model_t *encode_design(json_t *doc, const dataset_t *ds, const colinfo_t *cols, size_t ncols,
+                              const size_t *tr, size_t ntr, const size_t *va, size_t nva,
+                              bool logreg, double **Xp, double **Xvp, size_t *pp, char *errstr,
+                              size_t size)
+{
+    json_object_set_new(doc, "algo", json_string(logreg ? "logreg" : "gbdt"));
+    json_t *inputs = json_array(), *slots = json_array();
+    for (size_t k = 0; k < ncols; k++)
+        json_array_append_new(inputs, fit_input(ds, &cols[k], tr, ntr, logreg, slots));
+    json_object_set_new(doc, "inputs", inputs);
+    json_object_set_new(doc, "slots", slots);
+    size_t p = json_array_size(slots);
+    if (logreg) {
+        json_t *coef = json_array();
+        for (size_t k = 0; k < p; k++)
+            json_array_append_new(coef, json_real(0));
+        json_object_set_new(doc, "logreg", json_pack("{s:f, s:o}", "intercept", 0.0, "coef", coef));
+    } else {
+        json_object_set_new(doc, "gbdt", json_pack("{s:f, s:[]}", "base_margin", 0.0, "trees"));
+    }
+    json_object_set_new(doc, "threshold", json_real(0.5));
+    json_object_set_new(doc, "metrics", json_object());
+    json_object_set_new(doc, "profile", json_object());
+    json_object_set_new(doc, "lineage", json_object());
+    model_t *m = model_from_json(doc, errstr, size);
+    if (!m) {
+        prepend(errstr, size, "internal: the preprocessing does not validate: ");
+        return NULL;
+    }
+    double *X = xmalloc((ntr * p + 1) * sizeof(double));
+    double *Xv = xmalloc((nva * p + 1) * sizeof(double));
+    for (size_t i = 0; i < ntr; i++)
+        model_encode(m, ds->vals + tr[i] * ds->ncolumns, X + i * p);
+    for (size_t i = 0; i < nva; i++)
+        model_encode(m, ds->vals + va[i] * ds->ncolumns, Xv + i * p);
+    progress("%s design: %zu inputs in %zu slots", logreg ? "logreg" : "gbdt", ncols, p);
+    *Xp = X;
+    *Xvp = Xv;
+    *pp = p;
+    return m;
+}
+
+/* ---- --algo auto: a small grid, k-fold cross-validation on the training rows ---- */
+
+#define CV_FOLDS 3
+
+typedef struct cand {
+    bool logreg;
+    double c;
+    int max_depth;
+    double learning_rate;
+    char label[96];
+} cand_t;
+
+/* Mean CV AUC of one candidate; the folds are fixed by the seed. */
+static double cv_auc(const fit_conf_t *conf, const cand_t *cd, const model_t *m, const double *X,
+                     size_t p, const int *y, size_t n, const int *fold, json_t *aucs)
+{
+    double sum = 0;
+    for (int f = 0; f < CV_FOLDS; f++) {
+        size_t nin = 0, nout = 0;
+        for (size_t i = 0; i < n; i++)
+            nin += fold[i] != f;
+        nout = n - nin;
+        double *Xi = xmalloc((nin * p + 1) * sizeof(double)),
+               *Xo = xmalloc((nout * p + 1) * sizeof(double));
+        int *yi = xmalloc((nin ? nin : 1) * sizeof(int)),
+            *yo = xmalloc((nout ? nout : 1) * sizeof(int));
+        size_t a = 0, b = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (fold[i] != f) {
+                memcpy(Xi + a * p, X + i * p, p * sizeof(double));
+                yi[a++] = y[i];
+            } else {
+                memcpy(Xo + b * p, X + i * p, p * sizeof(double));
+                yo[b++] = y[i];
+            }
+        }
+        double *s = xmalloc((nout ? nout : 1) * sizeof(double));
+        char err[512];
+        int rc;
+        if (cd->logreg) {
+            logreg_params_t lp;
+            logreg_params_default(&lp);
+            lp.C = cd->c;
+            lp.threads = (int)conf->threads;
+            double *coef = xmalloc((p ? p : 1) * sizeof(double)), b0 = 0;
+            rc = logreg_fit(Xi, yi, nin, p, &lp, coef, &b0, NULL, err, sizeof(err));
+            for (size_t i = 0; rc == 0 && i < nout; i++) {
+                double z = b0;
+                for (size_t k = 0; k < p; k++)
+                    z += coef[k] * Xo[i * p + k];
+                s[i] = z;
+            }
+            free(coef);
+        } else {
+            gbdt_params_t gp;
+            gbdt_params_default(&gp);
+            gp.n_trees = (int)conf->n_trees;
+            gp.max_depth = cd->max_depth;
+            gp.learning_rate = cd->learning_rate;
+            gp.lambda = conf->lambda;
+            gp.min_child_weight = conf->min_child_weight;
+            gp.max_bins = (int)conf->max_bins;
+            gp.early_stopping = (int)conf->early_stopping;
+            gp.threads = (int)conf->threads;
+            gp.seed = (uint64_t)conf->seed;
+            size_t ninp;
+            const model_input_t *ins = model_inputs(m, &ninp);
+            bool *is_cat = xcalloc(p ? p : 1, sizeof(bool));
+            size_t *ncats = xcalloc(p ? p : 1, sizeof(size_t));
+            for (size_t k = 0; k < ninp; k++) {
+                is_cat[ins[k].slot] = ins[k].categorical;
+                ncats[ins[k].slot] = ins[k].ncats;
+            }
+            gbdt_data_t di = {nin, p, Xi, yi}, dout = {nout, p, Xo, yo};
+            gbdt_result_t gr;
+            rc = gbdt_fit(&di, &dout, is_cat, ncats, &gp, &gr, err, sizeof(err));
+            for (size_t i = 0; rc == 0 && i < nout; i++)
+                s[i] = gbdt_margin(&gr, Xo + i * p);
+            if (rc == 0)
+                gbdt_result_cleanup(&gr);
+            free(is_cat);
+            free(ncats);
+        }
+        double auc = rc == 0 ? model_auc(s, yo, nout) : (double)NAN;
+        json_array_append_new(aucs, isfinite(auc) ? json_real(auc) : json_null());
+        sum += auc;
+        free(Xi), free(Xo), free(yi), free(yo), free(s);
+    }
+    return sum / CV_FOLDS;
+}
+
+static json_t *select_by_cv(const fit_conf_t *conf, const model_t *ml, const double *Xl, size_t pl,
+                            const model_t *mg, const double *Xg, size_t pg, const int *y, size_t n,
+                            cand_t *chosen)
+{
+    cand_t grid[] = {
+        {.logreg = true, .c = 0.1},
+        {.logreg = true, .c = 1.0},
+        {.logreg = true, .c = 10.0},
+        {.logreg = false, .max_depth = 3, .learning_rate = 0.1},
+        {.logreg = false, .max_depth = 6, .learning_rate = 0.1},
+    };
+    /* stratified folds: each class dealt round-robin in a seeded order */
+    int *fold = xmalloc((n ? n : 1) * sizeof(int));
+    size_t *order = xmalloc((n ? n : 1) * sizeof(size_t));
+    uint64_t rng = (uint64_t)conf->seed ^ 0xC0FFEEull;
+    for (size_t i = 0; i < n; i++)
+        order[i] = i;
+    for (size_t i = n; i > 1; i--) {
+        size_t j = (size_t)(rng_next(&rng) % i), t = order[i - 1];
+        order[i - 1] = order[j], order[j] = t;
+    }
+    size_t dealt[2] = {0, 0};
+    for (size_t k = 0; k < n; k++) {
+        size_t i = order[k];
+        fold[i] = (int)(dealt[y[i] != 0]++ % CV_FOLDS);
+    }
+    free(order);
+    json_t *cands = json_array();
+    double best = -1;
+    size_t besti = 0;
+    for (size_t g = 0; g < MLOPS_ARRAY_LEN(grid); g++) {
+        cand_t *cd = &grid[g];
+        json_t *params, *aucs = json_array();
+        if (cd->logreg) {
+            snprintf(cd->label, sizeof(cd->label), "logreg C=%g", cd->c);
+            params = json_pack("{s:f}", "C", cd->c);
+        } else {
+            snprintf(cd->label, sizeof(cd->label), "gbdt depth=%d rate=%g", cd->max_depth,
+                     cd->learning_rate);
+            params = json_pack("{s:i, s:f, s:I}", "max_depth", cd->max_depth, "learning_rate",
+                               cd->learning_rate, "n_trees", (json_int_t)conf->n_trees);
+        }
+        double mean = cd->logreg ? cv_auc(conf, cd, ml, Xl, pl, y, n, fold, aucs)
+                                 : cv_auc(conf, cd, mg, Xg, pg, y, n, fold, aucs);
+        progress("auto: %-24s CV AUC %.6f", cd->label, mean);
+        json_array_append_new(cands, json_pack("{s:s, s:o, s:o, s:o}", "algo",
+                                               cd->logreg ? "logreg" : "gbdt", "params", params,
+                                               "cv_auc", aucs, "mean_auc",
+                                               isfinite(mean) ? json_real(mean) : json_null()));
+        if (isfinite(mean) && mean > best) {
+            best = mean;
+            besti = g;
+        }
+    }
+    free(fold);
+    if (best < 0) {
+        json_decref(cands);
+        return NULL;
+    }
+    *chosen = grid[besti];
+    return json_pack("{s:s, s:i, s:o, s:I}", "method",
+                     "stratified k-fold cross-validation on the training split, mean AUC", "folds",
+                     CV_FOLDS, "candidates", cands, "chosen", (json_int_t)besti);
+}
+
 #define FAIL(...)                                                                                  \
     do {                                                                                           \
         snprintf(errstr, sizeof(errstr), __VA_ARGS__);                                             \
@@ -516,15 +735,30 @@ int trainer_fit_main(int argc, char **argv)
     }
     quiet = conf.quiet;
     bool logreg = !strcmp(conf.algo, "logreg");
-    if (!logreg && strcmp(conf.algo, "gbdt")) {
+    bool automatic = !strcmp(conf.algo, "auto");
+    if (!logreg && !automatic && strcmp(conf.algo, "gbdt")) {
         code = MLOPS_EXIT_USAGE;
-        FAIL("--algo '%s': one of logreg, gbdt", conf.algo);
+        FAIL("--algo '%s': one of logreg, gbdt, auto", conf.algo);
     }
     double w_pos = 1, w_neg = 1;
     bool balanced = !strcmp(conf.class_weight, "balanced");
     if (!balanced && strcmp(conf.class_weight, "none")) {
         code = MLOPS_EXIT_USAGE;
         FAIL("--class-weight '%s': one of none, balanced", conf.class_weight);
+    }
+    bool lossguide = !strcmp(conf.growth, "lossguide");
+    if (!lossguide && strcmp(conf.growth, "depthwise")) {
+        code = MLOPS_EXIT_USAGE;
+        FAIL("--growth '%s': one of depthwise, lossguide", conf.growth);
+    }
+    if (!lossguide && conf.max_depth < 1) {
+        code = MLOPS_EXIT_USAGE;
+        FAIL("--max-depth 0 (no limit) needs --growth lossguide");
+    }
+    bool l1 = !strcmp(conf.penalty, "l1");
+    if (!l1 && strcmp(conf.penalty, "l2")) {
+        code = MLOPS_EXIT_USAGE;
+        FAIL("--penalty '%s': one of l2, l1", conf.penalty);
     }
     if (conf.positive && !conf.label && !conf.spec) {
         code = MLOPS_EXIT_USAGE;
@@ -684,7 +918,6 @@ int trainer_fit_main(int argc, char **argv)
     doc = json_object();
     json_object_set_new(doc, "schema", json_string(MODEL_SCHEMA));
     json_object_set_new(doc, "name", json_string(conf.name ? conf.name : spec->name));
-    json_object_set_new(doc, "algo", json_string(logreg ? "logreg" : "gbdt"));
     char ts[32];
     fmt_rfc3339(wall_us(), ts, sizeof(ts));
     json_object_set_new(doc, "created_at", json_string(ts));
@@ -693,45 +926,64 @@ int trainer_fit_main(int argc, char **argv)
     json_object_set_new(doc, "label",
                         json_pack("{s:s, s:s, s:s?}", "field", label, "positive", positive,
                                   "negative", ds->negative));
-    json_t *inputs = json_array(), *slots = json_array();
-    for (size_t k = 0; k < ncols; k++)
-        json_array_append_new(inputs, fit_input(ds, &cols[k], tr, ntr, logreg, slots));
-    json_object_set_new(doc, "inputs", inputs);
-    json_object_set_new(doc, "slots", slots);
-    size_t p = json_array_size(slots);
-    if (logreg) {
-        json_t *coef = json_array();
-        for (size_t k = 0; k < p; k++)
-            json_array_append_new(coef, json_real(0));
-        json_object_set_new(doc, "logreg", json_pack("{s:f, s:o}", "intercept", 0.0, "coef", coef));
-    } else {
-        json_object_set_new(doc, "gbdt", json_pack("{s:f, s:[]}", "base_margin", 0.0, "trees"));
-    }
-    json_object_set_new(doc, "threshold", json_real(0.5));
-    json_object_set_new(doc, "metrics", json_object());
-    json_object_set_new(doc, "profile", json_object());
-    json_object_set_new(doc, "lineage", json_object());
-    m = model_from_json(doc, errstr, sizeof(errstr));
-    if (!m) {
-        prepend(errstr, sizeof(errstr), "internal: the preprocessing does not validate: ");
-        goto done;
-    }
-
-    /* 6. the input vectors, by the scorer's code */
-    X = xmalloc(ntr * p * sizeof(double));
-    Xv = xmalloc(nva * p * sizeof(double));
     y = xmalloc(ntr * sizeof(int));
     yv = xmalloc(nva * sizeof(int));
-    for (size_t i = 0; i < ntr; i++) {
-        model_encode(m, ds->vals + tr[i] * ds->ncolumns, X + i * p);
+    for (size_t i = 0; i < ntr; i++)
         y[i] = ds->label[tr[i]];
-    }
-    for (size_t i = 0; i < nva; i++) {
-        model_encode(m, ds->vals + va[i] * ds->ncolumns, Xv + i * p);
+    for (size_t i = 0; i < nva; i++)
         yv[i] = ds->label[va[i]];
+    json_t *selection = NULL;
+    size_t p;
+    if (automatic) {
+        /* both designs, a small grid, k-fold CV on the training rows */
+        json_t *dl = json_deep_copy(doc), *dg = json_deep_copy(doc);
+        double *Xl = NULL, *Xlv = NULL, *Xg = NULL, *Xgv = NULL;
+        size_t pl, pg;
+        model_t *ml = encode_design(dl, ds, cols, ncols, tr, ntr, va, nva, true, &Xl, &Xlv, &pl,
+                                    errstr, sizeof(errstr));
+        model_t *mg = ml ? encode_design(dg, ds, cols, ncols, tr, ntr, va, nva, false, &Xg, &Xgv,
+                                         &pg, errstr, sizeof(errstr))
+                         : NULL;
+        cand_t chosen;
+        if (ml && mg)
+            selection = select_by_cv(&conf, ml, Xl, pl, mg, Xg, pg, y, ntr, &chosen);
+        if (!selection) {
+            if (ml && mg)
+                snprintf(errstr, sizeof(errstr), "--algo auto: cross-validation failed");
+            model_destroy(ml);
+            model_destroy(mg);
+            json_decref(dl);
+            json_decref(dg);
+            free(Xl), free(Xlv), free(Xg), free(Xgv);
+            goto done;
+        }
+        logreg = chosen.logreg;
+        if (logreg) {
+            conf.c = chosen.c;
+        } else {
+            conf.max_depth = chosen.max_depth;
+            conf.learning_rate = chosen.learning_rate;
+        }
+        json_decref(doc);
+        doc = logreg ? dl : dg;
+        json_decref(logreg ? dg : dl);
+        m = logreg ? ml : mg;
+        model_destroy(logreg ? mg : ml);
+        X = logreg ? Xl : Xg;
+        Xv = logreg ? Xlv : Xgv;
+        free(logreg ? Xg : Xl);
+        free(logreg ? Xgv : Xlv);
+        p = logreg ? pl : pg;
+        json_object_set_new(doc, "selection", selection);
+        progress("auto: chose %s", chosen.label);
+    } else {
+        m = encode_design(doc, ds, cols, ncols, tr, ntr, va, nva, logreg, &X, &Xv, &p, errstr,
+                          sizeof(errstr));
+        if (!m)
+            goto done;
     }
+    json_t *slots = json_object_get(doc, "slots");
     int64_t t_encoded = mono_us();
-    progress("encoded %zu inputs into %zu slots", ncols, p);
     if (conf.dump_matrix) {
         dump = fopen(conf.dump_matrix, "w");
         if (!dump)
@@ -767,6 +1019,9 @@ int trainer_fit_main(int argc, char **argv)
         dump = NULL;
     }
 
+    if (conf.dump_matrix)
+        t_encoded = mono_us(); /* the dump is not part of the fit */
+
     /* 7. fit */
     json_t *params = json_object();
     json_object_set_new(params, "seed", json_integer(conf.seed));
@@ -786,9 +1041,11 @@ int trainer_fit_main(int argc, char **argv)
         lp.w_pos = w_pos;
         lp.w_neg = w_neg;
         lp.threads = (int)conf.threads;
+        lp.l1 = l1;
         double *coef = xmalloc((p ? p : 1) * sizeof(double)), b0;
         logreg_info_t info;
-        progress("logreg: Newton, C=%g, class weights %s", lp.C, conf.class_weight);
+        progress("logreg: %s, C=%g, class weights %s", l1 ? "L1, proximal Newton" : "L2, Newton",
+                 lp.C, conf.class_weight);
         if (logreg_fit(X, y, ntr, p, &lp, coef, &b0, &info, errstr, sizeof(errstr))) {
             free(coef);
             json_decref(params);
@@ -801,10 +1058,10 @@ int trainer_fit_main(int argc, char **argv)
         free(coef);
         json_object_set_new(doc, "logreg",
                             json_pack("{s:f, s:o, s:f, s:s, s:i, s:f}", "intercept", b0, "coef", jc,
-                                      "C", lp.C, "penalty", "l2", "iterations", info.iterations,
-                                      "grad_max", info.grad_max));
+                                      "C", lp.C, "penalty", l1 ? "l1" : "l2", "iterations",
+                                      info.iterations, "grad_max", info.grad_max));
         json_object_set_new(params, "C", json_real(lp.C));
-        json_object_set_new(params, "penalty", json_string("l2"));
+        json_object_set_new(params, "penalty", json_string(l1 ? "l1" : "l2"));
         json_object_set_new(params, "class_weight", json_string(conf.class_weight));
         json_object_set_new(params, "w_pos", json_real(w_pos));
         json_object_set_new(params, "w_neg", json_real(w_neg));
@@ -814,6 +1071,7 @@ int trainer_fit_main(int argc, char **argv)
         gbdt_params_default(&gp);
         gp.n_trees = (int)conf.n_trees;
         gp.max_depth = (int)conf.max_depth;
+        gp.max_leaves = lossguide ? (int)conf.max_leaves : 0;
         gp.learning_rate = conf.learning_rate;
         gp.lambda = conf.lambda;
         gp.gamma = conf.gamma;
@@ -862,7 +1120,9 @@ int trainer_fit_main(int argc, char **argv)
         json_object_set_new(params, "colsample", json_real(gp.colsample));
         json_object_set_new(params, "max_bins", json_integer(gp.max_bins));
         json_object_set_new(params, "early_stopping", json_integer(gp.early_stopping));
-        json_object_set_new(params, "growth", json_string("depthwise"));
+        json_object_set_new(params, "growth", json_string(lossguide ? "lossguide" : "depthwise"));
+        if (lossguide)
+            json_object_set_new(params, "max_leaves", json_integer(conf.max_leaves));
     }
     int64_t t_fitted = mono_us();
     model_destroy(m);
@@ -920,7 +1180,37 @@ int trainer_fit_main(int argc, char **argv)
     json_object_set_new(prof, "sample_max", json_integer(RESERVOIR_MAX));
     json_object_set_new(doc, "profile", prof);
 
-    /* 10. lineage */
+    /* 10. quality gates, recorded in the artifact (the registry refuses to
+     * promote a version whose gates failed) */
+    json_t *gates = json_array();
+    bool gates_ok = true;
+    struct {
+        const char *name;
+        double limit, value;
+        bool on, pass;
+    } gt[] = {
+        {"min_auc", conf.min_auc, mv.auc, conf.min_auc > 0, mv.auc >= conf.min_auc},
+        {"max_log_loss", conf.max_log_loss, mv.log_loss, conf.max_log_loss > 0,
+         mv.log_loss <= conf.max_log_loss},
+        {"min_rows", (double)conf.min_rows, (double)ntr, conf.min_rows > 0,
+         (double)ntr >= (double)conf.min_rows},
+    };
+    for (size_t k = 0; k < MLOPS_ARRAY_LEN(gt); k++) {
+        if (!gt[k].on)
+            continue;
+        gates_ok &= gt[k].pass;
+        json_array_append_new(
+            gates, json_pack("{s:s, s:f, s:o, s:b}", "gate", gt[k].name, "limit", gt[k].limit,
+                             "value", isfinite(gt[k].value) ? json_real(gt[k].value) : json_null(),
+                             "passed", gt[k].pass));
+        if (!gt[k].pass)
+            progress("gate %s FAILED: %g (limit %g)", gt[k].name, gt[k].value, gt[k].limit);
+    }
+    json_object_set_new(doc, "gates",
+                        json_pack("{s:b, s:o, s:s}", "passed", gates_ok, "results", gates,
+                                  "evaluated_on", "held_out"));
+
+    /* 11. lineage */
     char sha[65];
     if (dataset_file_sha256(conf.data, sha, errstr, sizeof(errstr))) {
         json_decref(params);
@@ -943,7 +1233,7 @@ int trainer_fit_main(int argc, char **argv)
                   (double)(t_end - t_fitted) / 1e3, "total", (double)(t_end - t_start) / 1e3));
     json_object_set_new(doc, "lineage", lin);
 
-    /* 11. validate the whole document again, then write it atomically */
+    /* 12. validate the whole document again, then write it atomically */
     model_destroy(m);
     m = model_from_json(doc, errstr, sizeof(errstr));
     if (!m) {
@@ -952,8 +1242,9 @@ int trainer_fit_main(int argc, char **argv)
     }
     if (model_write_file(doc, conf.out, errstr, sizeof(errstr)))
         goto done;
-    progress("wrote %s (%s, %zu slots)", conf.out, logreg ? "logreg" : "gbdt", p);
-    code = MLOPS_EXIT_OK;
+    progress("wrote %s (%s, %zu slots)%s", conf.out, logreg ? "logreg" : "gbdt", p,
+             gates_ok ? "" : "; quality gates FAILED (recorded in the artifact)");
+    code = gates_ok || !conf.strict_gates ? MLOPS_EXIT_OK : MLOPS_EXIT_GATES;
     errstr[0] = '\0';
 done:
     if (code != MLOPS_EXIT_OK && errstr[0])

@@ -14,12 +14,14 @@ import uuid
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+import sys
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
+import kafkatest  # noqa: E402
+from kafkatest import BROKERS, create_topics, delete_topics, produce  # noqa: E402,F401
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = Path(os.environ.get("MLOPS_BUILD_DIR", ROOT / "build"))
-BROKERS = os.environ.get("MLOPS_TEST_KAFKA_BROKERS", "127.0.0.1:9092")
 SOAK = os.environ.get("MLOPS_TEST_SCALE") == "soak"
 SCHEMAS = ROOT / "schemas"
 SECRET = "T0000SECRET/B0000SECRET/XXXXSECRETXXXX"
@@ -163,21 +165,6 @@ def fake_slack():
 
 # ---- Kafka --------------------------------------------------------------------------
 
-def create_topics(names, partitions=1):
-    a = AdminClient({"bootstrap.servers": BROKERS})
-    for f in a.create_topics([NewTopic(n, partitions, 1) for n in names]).values():
-        f.result(30)
-
-
-def delete_topics(names):
-    a = AdminClient({"bootstrap.servers": BROKERS})
-    try:
-        for f in a.delete_topics(names).values():
-            f.result(30)
-    except Exception:  # cleanup is not the scenario
-        pass
-
-
 def alert(i, state="firing", **over):
     a = {"schema": "alert/1", "fingerprint": f"fp-{i:05d}", "state": state,
          "alertname": "feature_drift", "severity": "warning", "metric": "drift_wasserstein",
@@ -190,27 +177,8 @@ def alert(i, state="firing", **over):
     return a
 
 
-def produce(topic, records):
-    """records: (key, bytes) pairs."""
-    p = Producer({"bootstrap.servers": BROKERS, "enable.idempotence": True, "linger.ms": 5})
-    for k, v in records:
-        p.produce(topic, key=k, value=v)
-    assert p.flush(30) == 0
-
-
 def consume_all(topic, expect, timeout=30):
-    c = Consumer({"bootstrap.servers": BROKERS, "group.id": f"it-reader-{uuid.uuid4().hex}",
-                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    md = c.list_topics(topic, timeout=10).topics[topic]
-    c.assign([TopicPartition(topic, p, 0) for p in md.partitions])
-    out = []
-    deadline = time.monotonic() + timeout
-    while len(out) < expect and time.monotonic() < deadline:
-        m = c.poll(0.5)
-        if m is not None and not m.error():
-            out.append(m)
-    c.close()
-    return out
+    return kafkatest.consume_all(topic, expect=expect, timeout=timeout)
 
 
 class Notify:
@@ -220,7 +188,7 @@ class Notify:
         self.id = uuid.uuid4().hex[:10]
         self.alerts, self.dlq = topics or (f"it-alerts-{self.id}", f"it-alerts-dlq-{self.id}")
         if not topics:
-            create_topics([self.alerts, self.dlq])
+            create_topics([self.alerts, self.dlq], partitions=1)
         self.group = f"it-notify-{self.id}"
         self.silences_key = f"it:silences:{self.id}"
         self.urls = urls

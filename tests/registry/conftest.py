@@ -21,6 +21,9 @@ BUILD = Path(os.environ.get("MLOPS_BUILD_DIR", ROOT / "build"))
 STATE = Path(os.environ.get("MLOPS_STATE_DIR", ROOT / ".state"))
 BROKERS = os.environ.get("MLOPS_TEST_KAFKA_BROKERS", "127.0.0.1:9092")
 BINARY = BUILD / "services/registry/mlops-registry"
+# Debian's client binaries (not always on PATH); the stack uses the same
+PSQL = next((p for p in ("/usr/lib/postgresql/15/bin/psql", "/usr/bin/psql")
+             if Path(p).exists()), "psql")
 
 
 def stack_dsn():
@@ -33,7 +36,7 @@ def admin_psql(sql):
     base = STATE / "pg-base"
     if base.exists() and base.read_text().strip() != str(STATE):
         sock = Path(base.read_text().strip()) / "socket"
-    cmd = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(sock), "-p", "5433",
+    cmd = [PSQL, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(sock), "-p", "5433",
            "-U", "postgres", "-d", "postgres", "-c", sql]
     if os.geteuid() == 0:
         cmd = ["runuser", "-u", "postgres", "--"] + cmd
@@ -44,7 +47,7 @@ def admin_psql(sql):
 
 def user_psql(dsn, sql):
     """Run SQL as the registry's own role; returns the rows as text lines."""
-    out = subprocess.run(["psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", dsn, "-c", sql],
+    out = subprocess.run([PSQL, "-X", "-At", "-v", "ON_ERROR_STOP=1", dsn, "-c", sql],
                          check=True, capture_output=True, text=True)
     return out.stdout.splitlines()
 
@@ -100,6 +103,11 @@ class Registry:
         else:
             args += ["--no-outbox-relay"]
         self.args = args + list(extra)
+        self.scheme = "https" if "--tls-cert-file" in extra else "http"
+        self.ssl = None
+        if self.scheme == "https":
+            import ssl
+            self.ssl = ssl.create_default_context(cafile=extra[list(extra).index("--tls-cert-file") + 1])
         self.proc = None
         self.start()
 
@@ -148,7 +156,7 @@ class Registry:
 
     @property
     def base(self):
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def request(self, method, path, body=None, token=None, headers=None, raw=None, timeout=30):
         hdrs = dict(headers or {})
@@ -162,7 +170,7 @@ class Registry:
             hdrs["Authorization"] = f"Bearer {token}"
         req = urllib.request.Request(self.base + path, data=data, method=method, headers=hdrs)
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
+            with urllib.request.urlopen(req, timeout=timeout, context=self.ssl) as r:
                 return Response(r.status, r.headers, r.read())
         except urllib.error.HTTPError as e:
             return Response(e.code, e.headers, e.read())

@@ -187,6 +187,15 @@ def test_stages_gates_and_latest_versions(registry, tokens):
     v4, _ = register(registry, "st-a", t, passed=False)
     err(registry.post(MV + "/transition-stage", {"name": "st-a", "version": str(v4),
                                                  "stage": "Staging"}), 409, "INVALID_STATE")
+    # an admin may force it, with a reason (recorded in the history)
+    err(registry.post(MV + "/transition-stage", {"name": "st-a", "version": str(v4),
+                                                 "stage": "Staging", "force": True}), 400)
+    r = registry.post(MV + "/transition-stage", {"name": "st-a", "version": str(v4),
+                                                 "stage": "Staging", "force": True,
+                                                 "reason": "manual check passed"})
+    assert r.status == 200 and r.json()["model_version"]["current_stage"] == "Staging"
+    assert registry.post(MV + "/transition-stage", {"name": "st-a", "version": str(v4),
+                                                    "stage": "None"}).status == 200
     r = registry.post(MV + "/transition-stage", {"name": "st-a", "version": str(v2),
                                                  "stage": "production"})
     assert r.status == 200 and r.json()["model_version"]["current_stage"] == "Production"
@@ -221,8 +230,11 @@ def test_stages_gates_and_latest_versions(registry, tokens):
         sorted([("Archived", str(v3)), ("None", str(v4)), ("Production", str(v2))])
     err(registry.post(RM + "/get-latest-versions", {"name": "st-a", "stages": ["Bogus"]}), 400)
     hist = registry.get("/api/v1/models/st-a/history").json()["stages"]
-    assert [(h["version"], h["from_stage"], h["to_stage"]) for h in hist][:3] == [
-        (v2, "None", "Production"), (v3, "None", "Production"), (v3, "Production", "Archived")]
+    assert [(h["version"], h["from_stage"], h["to_stage"], h["forced"]) for h in hist][:5] == [
+        (v4, "None", "Staging", True), (v4, "Staging", "None", False),
+        (v2, "None", "Production", False), (v3, "None", "Production", False),
+        (v3, "Production", "Archived", False)]
+    assert hist[0]["reason"] == "manual check passed"
 
 
 def test_aliases_mlflow(registry, tokens):
@@ -388,6 +400,14 @@ def test_idempotency_keys(registry, db, tokens):
     assert registry.post(MV + "/create", {"name": "id-b", "source": "s"}, token=t,
                          headers=h2).status == 200
     err(registry.post(MV + "/create", body, token=t, headers={"Idempotency-Key": "x" * 201}), 400)
+    # a key past idempotency_ttl_s (a day) is forgotten: the same request is new again
+    db.sql("UPDATE idempotency_keys SET created_ms = created_ms - 2 * 86400 * 1000"
+           " WHERE key = 'key-123'")
+    r4 = registry.post(MV + "/create", body, token=t, headers=h)
+    assert r4.status == 200 and r4.headers.get("Idempotent-Replayed") is None
+    assert r4.json()["model_version"]["version"] == "3"
+    r5 = registry.post(MV + "/create", body, token=t, headers=h)
+    assert r5.headers.get("Idempotent-Replayed") == "true" and r5.json() == r4.json()
 
 
 def test_limits_methods_and_malformed_requests(registry, tokens):
@@ -421,3 +441,46 @@ def test_health_reports_db_and_durability(registry):
     assert registry.request("GET", "/ready").status == 200
     m = registry.request("GET", "/metrics").body.decode()
     assert "mlops_registry_writes_total" in m
+
+
+def test_deployment_record(registry, tokens):
+    t = tokens["trainer"]
+    v1, _ = register(registry, "dp-a", t)
+    v2, _ = register(registry, "dp-a", t)
+    D = "/api/v1/models/dp-a/deployment"
+    d = registry.get(D, token=tokens["reader"]).json()["deployment"]
+    assert d["mode"] == "canary" and d["canary_share"] == 0 and d["champion"] is None
+    # a split needs a challenger
+    err(registry.call("PUT", D, {"canary_share": 0.1}), 409, "INVALID_STATE")
+    assert registry.post("/api/v1/models/dp-a/aliases/champion/promote", {"version": v1}).status == 200
+    assert registry.post("/api/v1/models/dp-a/aliases/challenger/promote",
+                         {"version": v2}).status == 200
+    r = registry.call("PUT", D, {"canary_share": 0.1})
+    assert r.status == 200, r
+    d = r.json()["deployment"]
+    assert (d["mode"], d["canary_share"], d["champion"], d["challenger"]) == ("canary", 0.1, v1, v2)
+    r = registry.call("PUT", D, {"mode": "ab"})
+    assert r.json()["deployment"]["mode"] == "ab" and r.json()["deployment"]["canary_share"] == 0.1
+    err(registry.call("PUT", D, {"mode": "blue-green"}), 400)
+    err(registry.call("PUT", D, {"canary_share": 1.5}), 400)
+    err(registry.call("PUT", D, {"canary_share": "half"}), 400)
+    err(registry.call("PUT", D, {"canary_share": 0.2}, token=t), 403)
+    err(registry.get("/api/v1/models/nope/deployment"), 404)
+
+
+def test_model_card(registry, tokens):
+    t = tokens["trainer"]
+    extra = {"metrics": {"auc": 0.87, "rows": 1000}, "lineage": {"topic": "features"}}
+    v1, doc = register(registry, "card-a", t, extra=extra)
+    registry.post("/api/2.0/mlflow/model-versions/create", {"name": "card-a", "source": "s3://x"},
+                  token=t)
+    assert registry.post("/api/v1/models/card-a/aliases/champion/promote", {"version": v1}).status == 200
+    card = registry.get("/api/v1/models/card-a/card", token=tokens["reader"]).json()
+    assert card["name"] == "card-a" and card["aliases"] == {"champion": v1}
+    by_v = {v["version"]: v for v in card["versions"]}
+    assert by_v[v1]["metrics"] == extra["metrics"] and by_v[v1]["lineage"] == extra["lineage"]
+    assert by_v[v1]["algorithm"] == "logreg" and by_v[v1]["gates_passed"] is True
+    assert by_v[v1]["artifact"] == {"sha256": sha256(doc), "size_bytes": len(doc)}
+    assert by_v[v1 + 1]["artifact"] is None and by_v[v1 + 1]["gates_passed"] is None
+    assert card["deployment"]["champion"] == v1 and card["alias_moves"] == 1
+    err(registry.get("/api/v1/models/nope/card"), 404)

@@ -7,11 +7,14 @@ import threading
 import time
 import uuid
 
+import jsonschema
 import pytest
 from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import BROKERS, Registry, model_doc
+from conftest import BROKERS, ROOT, Registry, model_doc
+
+SCHEMA = json.loads((ROOT / "schemas/model_event.schema.json").read_text())
 
 RM = "/api/2.0/mlflow/registered-models"
 MV = "/api/2.0/mlflow/model-versions"
@@ -73,8 +76,9 @@ def _writes(reg, tokens, prefix, n):
 
 def check_order(events, db_ids):
     firsts, seen = [], set()
+    validator = jsonschema.Draft202012Validator(SCHEMA)
     for ev in events:
-        assert ev["schema"] == "model_event/1"
+        validator.validate(ev)
         if ev["outbox_id"] not in seen:
             seen.add(ev["outbox_id"])
             firsts.append(ev["outbox_id"])
@@ -96,6 +100,18 @@ def test_outbox_in_commit_order_across_kill9(tmp_path, db, topic):
         th.join()
         reg.start()
         writes(reg, tokens, "obz", 6)
+        # the other kinds of change, so every shape meets the schema
+        t = tokens["trainer"]
+        assert reg.post("/api/v1/models/obz-0/aliases/challenger/promote",
+                        {"version": 1}).status == 200
+        assert reg.call("PUT", "/api/v1/models/obz-0/deployment",
+                        {"mode": "canary", "canary_share": 0.25}).status == 200
+        assert reg.post(RM + "/rename", {"name": "obz-1", "new_name": "obz-1b"}).status == 200
+        assert reg.call("DELETE", RM + "/delete", {"name": "obz-2"}).status == 200
+        assert reg.post(MV + "/transition-stage", {"name": "obz-0", "version": "1",
+                                                   "stage": "Staging"}).status == 200
+        assert reg.post(RM + "/set-tag", {"name": "obz-0", "key": "k", "value": "v"},
+                        token=t).status == 200
         db_ids = [int(x) for x in db.sql("SELECT id FROM outbox ORDER BY id")]
         assert len(db_ids) >= 12 * 2 + 3
         events = read_all(topic, set(db_ids))
@@ -118,6 +134,24 @@ def test_outbox_in_commit_order_across_kill9(tmp_path, db, topic):
                 champ = snap["aliases"]["champion"]
                 assert len(champ["sha256"]) == 64
                 assert champ["version"] in [v["version"] for v in snap["versions"]]
+        dep = last["obz-0"]["snapshot"]["deployment"]
+        assert dep["canary_share"] == 0.25 and dep["challenger"] == 1
+        assert last["obz-1"]["change"]["renamed_to"] == "obz-1b"
+        assert last["obz-1"]["snapshot"]["deleted"] is True
+        assert last["obz-2"]["snapshot"]["deleted"] is True
         assert reg.request("GET", "/health").json()["outbox_published"] >= 1
+        # the metrics, read with Prometheus' own parser
+        from prometheus_client.parser import text_string_to_metric_families
+        fams = {f.name: f for f in text_string_to_metric_families(
+            reg.request("GET", "/metrics").body.decode())}
+        assert fams["mlops_registry_outbox_published"].samples[0].value >= 1
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            fams = {f.name: f for f in text_string_to_metric_families(
+                reg.request("GET", "/metrics").body.decode())}
+            if fams["mlops_registry_outbox_unsent"].samples[0].value == 0:
+                break
+            time.sleep(0.2)
+        assert fams["mlops_registry_outbox_unsent"].samples[0].value == 0
     finally:
         reg.stop()

@@ -35,6 +35,8 @@ ROUTES = {
     ("POST", V1 + "/models/{}/aliases/{}/promote", "admin"),
     ("POST", V1 + "/models/{}/aliases/{}/rollback", "admin"),
     ("GET", V1 + "/models/{}/history", "reader"), ("GET", V1 + "/audit", "admin"),
+    ("GET", V1 + "/models/{}/deployment", "reader"), ("PUT", V1 + "/models/{}/deployment", "admin"),
+    ("GET", V1 + "/models/{}/card", "reader"),
     ("POST", V1 + "/tokens", "admin"), ("GET", V1 + "/tokens", "admin"),
     ("DELETE", V1 + "/tokens/{}", "admin"),
 }
@@ -102,8 +104,9 @@ def test_token_list_hashes_only(registry, db, tokens):
 
 
 # Hostile text: SQL injection classics, quoting, comments, unicode, JSON-ish
-# and path-ish strings. All are stored and read back byte for byte.
-PAYLOADS = [
+# and path-ish strings, each also wrapped in quotes and comment markers, so
+# 200 payloads. All are stored and read back byte for byte.
+BASE = [
     "'", "''", "\"", "\\", "\\'", "';--", "' OR '1'='1", "' OR 1=1 --", "\" OR \"\"=\"",
     "1; DROP TABLE registered_models; --", "x'); DROP TABLE audit_log; --",
     "'; TRUNCATE outbox; --", "$1", "$$ language plpgsql $$", "E'\\x00'", "%", "_", "%%' --",
@@ -114,6 +117,11 @@ PAYLOADS = [
     "SELECT * FROM pg_shadow", "'||(SELECT version())||'", "\\\\server\\share", "\u00a0nbsp",
     "\u200bzero-width",
 ]
+WRAPS = ["{}", "'{}'", "{}'; --", "\"{}\" OR 1=1"]
+PAYLOADS = [w.format(b) if "{}" in w else b for b in BASE for w in WRAPS][:160] + [
+    f"'; UPDATE api_tokens SET role = 'admin' WHERE id = {i}; --" for i in range(20)] + [
+    f"x' AND (SELECT count(*) FROM pg_class) > {i} --" for i in range(20)]
+assert len(PAYLOADS) == 200
 
 
 def tables(db):
@@ -122,6 +130,7 @@ def tables(db):
 
 def test_sql_injection_payloads_are_data(registry, db, tokens):
     before = tables(db)
+    roles = db.sql("SELECT role, count(*) FROM api_tokens GROUP BY role ORDER BY role")
     t = tokens["trainer"]
     for i, p in enumerate(PAYLOADS):
         name = f"inj-{i}-{p}" if "\n" not in p and "\t" not in p else f"inj-{i}"
@@ -155,3 +164,20 @@ def test_sql_injection_payloads_are_data(registry, db, tokens):
     assert tables(db) == before
     n = int(db.sql("SELECT count(*) FROM registered_models WHERE name LIKE 'inj-%'")[0])
     assert n == len(PAYLOADS)
+    assert db.sql("SELECT role, count(*) FROM api_tokens GROUP BY role ORDER BY role") == roles
+
+
+def test_injection_in_filters_and_aliases_is_refused_or_literal(registry, tokens):
+    for f in ["name = 'x' OR 1=1 --'", "name = 'x'; DROP TABLE outbox; --",
+              "name = 'x' UNION SELECT 1", "name = '' OR ''=''", "tags.`a` = 'b' OR 1=1"]:
+        r = registry.get(RM + "/search?" + urllib.parse.urlencode({"filter": f}))
+        assert r.status in (200, 400), (f, r)
+        if r.status == 200:
+            assert r.json()["registered_models"] == [], f
+    for o in ["name; DROP TABLE x", "name ASC, (SELECT 1)", "1"]:
+        r = registry.get(RM + "/search?" + urllib.parse.urlencode({"order_by": o}))
+        assert r.status == 400, (o, r)
+    assert registry.post(RM + "/create", {"name": "inj-alias"}, token=tokens["trainer"]).status == 200
+    for a in ["x'; DROP TABLE model_aliases; --", "a b", "' OR 1=1"]:
+        r = registry.post(RM + "/alias", {"name": "inj-alias", "alias": a, "version": "1"})
+        assert r.status == 400, (a, r)

@@ -251,6 +251,14 @@ def test_predict_equals_python_scoring(data, name, algo):
     expect = np.array([py_score(model, py_encode(model, values[e])) for e in raw[id_col]])
     got = ours.score.to_numpy(float)
     assert np.max(np.abs(got - expect)) <= 1e-12, np.max(np.abs(got - expect))
+    # the scorer's path (features/1 records -> model_encode_json) gives the
+    # same bits as the CSV path, row by row
+    fscores = tmp / f"fscores-{name}-{algo}.csv"
+    r = run(MLOPSCTL, "predict", "--model", path, "--features", feats, "--out", fscores)
+    assert r.returncode == 0, r.stderr
+    by_id = dict(zip(values.keys(), pd.read_csv(fscores, dtype=str).score))
+    csv_text = pd.read_csv(scores, dtype=str).score
+    assert [by_id[e] for e in raw[id_col]] == list(csv_text)
     # the artifact's held-out metrics are those of these scores (sklearn's metrics)
     va = dump[dump.split == "valid"]
     s, yv = got[va.row.to_numpy()], va.label.to_numpy(int)
@@ -416,3 +424,150 @@ def test_model_card(data):
     assert f"| auc | {model['metrics']['auc']:.4f} |" in md
     assert "| mean_radius | numeric |" in md
     assert f"{model['threshold']:.6f}" in md
+
+
+def test_quality_gates(data):
+    tmp, sets = data
+    csv, flags = sets["breast_cancer"]
+    model, dump, path = fit(tmp, csv, "logreg", *flags, "--min-auc", "0.9", "--max-log-loss",
+                            "5", "--min-rows", "100", name="gates-ok")
+    g = model["gates"]
+    assert g["passed"] is True and [r["gate"] for r in g["results"]] == [
+        "min_auc", "max_log_loss", "min_rows"]
+    assert g["results"][0]["value"] == model["metrics"]["auc"]
+    assert g["results"][2]["value"] == (dump.split == "train").sum()
+    # an impossible gate: recorded as failed; the artifact is still written,
+    # and --strict-gates makes the exit status say so
+    out = tmp / "gates-fail.json"
+    r = run(TRAINER, "fit", "--data", csv, *flags, "--min-rows", "100000", "--out", out)
+    assert r.returncode == 0, r.stderr
+    failed = json.loads(out.read_text())
+    VALIDATOR.validate(failed)
+    assert failed["gates"]["passed"] is False
+    assert failed["gates"]["results"][0] == {"gate": "min_rows", "limit": 100000.0,
+                                             "value": float((dump.split == "train").sum()),
+                                             "passed": False}
+    r = run(TRAINER, "fit", "--data", csv, *flags, "--min-rows", "100000", "--strict-gates",
+            "--out", out)
+    assert r.returncode == 3 and "min_rows FAILED" in r.stderr
+    # no gate asked for: an empty, passing list
+    assert fit(tmp, csv, "logreg", *flags, name="nogates")[0]["gates"] == {
+        "passed": True, "results": [], "evaluated_on": "held_out"}
+
+
+def test_algo_auto_picks_the_best_cv_candidate(data):
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    tmp, sets = data
+    csv, flags = sets["diabetes"]
+    model, dump, _ = fit(tmp, csv, "auto", *flags, name="auto")
+    sel = model["selection"]
+    means = [c["mean_auc"] for c in sel["candidates"]]
+    assert sel["chosen"] == int(np.argmax(means))
+    best = sel["candidates"][sel["chosen"]]
+    assert model["algo"] == best["algo"]
+    for k, v in best["params"].items():
+        if k != "n_trees":
+            assert model["lineage"]["params"][k] == pytest.approx(v)
+    for c in sel["candidates"]:
+        assert len(c["cv_auc"]) == sel["folds"] == 3
+        assert c["mean_auc"] == pytest.approx(np.mean(c["cv_auc"]))
+    # the logistic candidates' CV AUC is close to scikit-learn's own 3-fold CV
+    # on the same training rows (other folds, so only roughly)
+    lr_model, lr_dump, _ = fit(tmp, csv, "logreg", *flags, name="auto-lr")
+    X, y, _, _, _, _ = split(lr_dump)
+    for c in sel["candidates"]:
+        if c["algo"] != "logreg":
+            continue
+        sk = cross_val_score(LogisticRegression(C=c["params"]["C"], max_iter=10000), X, y,
+                             cv=StratifiedKFold(3, shuffle=True, random_state=0),
+                             scoring="roc_auc").mean()
+        assert abs(c["mean_auc"] - sk) < 0.03, (c, sk)
+
+
+@pytest.mark.parametrize("name", ["breast_cancer", "diabetes"])
+def test_logreg_l1_matches_sklearn_saga(data, name):
+    import warnings
+    tmp, sets = data
+    csv, flags = sets[name]
+    model, dump, _ = fit(tmp, csv, "logreg", *flags, "--penalty", "l1", "--c", "0.1",
+                         name=f"l1-{name}")
+    X, y, Xv, yv, _, _ = split(dump)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # saga's convergence chatter and deprecations
+        sk = LogisticRegression(penalty="l1", C=0.1, solver="saga", tol=1e-12,
+                                max_iter=200000).fit(X, y)
+    coef = np.array(model["logreg"]["coef"])
+    ours_auc, sk_auc = model["metrics"]["auc"], roc_auc_score(yv, sk.predict_proba(Xv)[:, 1])
+    print(f"{name}: logreg L1 AUC ours {ours_auc:.6f} sklearn saga {sk_auc:.6f}, "
+          f"nonzero {int((coef != 0).sum())}/{len(coef)}")
+    assert abs(ours_auc - sk_auc) <= 0.001
+    assert np.array_equal(coef != 0, sk.coef_[0] != 0)  # the same sparsity pattern
+    assert np.allclose(coef, sk.coef_[0], atol=1e-5)
+    assert model["logreg"]["penalty"] == "l1" and 0 < (coef != 0).sum() < len(coef)
+
+
+def test_profile_sample_can_be_turned_off(data):
+    tmp, sets = data
+    csv, flags = sets["diabetes"]
+    model, _, _ = fit(tmp, csv, "gbdt", *flags, "--n-trees", 5, "--no-profile-sample",
+                      name="nosample")
+    prof = model["profile"]
+    assert prof["sample_enabled"] is False
+    assert all(p["sample"] is None for p in prof["inputs"])
+    assert all(sum(p["bin_counts"]) == p["count"] - p["missing"] for p in prof["inputs"])
+    # the bin counts follow the documented rule (bin = number of edges <= value)
+    raw = pd.read_csv(csv)
+    trn = pd.read_csv(tmp / "nosample.gbdt.matrix.csv")
+    rows = trn[trn.split == "train"].row.to_numpy()
+    for p in prof["inputs"]:
+        v = raw.iloc[rows][p["column"]].to_numpy(float)
+        counts = np.bincount(np.searchsorted(p["bin_edges"], v, side="right"),
+                             minlength=len(p["bin_edges"]) + 1)
+        assert counts.tolist() == p["bin_counts"], p["column"]
+
+
+@pytest.mark.parametrize("name", ["breast_cancer", "attrition"])
+def test_gbdt_lossguide_matches_xgboost(data, name):
+    tmp, sets = data
+    csv, flags = sets[name]
+    p = GBDT_PARAMS
+    model, dump, _ = fit(tmp, csv, "gbdt", *flags, *gbdt_flags(), "--growth", "lossguide",
+                         "--max-leaves", 15, "--max-depth", 0, name=f"lg-{name}")
+    X, y, Xv, yv, _, _ = split(dump)
+    types = ["c" if i["kind"] == "categorical" else "q" for i in model["inputs"]]
+    dtr = xgb.DMatrix(X, y, feature_types=types, enable_categorical=True)
+    dva = xgb.DMatrix(Xv, yv, feature_types=types, enable_categorical=True)
+    params = dict(objective="binary:logistic", tree_method="hist", grow_policy="lossguide",
+                  max_leaves=15, max_depth=0, eta=p["learning_rate"], reg_lambda=p["lam"],
+                  min_child_weight=p["min_child_weight"], max_bin=p["max_bins"], nthread=2,
+                  base_score=float(y.mean()), eval_metric="logloss", seed=1)
+    booster = xgb.train(params, dtr, p["n_trees"], evals=[(dva, "valid")],
+                        early_stopping_rounds=p["early_stopping"], verbose_eval=False)
+    xgb_auc = roc_auc_score(yv, booster.predict(dva, iteration_range=(0, booster.best_iteration + 1)))
+    ours_auc = model["metrics"]["auc"]
+    print(f"{name}: gbdt lossguide AUC ours {ours_auc:.6f} xgboost {xgb_auc:.6f}")
+    assert abs(ours_auc - xgb_auc) <= 0.005
+    leaves = [sum(1 for f in t["feature"] if f < 0) for t in model["gbdt"]["trees"]]
+    assert max(leaves) <= 15
+    if name == "attrition":  # enough rows to reach the leaf budget
+        assert max(leaves) == 15
+
+
+def test_predict_refused_rows(small, tmp_path):
+    tmp, df, spec = small
+    model, _, path = fit(tmp, tmp / "small.csv", "logreg", "--spec", spec, "--label", "label",
+                         "--positive", "malignant", name="refuse")
+    d = df.copy()
+    d.loc[d.index[4], "mean_area"] = "not-a-number"  # line 6
+    d = d.drop(columns=["label"])  # predict needs no label column
+    d.to_csv(tmp_path / "bad.csv", index=False)
+    out = tmp_path / "scores.csv"
+    r = run(MLOPSCTL, "predict", "--model", path, "--data", tmp_path / "bad.csv", "--out", out)
+    assert r.returncode != 0 and not out.exists()
+    assert "bad.csv:6:" in r.stderr and "mean_area" in r.stderr, r.stderr
+    r = run(MLOPSCTL, "predict", "--model", path, "--data", tmp_path / "bad.csv", "--out", out,
+            "--skip-refused")
+    assert r.returncode == 0, r.stderr
+    lines = out.read_text().splitlines()
+    assert lines[0] == "score" and len(lines) == len(d) + 1
+    assert lines[5] == "" and all(lines[i] for i in range(1, len(lines)) if i != 5)

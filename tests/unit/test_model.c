@@ -147,6 +147,43 @@ Test(logreg, class_weight_equals_duplicated_rows)
     cr_assert_float_eq(b1, b2, 1e-9);
 }
 
+Test(logreg, l1_solution_meets_the_optimality_conditions)
+{
+    enum { N = 1500, P = 8 };
+    static double X[N * P];
+    static int y[N];
+    make_lr_data(N, P, X, y);
+    logreg_params_t lp;
+    logreg_params_default(&lp);
+    lp.l1 = true;
+    lp.C = 0.02;
+    double coef[P], b;
+    char err[256];
+    cr_assert_eq(logreg_fit(X, y, N, P, &lp, coef, &b, NULL, err, sizeof(err)), 0, "%s", err);
+    double g[P + 1] = {0};
+    for (int i = 0; i < N; i++) {
+        double z = b;
+        for (int k = 0; k < P; k++)
+            z += coef[k] * X[i * P + k];
+        double r = 1 / (1 + exp(-z)) - y[i];
+        for (int k = 0; k < P; k++)
+            g[k] += r * X[i * P + k];
+        g[P] += r;
+    }
+    double lam = 1 / lp.C;
+    int zeros = 0;
+    for (int k = 0; k < P; k++) {
+        if (coef[k] == 0) {
+            zeros++;
+            cr_assert(fabs(g[k]) <= lam + 1e-7, "zero coefficient %d: |g| %g > %g", k, g[k], lam);
+        } else {
+            cr_assert(fabs(g[k] + (coef[k] > 0 ? lam : -lam)) < 1e-7, "coefficient %d", k);
+        }
+    }
+    cr_assert(fabs(g[P]) < 1e-7);
+    cr_assert(zeros > 0 && zeros < P, "%d of %d coefficients are zero", zeros, P);
+}
+
 Test(logreg, one_class_is_an_error)
 {
     double X[4] = {1, 2, 3, 4};
@@ -330,6 +367,51 @@ Test(gbdt, same_seed_same_trees_for_any_thread_count)
     gbdt_result_cleanup(&b);
 }
 
+Test(gbdt, lossguide_respects_the_leaf_budget_and_splits_by_gain)
+{
+    enum { N = 4000, P = 4 };
+    static double X[N * P];
+    static int y[N];
+    make_lr_data(N, P, X, y);
+    gbdt_params_t gp;
+    gbdt_params_default(&gp);
+    gp.n_trees = 5;
+    gp.early_stopping = 0;
+    gp.max_leaves = 7;
+    gp.max_depth = 0;
+    gp.min_child_weight = 0;
+    gbdt_data_t d = {N, P, X, y};
+    gbdt_result_t a, b;
+    char err[256];
+    gp.threads = 1;
+    cr_assert_eq(gbdt_fit(&d, NULL, NULL, NULL, &gp, &a, err, sizeof(err)), 0, "%s", err);
+    gp.threads = 2;
+    cr_assert_eq(gbdt_fit(&d, NULL, NULL, NULL, &gp, &b, err, sizeof(err)), 0, "%s", err);
+    for (size_t t = 0; t < a.ntrees; t++) {
+        size_t leaves = 0;
+        for (size_t k = 0; k < a.trees[t].nnodes; k++)
+            leaves += a.trees[t].feature[k] < 0;
+        cr_assert_eq(leaves, 7, "tree %zu has %zu leaves", t, leaves);
+        cr_assert_eq(a.trees[t].nnodes, b.trees[t].nnodes);
+        for (size_t k = 0; k < a.trees[t].nnodes; k++)
+            cr_assert_eq(a.trees[t].value[k], b.trees[t].value[k]);
+    }
+    /* with one leaf to add, leaf-wise and depth-wise agree on the root split */
+    gp.max_leaves = 2;
+    gp.n_trees = 1;
+    gbdt_result_t c1, c2;
+    cr_assert_eq(gbdt_fit(&d, NULL, NULL, NULL, &gp, &c1, err, sizeof(err)), 0);
+    gp.max_leaves = 0;
+    gp.max_depth = 1;
+    cr_assert_eq(gbdt_fit(&d, NULL, NULL, NULL, &gp, &c2, err, sizeof(err)), 0);
+    cr_assert_eq(c1.trees[0].feature[0], c2.trees[0].feature[0]);
+    cr_assert_eq(c1.trees[0].threshold[0], c2.trees[0].threshold[0]);
+    gbdt_result_cleanup(&a);
+    gbdt_result_cleanup(&b);
+    gbdt_result_cleanup(&c1);
+    gbdt_result_cleanup(&c2);
+}
+
 /* ---- the artifact ---- */
 
 #define SPEC                                                                                       \
@@ -389,6 +471,19 @@ Test(model, logreg_encodes_fill_scale_and_one_hot)
     spec_value_t unk[2] = {{SPEC_V_NUM, 1.0, NULL}, {SPEC_V_STR, 0, "new"}};
     cr_assert_eq(model_encode(m, unk, x), 1);
     cr_assert(x[0] == 0 && x[1] == 0 && x[2] == 0);
+    /* the same from a features/1 values object */
+    spec_value_t scratch[2];
+    double xj[3];
+    json_t *vals = json_pack("{s:f, s:s}", "a", 9.0, "c", "x");
+    cr_assert_eq(model_encode_json(m, vals, scratch, xj), 0);
+    model_encode(m, v, x);
+    cr_assert(memcmp(x, xj, sizeof(x)) == 0);
+    json_decref(vals);
+    vals = json_pack("{s:n, s:[]}", "a", "c");
+    cr_assert_eq(model_encode_json(m, vals, scratch, xj), 2);
+    model_encode(m, miss, x);
+    cr_assert(memcmp(x, xj, sizeof(x)) == 0);
+    json_decref(vals);
     model_destroy(m);
     json_decref(doc);
 }
@@ -533,6 +628,25 @@ Test(dataset, errors_name_file_line_and_column)
     cr_assert_eq(ds->vals[0].num, 1.5);
     cr_assert_str_eq(ds->vals[1].str, "x");
     cr_assert_str_eq(ds->negative, "0");
+    dataset_destroy(ds);
+    /* bytes that are not UTF-8 (an overlong '/', a lone continuation byte, a
+     * surrogate) are refused as ingest refuses them; valid multi-byte text is kept */
+    fp = fopen(path, "w");
+    fprintf(fp, "id,e,ts,a,c,y\n1,e1,2026-01-01T00:00:00Z,1,\xc3\xa9t\xc3\xa9,1\n"
+                "2,e1,2026-01-01T00:00:01Z,1,\xc0\xaf,0\n3,e1,2026-01-01T00:00:02Z,1,\x80,0\n"
+                "4,e1,2026-01-01T00:00:03Z,1,\xed\xa0\x80,0\n5,e1,2026-01-01T00:00:04Z,1,"
+                "\xf0\x9f\x98\x80,0\n");
+    fclose(fp);
+    ds = dataset_load_csv(spec, path, &o, err, sizeof(err));
+    cr_assert(ds, "%s", err);
+    cr_assert_eq(ds->nrows, 5);
+    bool keep[5] = {true, false, false, false, true};
+    for (int i = 0; i < 5; i++) {
+        cr_assert_eq(ds->ok[i], keep[i], "row %d", i + 1);
+        if (!keep[i])
+            cr_assert(strstr(ds->why[i], "UTF-8"), "%s", ds->why[i]);
+    }
+    cr_assert_str_eq(ds->vals[0 * ds->ncolumns + 1].str, "\xc3\xa9t\xc3\xa9");
     dataset_destroy(ds);
     unlink(path);
     free(path);

@@ -309,6 +309,28 @@ Test(clean, event_times_in_every_accepted_form)
     cr_assert_eq(first, secs * 1000);
 }
 
+Test(clean, event_times_out_of_any_window_are_refused)
+{
+    /* integers like reals: beyond +-9e15 ms, start + span of a window would overflow */
+    const char *bad[] = {"9223372036854775807", "-9223372036854775807", "9000000000000001",
+                         "9.1e15", "-1e300"};
+    const char *good[] = {"9000000000000000", "-9000000000000000", "0", "1767225600000"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        json_t *v = json_loads(bad[i], JSON_DECODE_ANY, NULL);
+        cr_assert(v, "%s", bad[i]);
+        int64_t ms;
+        cr_assert_eq(spec_parse_time(v, &ms), -1, "%s accepted", bad[i]);
+        json_decref(v);
+    }
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        json_t *v = json_loads(good[i], JSON_DECODE_ANY, NULL);
+        int64_t ms;
+        cr_assert_eq(spec_parse_time(v, &ms), 0, "%s refused", good[i]);
+        cr_assert_eq(ms, (int64_t)json_integer_value(v));
+        json_decref(v);
+    }
+}
+
 Test(clean, not_an_object)
 {
     spec_t *s = load_example();
