@@ -74,6 +74,8 @@ typedef struct batch {
     redisReply **replies;
     size_t *fetch; /* lookup indices sent to Redis */
     strbuf_t imputed;
+    int64_t now_us;     /* the batch's scoring time */
+    char scored_at[40]; /* ... as RFC 3339 */
 } batch_t;
 
 static batch_t *batch_get(scorer_t *sc)
@@ -659,6 +661,53 @@ static void put_num(strbuf_t *out, double v)
     strbuf_append(out, buf, fmt_double_rt(v, buf));
 }
 
+static void put_i64(strbuf_t *out, int64_t v)
+{
+    char buf[24];
+    char *p = buf + sizeof(buf);
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *--p = '-';
+    strbuf_append(out, p, (size_t)(buf + sizeof(buf) - p));
+}
+
+/*
+ * The parts of a prediction that are the same for every record of a model:
+ * the model object through "score": and each input's ,"column": key
+ * (escaped once, not per record).
+ */
+static void render_prepare(smodel_t *sm)
+{
+    if (sm->r_head)
+        return;
+    strbuf_t h;
+    strbuf_init(&h);
+    strbuf_puts(&h, ",\"model\":{\"name\":");
+    put_str(&h, sm->name);
+    strbuf_puts(&h, ",\"version\":");
+    put_i64(&h, sm->version);
+    strbuf_puts(&h, ",\"sha256\":");
+    put_str(&h, sm->sha256);
+    strbuf_appendf(&h, ",\"algo\":\"%s\"},\"role\":\"%s\",\"served\":%s,\"score\":",
+                   model_algo_name(model_algo(sm->m)), smodel_role_name(sm->role),
+                   sm->role == ROLE_SHADOW ? "false" : "true");
+    sm->r_head = strbuf_detach(&h, &sm->r_head_len);
+    size_t n;
+    const model_input_t *in = model_inputs(sm->m, &n);
+    sm->r_key_off = xcalloc(n + 1, sizeof(size_t));
+    for (size_t i = 0; i < n; i++) {
+        sm->r_key_off[i] = sm->r_keys.len;
+        strbuf_putc(&sm->r_keys, ',');
+        put_str(&sm->r_keys, in[i].column);
+        strbuf_putc(&sm->r_keys, ':');
+    }
+    sm->r_key_off[n] = sm->r_keys.len;
+}
+
 /*
  * Score @p it with @p sm and append its prediction/1 record to b->out.
  * @p served: this prediction is the decision (champion or challenger).
@@ -705,6 +754,7 @@ static bool score_one(scorer_t *sc, batch_t *b, item_t *it, smodel_t *sm, bool s
 
     strbuf_t *o = &b->out;
     const rd_kafka_message_t *m = it->rkm;
+    render_prepare(sm);
     strbuf_puts(o, "{\"schema\":\"prediction/1\",\"event_id\":");
     put_str(o, it->event_id);
     strbuf_puts(o, ",\"entity\":");
@@ -713,23 +763,16 @@ static bool score_one(scorer_t *sc, batch_t *b, item_t *it, smodel_t *sm, bool s
         strbuf_puts(o, ",\"event_time\":");
         put_str(o, it->event_time);
     }
-    strbuf_puts(o, ",\"model\":{\"name\":");
-    put_str(o, sm->name);
-    strbuf_appendf(o, ",\"version\":%" PRId64 ",\"sha256\":", sm->version);
-    put_str(o, sm->sha256);
-    strbuf_appendf(o, ",\"algo\":\"%s\"},\"role\":\"%s\",\"served\":%s,\"score\":",
-                   model_algo_name(model_algo(sm->m)), smodel_role_name(sm->role),
-                   served ? "true" : "false");
+    strbuf_append(o, sm->r_head, sm->r_head_len);
     put_num(o, score);
     strbuf_puts(o, ",\"threshold\":");
     put_num(o, thr);
-    strbuf_appendf(o, ",\"decision\":%s,\"features\":{", score >= thr ? "true" : "false");
+    strbuf_puts(o, score >= thr ? ",\"decision\":true,\"features\":{"
+                                : ",\"decision\":false,\"features\":{");
     for (size_t i = 0; i < n; i++) {
         const spec_value_t *v = &sm->vals[in[i].col];
-        if (i)
-            strbuf_putc(o, ',');
-        put_str(o, in[i].column);
-        strbuf_putc(o, ':');
+        strbuf_append(o, sm->r_keys.data + sm->r_key_off[i] + (i ? 0 : 1),
+                      sm->r_key_off[i + 1] - sm->r_key_off[i] - (i ? 0 : 1));
         if (v->kind == SPEC_V_NUM)
             put_num(o, v->num);
         else if (v->kind == SPEC_V_STR)
@@ -737,17 +780,18 @@ static bool score_one(scorer_t *sc, batch_t *b, item_t *it, smodel_t *sm, bool s
         else
             strbuf_puts(o, "null");
     }
-    strbuf_appendf(o, "},\"degraded\":%s,\"imputed\":[", degraded ? "true" : "false");
+    strbuf_puts(o, degraded ? "},\"degraded\":true,\"imputed\":["
+                            : "},\"degraded\":false,\"imputed\":[");
     strbuf_append(o, b->imputed.data ? b->imputed.data : "", b->imputed.len);
-    int64_t now_ms = wall_ms();
+    int64_t now_ms = b->now_us / 1000;
     strbuf_puts(o, "],\"freshness\":{\"event_age_ms\":");
     if (it->event_time_ms >= 0)
-        strbuf_appendf(o, "%" PRId64, now_ms - it->event_time_ms);
+        put_i64(o, now_ms - it->event_time_ms);
     else
         strbuf_puts(o, "null");
     strbuf_puts(o, ",\"online_age_ms\":");
     if (from_row && lk->row_ts_ms >= 0)
-        strbuf_appendf(o, "%" PRId64, now_ms - lk->row_ts_ms);
+        put_i64(o, now_ms - lk->row_ts_ms);
     else
         strbuf_puts(o, "null");
     strbuf_puts(o, ",\"online\":");
@@ -757,17 +801,23 @@ static bool score_one(scorer_t *sc, batch_t *b, item_t *it, smodel_t *sm, bool s
                                            : "\"unavailable\"");
     strbuf_puts(o, "},\"source\":{\"topic\":");
     put_str(o, rd_kafka_topic_name(m->rkt));
-    strbuf_appendf(o, ",\"partition\":%" PRId32 ",\"offset\":%" PRId64 "}", m->partition,
-                   m->offset);
-    char ts[40];
-    strbuf_puts(o, ",\"scored_at\":\"");
-    strbuf_puts(o, fmt_rfc3339(wall_us(), ts, sizeof(ts)));
+    strbuf_puts(o, ",\"partition\":");
+    put_i64(o, m->partition);
+    strbuf_puts(o, ",\"offset\":");
+    put_i64(o, m->offset);
+    strbuf_puts(o, "},\"scored_at\":\"");
+    strbuf_puts(o, b->scored_at);
     int64_t t2 = mono_us();
     metric_observe(sc->m_stage[STAGE_ENCODE], (double)(t2 - t1) / 1e6);
-    strbuf_appendf(o,
-                   "\",\"latency_us\":{\"decode\":%" PRId64 ",\"redis\":%" PRId64
-                   ",\"predict\":%" PRId64 ",\"encode\":%" PRId64 "}}",
-                   it->decode_us, it->redis_us, t1 - t0, t2 - t1);
+    strbuf_puts(o, "\",\"latency_us\":{\"decode\":");
+    put_i64(o, it->decode_us);
+    strbuf_puts(o, ",\"redis\":");
+    put_i64(o, it->redis_us);
+    strbuf_puts(o, ",\"predict\":");
+    put_i64(o, t1 - t0);
+    strbuf_puts(o, ",\"encode\":");
+    put_i64(o, t2 - t1);
+    strbuf_puts(o, "}}");
     return score >= thr;
 }
 
@@ -856,6 +906,8 @@ void pipeline_on_input(void *opaque)
         return;
     watchdog_begin(sc->watchdog);
     int64_t t0 = mono_us();
+    b->now_us = wall_us();
+    fmt_rfc3339(b->now_us, b->scored_at, sizeof(b->scored_at));
     for (size_t i = 0; i < n; i++) {
         item_t *it = &b->items[i];
         if (!sc->txn)

@@ -80,6 +80,11 @@ typedef struct smodel {
     spec_value_t *vals;         /* spec->ncolumns, reused per message */
     double *x;                  /* model_nslots() */
     metric_t *m_count, *m_hist; /* per-variant metrics (pipeline.c, created on first use) */
+    /* pre-rendered parts of its predictions (pipeline.c, on first use; freed here) */
+    char *r_head;
+    size_t r_head_len;
+    strbuf_t r_keys;
+    size_t *r_key_off;
 } smodel_t;
 
 /** What is served: champion, optional challenger (canary) and shadow. */
