@@ -232,6 +232,8 @@ static bool fast_decode(item_t *it, const char *buf, size_t len)
                                            "event_time", "spec",     "values"};
     span_t sp[K_N] = {{0}};
     bool seen[K_N] = {false};
+    span_t keys[32];
+    size_t nkeys = 0;
     const char *p = buf, *end = buf + len;
     p = skip_ws(p, end);
     if (p >= end || *p++ != '{')
@@ -278,10 +280,15 @@ static bool fast_decode(item_t *it, const char *buf, size_t len)
             if (!scalar_ok(v.p, v.len))
                 return false;
         }
+        /* every key is kept to refuse duplicates as jansson does (its report) */
+        if (nkeys == MLOPS_ARRAY_LEN(keys))
+            return false;
+        for (size_t j = 0; j < nkeys; j++)
+            if (keys[j].len == klen && !memcmp(keys[j].p, k, klen))
+                return false;
+        keys[nkeys++] = (span_t){k, klen, true};
         for (int i = 0; i < K_N; i++)
             if (klen == strlen(names[i]) && !memcmp(k, names[i], klen)) {
-                if (seen[i])
-                    return false; /* duplicate key: jansson reports it */
                 seen[i] = true;
                 sp[i] = v;
             }

@@ -298,3 +298,25 @@ def test_fast_decode_and_jansson_fallback_score_the_same(stream, scorers):
     want = dict(zip(stream.event_ids(), predict_csv(stream.models["gbdt"], stream.csv)))
     assert len(preds) == len(records)
     assert all(p["score"] == want[p["event_id"]] for p in preds)
+
+
+def test_duplicate_keys_are_refused_not_scored(stream, scorers):
+    """A record with a duplicate member (known or not) is refused by jansson's
+    rule on both decode paths; the valid records around it are scored."""
+    good = stream.records[:3]
+    rec = json.loads(good[0].value())
+    body = json.dumps(rec)[:-1]
+    dup_unknown = (body + ',"source":{},"source":{}}').encode()
+    dup_known = (body + ',"entity":"x"}').encode()
+    inp, out = stream.copy_topic(1), stream.new_topic(1)
+    produce(inp, [(good[1].key(), good[1].value()), (b"k", dup_unknown), (b"k", dup_known),
+                  (b"k", b"not json"), (good[2].key(), good[2].value())])
+    sc = scorers(["--model", stream.models["lr"], "--no-enrich", *base_args(stream, inp, out)])
+    preds = predictions(out, expect=2, quiet=3)
+    deadline = time.monotonic() + 10
+    while (sc.metric("mlops_scorer_refused_total", 'reason="decode"') or 0) < 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    sc.stop()
+    ids = [json.loads(m.value())["event_id"] for m in good[1:]]
+    assert sorted(p["event_id"] for p in preds) == sorted(ids)
