@@ -320,3 +320,26 @@ def test_duplicate_keys_are_refused_not_scored(stream, scorers):
     sc.stop()
     ids = [json.loads(m.value())["event_id"] for m in good[1:]]
     assert sorted(p["event_id"] for p in preds) == sorted(ids)
+
+
+def test_two_instances_share_the_partitions_exactly_once(stream, scorers):
+    """Two scorers in one consumer group (instance slots 0 and 1, their own
+    transactional ids) split the partitions: every event scored exactly once,
+    by one of them, both doing part of the work."""
+    inp, out = stream.copy_topic(4), stream.new_topic()
+    common = ["--model", stream.models["lr"], "--no-enrich", "--input-topic", inp,
+              "--predictions-topic", out, "--group-id", f"g-{out}", "--redis-url",
+              stream.redis.url, "--commit-interval-ms", 200, *KAFKA_TEST_PROPS]
+    a = scorers([*common, "--instance", 0, "--transactional-id", f"tx-{out}-0"])
+    b = scorers([*common, "--instance", 1, "--transactional-id", f"tx-{out}-1"])
+    time.sleep(3)  # both joined: the group rebalanced over the two
+    records = stream.records[:5000]
+    produce(inp, [(m.key(), m.value()) for m in records])
+    preds = predictions(out, expect=len(records))
+    time.sleep(1)
+    na, nb = a.metric("mlops_scorer_events_total"), b.metric("mlops_scorer_events_total")
+    a.stop()
+    b.stop()
+    ids = Counter(p["event_id"] for p in preds)
+    assert len(ids) == len(records) and max(ids.values()) == 1
+    assert na > 0 and nb > 0 and na + nb == len(records), (na, nb)
