@@ -63,6 +63,7 @@ typedef struct run_opts {
     int64_t ready_timeout; /* s */
     int64_t idle_timeout;  /* s */
     int64_t warmup;        /* s of warm-up events at --rate */
+    bool features;         /* --format features: events shaped as features/1 */
     bench_props_t props;
 } run_opts_t;
 
@@ -182,13 +183,23 @@ static size_t event_build(const run_t *r, char *buf, const char *seqtext, unsign
     fmt_rfc3339(sent_us, when, sizeof(when));
     int k = snprintf(key, keysize, "cust-%06u", entity);
     *keylen = (size_t)k;
-    int n = snprintf(buf, PAYLOAD_MAX,
+    int n;
+    if (r->o->features) /* the same fields as the values of a features/1 record */
+        n = snprintf(buf, PAYLOAD_MAX,
+                     "{\"schema\":\"features/1\",\"event_id\":\"%s-%s\",\"entity\":\"%s\","
+                     "\"event_time\":\"%s\",\"spec\":{\"name\":\"bench_score\",\"version\":1,"
+                     "\"hash\":\"%064d\"},\"values\":{\"sent_us\":%" PRId64 ",",
+                     r->run_id, seqtext, key, when, 0, sent_us);
+    else
+        n = snprintf(buf, PAYLOAD_MAX,
                      "{\"schema\":\"bench_event/1\",\"event_id\":\"%s-%s\",\"entity_id\":\"%s\","
                      "\"event_time\":\"%s\",\"sent_us\":%" PRId64 ",",
                      r->run_id, seqtext, key, when, sent_us);
-    if (n < 0 || (size_t)n + body_len >= PAYLOAD_MAX)
+    if (n < 0 || (size_t)n + body_len + 1 >= PAYLOAD_MAX)
         abort(); /* bodies are generated here and far smaller */
     memcpy(buf + n, body, body_len);
+    if (r->o->features)
+        buf[n + body_len++] = '}';
     return (size_t)n + body_len;
 }
 
@@ -635,6 +646,8 @@ static void usage(FILE *out)
             "      --samples FILE     write every sample (seq, send time, latency in us,\n"
             "                         arrival order) to FILE, for plots and diagnosis\n"
             "      --entities N       distinct entity ids, the message keys (default 10000)\n"
+            "      --format F         bench (bench_event/1, default) or features (the same\n"
+            "                         fields as a features/1 record of spec bench_score)\n"
             "      --seed S           random seed for the event values (default 1)\n"
             "      --warmup S         with --rate: S seconds of warm-up events at that rate\n"
             "                         before the measured ones (default 1; 0 = none)\n"
@@ -649,7 +662,7 @@ static void usage(FILE *out)
             BENCH_DEFAULT_BROKERS);
 }
 
-enum { OPT_ENTITIES = 256, OPT_SEED, OPT_READY, OPT_IDLE, OPT_SAMPLES, OPT_WARMUP };
+enum { OPT_ENTITIES = 256, OPT_SEED, OPT_READY, OPT_IDLE, OPT_SAMPLES, OPT_WARMUP, OPT_FORMAT };
 
 static int parse_args(run_opts_t *o, int argc, char **argv)
 {
@@ -666,6 +679,7 @@ static int parse_args(run_opts_t *o, int argc, char **argv)
                                              {"idle-timeout", required_argument, NULL, OPT_IDLE},
                                              {"samples", required_argument, NULL, OPT_SAMPLES},
                                              {"warmup", required_argument, NULL, OPT_WARMUP},
+                                             {"format", required_argument, NULL, OPT_FORMAT},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
     char errstr[512];
@@ -678,6 +692,14 @@ static int parse_args(run_opts_t *o, int argc, char **argv)
         case 'l': o->label = optarg; break;
         case 'j': o->json_path = optarg; break;
         case OPT_SAMPLES: o->samples_path = optarg; break;
+        case OPT_FORMAT:
+            if (strcmp(optarg, "bench") && strcmp(optarg, "features")) {
+                fprintf(stderr, "mlops-bench run: --format: '%s' is not one of bench, features\n",
+                        optarg);
+                return MLOPS_EXIT_USAGE;
+            }
+            o->features = !strcmp(optarg, "features");
+            break;
         case 'n':
             if (bench_parse_i64("--count", optarg, 1, INT64_C(1) << 36, &o->count))
                 return MLOPS_EXIT_USAGE;

@@ -71,6 +71,9 @@ STAGE=${BENCH_STAGE:-}
 LABEL=${BENCH_LABEL:-}
 WITH_PT=${BENCH_WITH_PASSTHROUGH:-0}
 XPROPS=()
+# Extra mlops-bench run options for every path (e.g. --format features for the
+# scorer: bench/score.sh), from $BENCH_RUN_ARGS (split on white space).
+read -r -a RUN_ARGS <<<"${BENCH_RUN_ARGS:-}"
 
 while (($#)); do
     case $1 in
@@ -210,7 +213,7 @@ one_run() {
         "$BENCH" create --brokers "$BROKERS" --partitions "$PARTITIONS" "$base" ||
             { FAILED=1; return; }
         bench_run "$log" --brokers "$BROKERS" --in "$base" --count "$COUNT" \
-            "${rate_args[@]}" --label broker --json "$RESULTS" "${XPROPS[@]}" || rc=$?
+            "${rate_args[@]}" --label broker --json "$RESULTS" "${XPROPS[@]}" "${RUN_ARGS[@]}" || rc=$?
     else
         local in=$base-in out=$base-out group=$base-stage cmd=${STAGE_CMDS[$path]}
         TOPICS+=("$in" "$out")
@@ -225,7 +228,7 @@ one_run() {
         bash -c "exec $cmd" >"$DIR/$mode-$rep-$name.log" 2>&1 &
         STAGE_PID=$!
         bench_run "$log" --brokers "$BROKERS" --in "$in" --out "$out" --count "$COUNT" \
-            "${rate_args[@]}" --label "$name" --json "$RESULTS" "${XPROPS[@]}" || rc=$?
+            "${rate_args[@]}" --label "$name" --json "$RESULTS" "${XPROPS[@]}" "${RUN_ARGS[@]}" || rc=$?
         if ! stop_stage; then
             printf 'bench/run.sh: the stage exited with an error; its log (%s) ends:\n' \
                 "$DIR/$mode-$rep-$name.log" >&2

@@ -231,6 +231,10 @@ static int setup(service_t *svc, void *opaque)
             metrics_labels(l, sizeof(l), "stage", stages[i], NULL), NULL, 0);
     }
     sc->m_events = metrics_counter(m, "mlops_scorer_events_total", "Input records scored.", NULL);
+    sc->m_decode_fast = metrics_counter(m, "mlops_scorer_decoded_total",
+                                        "Input records decoded, by path.", "path=\"fast\"");
+    sc->m_decode_tree = metrics_counter(m, "mlops_scorer_decoded_total",
+                                        "Input records decoded, by path.", "path=\"jansson\"");
     {
         char l[64];
         sc->m_refused_decode =

@@ -42,6 +42,7 @@ static smodel_t *smodel_new(model_t *m, const char *name, int64_t version, const
     sm->sha256 = xstrdup(sha ? sha : "");
     sm->role = role;
     sm->spec = model_spec(m);
+    strbuf_init(&sm->r_keys);
     sm->vals = xcalloc(sm->spec->ncolumns ? sm->spec->ncolumns : 1, sizeof(spec_value_t));
     sm->x = xcalloc(model_nslots(m) ? model_nslots(m) : 1, sizeof(double));
     return sm;
@@ -56,6 +57,9 @@ static void smodel_destroy(smodel_t *sm)
     free(sm->sha256);
     free(sm->vals);
     free(sm->x);
+    free(sm->r_head);
+    strbuf_cleanup(&sm->r_keys);
+    free(sm->r_key_off);
     free(sm);
 }
 

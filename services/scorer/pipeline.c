@@ -26,6 +26,7 @@
 #include "hmap.h"
 #include "log.h"
 #include "mjson.h"
+#include "records.h"
 #include "rollout.h"
 #include "scorer.h"
 
@@ -52,8 +53,13 @@ typedef struct item {
     bool ok;
     const char *event_id, *entity, *event_time;
     int64_t event_time_ms;
-    json_t *values;
-    int lookup; /* index in batch->lookups, -1 none */
+    json_t *values; /* jansson path */
+    const char *spec_name;
+    bool fast; /* decoded by the fast path: values in flat, strings in text */
+    jflat_t flat;
+    strbuf_t text;
+    size_t hint; /* where the last value lookup found its field (fast path) */
+    int lookup;  /* index in batch->lookups, -1 none */
     int64_t decode_us, redis_us;
 } item_t;
 
@@ -68,6 +74,8 @@ typedef struct batch {
     redisReply **replies;
     size_t *fetch; /* lookup indices sent to Redis */
     strbuf_t imputed;
+    int64_t now_us;     /* the batch's scoring time */
+    char scored_at[40]; /* ... as RFC 3339 */
 } batch_t;
 
 static batch_t *batch_get(scorer_t *sc)
@@ -79,6 +87,10 @@ static batch_t *batch_get(scorer_t *sc)
     sc->batch = b;
     b->cap = cap;
     b->items = xcalloc(cap, sizeof(item_t));
+    for (size_t i = 0; i < cap; i++) {
+        jflat_init(&b->items[i].flat);
+        strbuf_init(&b->items[i].text);
+    }
     b->lookups = xcalloc(cap, sizeof(lookup_t));
     for (size_t i = 0; i < cap; i++)
         strbuf_init(&b->lookups[i].pairs);
@@ -101,6 +113,8 @@ void pipeline_destroy(scorer_t *sc)
         if (b->items[i].rkm)
             rd_kafka_message_destroy(b->items[i].rkm);
         json_decref(b->items[i].doc);
+        jflat_cleanup(&b->items[i].flat);
+        strbuf_cleanup(&b->items[i].text);
     }
     free(b->items);
     free(b->lookups);
@@ -131,6 +145,203 @@ static void refuse(scorer_t *sc, item_t *it, metric_t *m, const char *why)
     }
 }
 
+/*
+ * The fast path of decode: a features/1 record as mlops-ingest writes it (a
+ * top-level object whose strings have no escapes, whose `values` and `spec`
+ * are flat objects of scalars), read without a JSON tree: the top level is
+ * scanned for the spans of its members, `values` and `spec` are parsed by
+ * jflat (which refuses anything jansson would read differently). Returns
+ * false for anything else (duplicate or escaped keys, escaped strings,
+ * arrays, nested values, syntax errors): the caller then uses jansson,
+ * which accepts or reports the record as before.
+ */
+typedef struct span {
+    const char *p;
+    size_t len;
+    bool str; /* a string (p, len: the inside of the quotes) */
+} span_t;
+
+static const char *skip_ws(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
+}
+
+/* The end of the object or array starting at p (a '{'), strings skipped. */
+static const char *skip_object(const char *p, const char *end)
+{
+    int depth = 0;
+    for (; p < end; p++) {
+        if (*p == '"') {
+            for (p++; p < end && *p != '"'; p++)
+                if (*p == '\\')
+                    p++;
+            if (p >= end)
+                return NULL;
+        } else if (*p == '{' || *p == '[') {
+            depth++;
+        } else if (*p == '}' || *p == ']') {
+            if (--depth == 0)
+                return p + 1;
+        }
+    }
+    return NULL;
+}
+
+/* true, false, null or a JSON number (RFC 8259 grammar). */
+static bool scalar_ok(const char *p, size_t n)
+{
+    if ((n == 4 && (!memcmp(p, "true", 4) || !memcmp(p, "null", 4))) ||
+        (n == 5 && !memcmp(p, "false", 5)))
+        return true;
+    size_t i = 0;
+    if (i < n && p[i] == '-')
+        i++;
+    if (i < n && p[i] == '0')
+        i++;
+    else if (i < n && p[i] >= '1' && p[i] <= '9')
+        while (i < n && p[i] >= '0' && p[i] <= '9')
+            i++;
+    else
+        return false;
+    if (i < n && p[i] == '.') {
+        size_t d = ++i;
+        while (i < n && p[i] >= '0' && p[i] <= '9')
+            i++;
+        if (i == d)
+            return false;
+    }
+    if (i < n && (p[i] == 'e' || p[i] == 'E')) {
+        i++;
+        if (i < n && (p[i] == '+' || p[i] == '-'))
+            i++;
+        size_t d = i;
+        while (i < n && p[i] >= '0' && p[i] <= '9')
+            i++;
+        if (i == d)
+            return false;
+    }
+    return i == n;
+}
+
+static bool fast_decode(item_t *it, const char *buf, size_t len)
+{
+    enum { K_SCHEMA, K_EVENT_ID, K_ENTITY, K_EVENT_TIME, K_SPEC, K_VALUES, K_N };
+    static const char *const names[K_N] = {"schema",     "event_id", "entity",
+                                           "event_time", "spec",     "values"};
+    span_t sp[K_N] = {{0}};
+    bool seen[K_N] = {false};
+    span_t keys[32];
+    size_t nkeys = 0;
+    const char *p = buf, *end = buf + len;
+    p = skip_ws(p, end);
+    if (p >= end || *p++ != '{')
+        return false;
+    for (;;) {
+        p = skip_ws(p, end);
+        if (p >= end || *p != '"')
+            return false;
+        const char *k = ++p;
+        while (p < end && *p != '"' && *p != '\\')
+            p++;
+        if (p >= end || *p != '"')
+            return false;
+        size_t klen = (size_t)(p - k);
+        p = skip_ws(p + 1, end);
+        if (p >= end || *p++ != ':')
+            return false;
+        p = skip_ws(p, end);
+        if (p >= end)
+            return false;
+        span_t v = {p, 0, false};
+        if (*p == '"') {
+            v.p = ++p;
+            v.str = true;
+            while (p < end && *p != '"' && *p != '\\' && (unsigned char)*p >= 0x20)
+                p++;
+            if (p >= end || *p != '"')
+                return false;
+            v.len = (size_t)(p - v.p);
+            p++;
+        } else if (*p == '{') {
+            const char *q = skip_object(p, end);
+            if (!q)
+                return false;
+            v.len = (size_t)(q - p);
+            p = q;
+        } else if (*p == '[') {
+            return false;
+        } else {
+            while (p < end && *p != ',' && *p != '}' && *p != ' ' && *p != '\n' && *p != '\t' &&
+                   *p != '\r')
+                p++;
+            v.len = (size_t)(p - v.p);
+            if (!scalar_ok(v.p, v.len))
+                return false;
+        }
+        /* every key is kept to refuse duplicates as jansson does (its report) */
+        if (nkeys == MLOPS_ARRAY_LEN(keys))
+            return false;
+        for (size_t j = 0; j < nkeys; j++)
+            if (keys[j].len == klen && !memcmp(keys[j].p, k, klen))
+                return false;
+        keys[nkeys++] = (span_t){k, klen, true};
+        for (int i = 0; i < K_N; i++)
+            if (klen == strlen(names[i]) && !memcmp(k, names[i], klen)) {
+                seen[i] = true;
+                sp[i] = v;
+            }
+        p = skip_ws(p, end);
+        if (p < end && *p == ',') {
+            p++;
+            continue;
+        }
+        if (p < end && *p == '}')
+            break;
+        return false;
+    }
+    if (skip_ws(p + 1, end) != end)
+        return false;
+    if (!seen[K_SCHEMA] || !sp[K_SCHEMA].str || sp[K_SCHEMA].len != 10 ||
+        memcmp(sp[K_SCHEMA].p, "features/1", 10) || !sp[K_EVENT_ID].str || !sp[K_ENTITY].str ||
+        !seen[K_VALUES] || !seen[K_SPEC] || sp[K_VALUES].str || sp[K_SPEC].str ||
+        (seen[K_EVENT_TIME] && !sp[K_EVENT_TIME].str))
+        return false;
+    if (!rec_is_text(sp[K_EVENT_ID].p, sp[K_EVENT_ID].len) ||
+        !rec_is_text(sp[K_ENTITY].p, sp[K_ENTITY].len) ||
+        (seen[K_EVENT_TIME] && !rec_is_text(sp[K_EVENT_TIME].p, sp[K_EVENT_TIME].len)))
+        return false;
+    /* spec: only its name is needed (jflat gives it decoded) */
+    if (jflat_parse(&it->flat, sp[K_SPEC].p, sp[K_SPEC].len))
+        return false;
+    const jflat_field_t *name = jflat_get(&it->flat, "name", 4);
+    if (!name || name->type != JFLAT_STRING)
+        return false;
+    strbuf_t *t = &it->text;
+    strbuf_reset(t);
+    size_t off[4];
+    const span_t *strs[4] = {&sp[K_EVENT_ID], &sp[K_ENTITY], &sp[K_EVENT_TIME], NULL};
+    for (int i = 0; i < 3; i++) {
+        off[i] = t->len;
+        if (strs[i]->p)
+            strbuf_append(t, strs[i]->p, strs[i]->len);
+        strbuf_putc(t, '\0');
+    }
+    off[3] = t->len;
+    strbuf_append(t, name->s, name->s_len);
+    strbuf_putc(t, '\0');
+    if (jflat_parse(&it->flat, sp[K_VALUES].p, sp[K_VALUES].len))
+        return false;
+    it->event_id = t->data + off[0];
+    it->entity = t->data + off[1];
+    it->event_time = seen[K_EVENT_TIME] ? t->data + off[2] : NULL;
+    it->spec_name = t->data + off[3];
+    it->fast = true;
+    it->hint = 0;
+    return true;
+}
+
 static void decode(scorer_t *sc, const modelset_t *ms, item_t *it)
 {
     rd_kafka_message_t *m = it->rkm;
@@ -138,6 +349,29 @@ static void decode(scorer_t *sc, const modelset_t *ms, item_t *it)
     it->ok = true;
     it->lookup = -1;
     it->redis_us = 0;
+    it->fast = false;
+    if (m->payload && m->len <= (size_t)sc->conf->max_event_bytes &&
+        fast_decode(it, m->payload, m->len)) {
+        if (!*it->event_id || !*it->entity) {
+            refuse(sc, it, sc->m_refused_decode, "empty event_id or entity");
+            return;
+        }
+        if (strcmp(it->spec_name, ms->role[ROLE_CHAMPION]->spec->name)) {
+            refuse(sc, it, sc->m_refused_spec, "its spec is not the served models' spec");
+            return;
+        }
+        it->event_time_ms = -1;
+        if (it->event_time) {
+            json_t *et = json_string(it->event_time);
+            if (!et || spec_parse_time(et, &it->event_time_ms))
+                it->event_time_ms = -1;
+            json_decref(et);
+        }
+        it->decode_us = mono_us() - t0;
+        metric_inc(sc->m_decode_fast);
+        return;
+    }
+    metric_inc(sc->m_decode_tree);
     err_t *e = NULL;
     it->doc = mjson_parse_object(m->payload ? m->payload : "", m->len,
                                  (size_t)sc->conf->max_event_bytes, &e);
@@ -193,6 +427,63 @@ static void value_from_json(const json_t *v, const model_input_t *in, spec_value
     }
 }
 
+/* A jflat field as a spec value (as value_from_json on jansson's value). */
+static void value_from_flat(const jflat_field_t *f, const model_input_t *in, spec_value_t *out)
+{
+    out->kind = SPEC_V_MISSING;
+    if (!f)
+        return;
+    switch (f->type) {
+    case JFLAT_NULL: return;
+    case JFLAT_FALSE:
+    case JFLAT_TRUE:
+        out->kind = SPEC_V_NUM;
+        out->num = f->type == JFLAT_TRUE ? 1 : 0;
+        return;
+    case JFLAT_INT:
+        out->kind = SPEC_V_NUM;
+        out->num = (double)f->i;
+        return;
+    case JFLAT_REAL:
+        out->kind = SPEC_V_NUM;
+        out->num = f->d;
+        return;
+    case JFLAT_STRING:
+        if (in->categorical) {
+            out->kind = SPEC_V_STR;
+            out->str = f->s;
+        } else if (parse_double(f->s, &out->num) == 0) {
+            out->kind = SPEC_V_NUM;
+        }
+        return;
+    }
+}
+
+/* The record's field @p key, searching from where the last lookup stopped
+ * (model inputs mostly come in the record's order). */
+static const jflat_field_t *flat_find(item_t *it, const char *key)
+{
+    const jflat_t *jf = &it->flat;
+    size_t len = strlen(key);
+    for (size_t k = 0; k < jf->n; k++) {
+        size_t i = (it->hint + k) % jf->n;
+        if (jf->fields[i].key_len == len && !memcmp(jf->fields[i].key, key, len)) {
+            it->hint = i + 1;
+            return &jf->fields[i];
+        }
+    }
+    return NULL;
+}
+
+/* The record's value of model input @p in. */
+static void item_value(item_t *it, const model_input_t *in, spec_value_t *out)
+{
+    if (it->fast)
+        value_from_flat(flat_find(it, in->column), in, out);
+    else
+        value_from_json(json_object_get(it->values, in->column), in, out);
+}
+
 /* An online-row text value as a spec value. */
 static bool value_from_text(const char *s, const model_input_t *in, spec_value_t *out)
 {
@@ -210,7 +501,7 @@ static bool value_from_text(const char *s, const model_input_t *in, spec_value_t
     return true;
 }
 
-static bool needs_lookup(const modelset_t *ms, const item_t *it)
+static bool needs_lookup(const modelset_t *ms, item_t *it)
 {
     for (int r = 0; r < ROLE_N; r++) {
         const smodel_t *sm = ms->role[r];
@@ -219,8 +510,9 @@ static bool needs_lookup(const modelset_t *ms, const item_t *it)
         size_t n;
         const model_input_t *in = model_inputs(sm->m, &n);
         for (size_t i = 0; i < n; i++) {
-            json_t *v = json_object_get(it->values, in[i].column);
-            if (!v || json_is_null(v))
+            spec_value_t v;
+            item_value(it, &in[i], &v);
+            if (v.kind == SPEC_V_MISSING)
                 return true;
         }
     }
@@ -376,6 +668,53 @@ static void put_num(strbuf_t *out, double v)
     strbuf_append(out, buf, fmt_double_rt(v, buf));
 }
 
+static void put_i64(strbuf_t *out, int64_t v)
+{
+    char buf[24];
+    char *p = buf + sizeof(buf);
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *--p = '-';
+    strbuf_append(out, p, (size_t)(buf + sizeof(buf) - p));
+}
+
+/*
+ * The parts of a prediction that are the same for every record of a model:
+ * the model object through "score": and each input's ,"column": key
+ * (escaped once, not per record).
+ */
+static void render_prepare(smodel_t *sm)
+{
+    if (sm->r_head)
+        return;
+    strbuf_t h;
+    strbuf_init(&h);
+    strbuf_puts(&h, ",\"model\":{\"name\":");
+    put_str(&h, sm->name);
+    strbuf_puts(&h, ",\"version\":");
+    put_i64(&h, sm->version);
+    strbuf_puts(&h, ",\"sha256\":");
+    put_str(&h, sm->sha256);
+    strbuf_appendf(&h, ",\"algo\":\"%s\"},\"role\":\"%s\",\"served\":%s,\"score\":",
+                   model_algo_name(model_algo(sm->m)), smodel_role_name(sm->role),
+                   sm->role == ROLE_SHADOW ? "false" : "true");
+    sm->r_head = strbuf_detach(&h, &sm->r_head_len);
+    size_t n;
+    const model_input_t *in = model_inputs(sm->m, &n);
+    sm->r_key_off = xcalloc(n + 1, sizeof(size_t));
+    for (size_t i = 0; i < n; i++) {
+        sm->r_key_off[i] = sm->r_keys.len;
+        strbuf_putc(&sm->r_keys, ',');
+        put_str(&sm->r_keys, in[i].column);
+        strbuf_putc(&sm->r_keys, ':');
+    }
+    sm->r_key_off[n] = sm->r_keys.len;
+}
+
 /*
  * Score @p it with @p sm and append its prediction/1 record to b->out.
  * @p served: this prediction is the decision (champion or challenger).
@@ -393,7 +732,7 @@ static bool score_one(scorer_t *sc, batch_t *b, item_t *it, smodel_t *sm, bool s
     bool from_row = false;
     for (size_t i = 0; i < n; i++) {
         spec_value_t *v = &sm->vals[in[i].col];
-        value_from_json(json_object_get(it->values, in[i].column), &in[i], v);
+        item_value(it, &in[i], v);
         if (v->kind != SPEC_V_MISSING)
             continue;
         if (lk && (lk->state == LK_HIT || lk->state == LK_FETCH) &&
@@ -422,6 +761,7 @@ static bool score_one(scorer_t *sc, batch_t *b, item_t *it, smodel_t *sm, bool s
 
     strbuf_t *o = &b->out;
     const rd_kafka_message_t *m = it->rkm;
+    render_prepare(sm);
     strbuf_puts(o, "{\"schema\":\"prediction/1\",\"event_id\":");
     put_str(o, it->event_id);
     strbuf_puts(o, ",\"entity\":");
@@ -430,23 +770,16 @@ static bool score_one(scorer_t *sc, batch_t *b, item_t *it, smodel_t *sm, bool s
         strbuf_puts(o, ",\"event_time\":");
         put_str(o, it->event_time);
     }
-    strbuf_puts(o, ",\"model\":{\"name\":");
-    put_str(o, sm->name);
-    strbuf_appendf(o, ",\"version\":%" PRId64 ",\"sha256\":", sm->version);
-    put_str(o, sm->sha256);
-    strbuf_appendf(o, ",\"algo\":\"%s\"},\"role\":\"%s\",\"served\":%s,\"score\":",
-                   model_algo_name(model_algo(sm->m)), smodel_role_name(sm->role),
-                   served ? "true" : "false");
+    strbuf_append(o, sm->r_head, sm->r_head_len);
     put_num(o, score);
     strbuf_puts(o, ",\"threshold\":");
     put_num(o, thr);
-    strbuf_appendf(o, ",\"decision\":%s,\"features\":{", score >= thr ? "true" : "false");
+    strbuf_puts(o, score >= thr ? ",\"decision\":true,\"features\":{"
+                                : ",\"decision\":false,\"features\":{");
     for (size_t i = 0; i < n; i++) {
         const spec_value_t *v = &sm->vals[in[i].col];
-        if (i)
-            strbuf_putc(o, ',');
-        put_str(o, in[i].column);
-        strbuf_putc(o, ':');
+        strbuf_append(o, sm->r_keys.data + sm->r_key_off[i] + (i ? 0 : 1),
+                      sm->r_key_off[i + 1] - sm->r_key_off[i] - (i ? 0 : 1));
         if (v->kind == SPEC_V_NUM)
             put_num(o, v->num);
         else if (v->kind == SPEC_V_STR)
@@ -454,17 +787,18 @@ static bool score_one(scorer_t *sc, batch_t *b, item_t *it, smodel_t *sm, bool s
         else
             strbuf_puts(o, "null");
     }
-    strbuf_appendf(o, "},\"degraded\":%s,\"imputed\":[", degraded ? "true" : "false");
+    strbuf_puts(o, degraded ? "},\"degraded\":true,\"imputed\":["
+                            : "},\"degraded\":false,\"imputed\":[");
     strbuf_append(o, b->imputed.data ? b->imputed.data : "", b->imputed.len);
-    int64_t now_ms = wall_ms();
+    int64_t now_ms = b->now_us / 1000;
     strbuf_puts(o, "],\"freshness\":{\"event_age_ms\":");
     if (it->event_time_ms >= 0)
-        strbuf_appendf(o, "%" PRId64, now_ms - it->event_time_ms);
+        put_i64(o, now_ms - it->event_time_ms);
     else
         strbuf_puts(o, "null");
     strbuf_puts(o, ",\"online_age_ms\":");
     if (from_row && lk->row_ts_ms >= 0)
-        strbuf_appendf(o, "%" PRId64, now_ms - lk->row_ts_ms);
+        put_i64(o, now_ms - lk->row_ts_ms);
     else
         strbuf_puts(o, "null");
     strbuf_puts(o, ",\"online\":");
@@ -474,17 +808,23 @@ static bool score_one(scorer_t *sc, batch_t *b, item_t *it, smodel_t *sm, bool s
                                            : "\"unavailable\"");
     strbuf_puts(o, "},\"source\":{\"topic\":");
     put_str(o, rd_kafka_topic_name(m->rkt));
-    strbuf_appendf(o, ",\"partition\":%" PRId32 ",\"offset\":%" PRId64 "}", m->partition,
-                   m->offset);
-    char ts[40];
-    strbuf_puts(o, ",\"scored_at\":\"");
-    strbuf_puts(o, fmt_rfc3339(wall_us(), ts, sizeof(ts)));
+    strbuf_puts(o, ",\"partition\":");
+    put_i64(o, m->partition);
+    strbuf_puts(o, ",\"offset\":");
+    put_i64(o, m->offset);
+    strbuf_puts(o, "},\"scored_at\":\"");
+    strbuf_puts(o, b->scored_at);
     int64_t t2 = mono_us();
     metric_observe(sc->m_stage[STAGE_ENCODE], (double)(t2 - t1) / 1e6);
-    strbuf_appendf(o,
-                   "\",\"latency_us\":{\"decode\":%" PRId64 ",\"redis\":%" PRId64
-                   ",\"predict\":%" PRId64 ",\"encode\":%" PRId64 "}}",
-                   it->decode_us, it->redis_us, t1 - t0, t2 - t1);
+    strbuf_puts(o, "\",\"latency_us\":{\"decode\":");
+    put_i64(o, it->decode_us);
+    strbuf_puts(o, ",\"redis\":");
+    put_i64(o, it->redis_us);
+    strbuf_puts(o, ",\"predict\":");
+    put_i64(o, t1 - t0);
+    strbuf_puts(o, ",\"encode\":");
+    put_i64(o, t2 - t1);
+    strbuf_puts(o, "}}");
     return score >= thr;
 }
 
@@ -573,6 +913,8 @@ void pipeline_on_input(void *opaque)
         return;
     watchdog_begin(sc->watchdog);
     int64_t t0 = mono_us();
+    b->now_us = wall_us();
+    fmt_rfc3339(b->now_us, b->scored_at, sizeof(b->scored_at));
     for (size_t i = 0; i < n; i++) {
         item_t *it = &b->items[i];
         if (!sc->txn)

@@ -80,6 +80,11 @@ typedef struct smodel {
     spec_value_t *vals;         /* spec->ncolumns, reused per message */
     double *x;                  /* model_nslots() */
     metric_t *m_count, *m_hist; /* per-variant metrics (pipeline.c, created on first use) */
+    /* pre-rendered parts of its predictions (pipeline.c, on first use; freed here) */
+    char *r_head;
+    size_t r_head_len;
+    strbuf_t r_keys;
+    size_t *r_key_off;
 } smodel_t;
 
 /** What is served: champion, optional challenger (canary) and shadow. */
@@ -142,7 +147,7 @@ struct scorer {
     /* metrics */
     metric_t *m_events, *m_refused_decode, *m_refused_spec, *m_degraded, *m_imputed, *m_stage[5],
         *m_lag, *m_txn_commits, *m_txn_aborts, *m_redis_errors, *m_swaps, *m_hit_rate,
-        *m_batch_seconds;
+        *m_batch_seconds, *m_decode_fast, *m_decode_tree;
 };
 
 enum { STAGE_DECODE = 0, STAGE_REDIS, STAGE_PREDICT, STAGE_ENCODE, STAGE_PRODUCE };

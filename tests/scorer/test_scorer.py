@@ -271,3 +271,75 @@ def test_redis_outage_keeps_scoring_degraded_then_recovers(stream, scorers, faul
         needed += 1
         assert p["degraded"] and p["freshness"]["online"] == "unavailable", e
     assert needed > 0
+
+
+def test_fast_decode_and_jansson_fallback_score_the_same(stream, scorers):
+    """Records as ingest writes them take the tree-free decode; the same
+    records with an array member (which the fast path refuses) go through
+    jansson: both give the offline scores of `mlopsctl predict`."""
+    records = stream.records[:2000]
+    inp, out = stream.copy_topic(), stream.new_topic()
+    half = len(records) // 2
+    items = []
+    for k, m in enumerate(records):
+        if k < half:
+            items.append((m.key(), m.value()))
+        else:
+            rec = json.loads(m.value())
+            rec["extra"] = [1, {"a": "\u00e9\\"}]
+            items.append((m.key(), json.dumps(rec, indent=1).encode()))
+    produce(inp, items)
+    sc = scorers(["--model", stream.models["gbdt"], "--no-enrich",
+                  *base_args(stream, inp, out)])
+    preds = predictions(out, expect=len(records))
+    assert sc.metric("mlops_scorer_decoded_total", 'path="fast"') == half
+    assert sc.metric("mlops_scorer_decoded_total", 'path="jansson"') == len(records) - half
+    sc.stop()
+    want = dict(zip(stream.event_ids(), predict_csv(stream.models["gbdt"], stream.csv)))
+    assert len(preds) == len(records)
+    assert all(p["score"] == want[p["event_id"]] for p in preds)
+
+
+def test_duplicate_keys_are_refused_not_scored(stream, scorers):
+    """A record with a duplicate member (known or not) is refused by jansson's
+    rule on both decode paths; the valid records around it are scored."""
+    good = stream.records[:3]
+    rec = json.loads(good[0].value())
+    body = json.dumps(rec)[:-1]
+    dup_unknown = (body + ',"source":{},"source":{}}').encode()
+    dup_known = (body + ',"entity":"x"}').encode()
+    inp, out = stream.copy_topic(1), stream.new_topic(1)
+    produce(inp, [(good[1].key(), good[1].value()), (b"k", dup_unknown), (b"k", dup_known),
+                  (b"k", b"not json"), (good[2].key(), good[2].value())])
+    sc = scorers(["--model", stream.models["lr"], "--no-enrich", *base_args(stream, inp, out)])
+    preds = predictions(out, expect=2, quiet=3)
+    deadline = time.monotonic() + 10
+    while (sc.metric("mlops_scorer_refused_total", 'reason="decode"') or 0) < 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    sc.stop()
+    ids = [json.loads(m.value())["event_id"] for m in good[1:]]
+    assert sorted(p["event_id"] for p in preds) == sorted(ids)
+
+
+def test_two_instances_share_the_partitions_exactly_once(stream, scorers):
+    """Two scorers in one consumer group (instance slots 0 and 1, their own
+    transactional ids) split the partitions: every event scored exactly once,
+    by one of them, both doing part of the work."""
+    inp, out = stream.copy_topic(4), stream.new_topic()
+    common = ["--model", stream.models["lr"], "--no-enrich", "--input-topic", inp,
+              "--predictions-topic", out, "--group-id", f"g-{out}", "--redis-url",
+              stream.redis.url, "--commit-interval-ms", 200, *KAFKA_TEST_PROPS]
+    a = scorers([*common, "--instance", 0, "--transactional-id", f"tx-{out}-0"])
+    b = scorers([*common, "--instance", 1, "--transactional-id", f"tx-{out}-1"])
+    time.sleep(3)  # both joined: the group rebalanced over the two
+    records = stream.records[:5000]
+    produce(inp, [(m.key(), m.value()) for m in records])
+    preds = predictions(out, expect=len(records))
+    time.sleep(1)
+    na, nb = a.metric("mlops_scorer_events_total"), b.metric("mlops_scorer_events_total")
+    a.stop()
+    b.stop()
+    ids = Counter(p["event_id"] for p in preds)
+    assert len(ids) == len(records) and max(ids.values()) == 1
+    assert na > 0 and nb > 0 and na + nb == len(records), (na, nb)

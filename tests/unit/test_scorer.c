@@ -141,15 +141,17 @@ Test(ocache, random_operations_match_a_reference_lru)
             /* get */
             bool live = pos >= 0 && now - ref[pos].put < TTL;
             const ocache_entry_t *e = ocache_get(c, key, now);
-            cr_assert_eq(e != NULL, live, "op %d: get %s: cache %d, reference %d", op, key,
-                         e != NULL, live);
+            if ((e != NULL) != live)
+                cr_assert_fail("op %d: get %s: cache %d, reference %d", op, key, e != NULL, live);
             if (pos >= 0 && !live) {
                 memmove(&ref[pos], &ref[pos + 1], (size_t)(nref - pos - 1) * sizeof(ref_t));
                 nref--;
             } else if (live) {
                 char want[16];
                 snprintf(want, sizeof(want), "%d", ref[pos].val);
-                cr_assert_str_eq(ocache_field(e, "f"), want);
+                if (strcmp(ocache_field(e, "f"), want))
+                    cr_assert_fail("op %d: %s = %s, reference %s", op, key, ocache_field(e, "f"),
+                                   want);
                 ref_t r = ref[pos];
                 memmove(&ref[1], &ref[0], (size_t)pos * sizeof(ref_t));
                 ref[0] = r;
@@ -173,7 +175,8 @@ Test(ocache, random_operations_match_a_reference_lru)
         }
         ocache_stats_t st;
         ocache_stats(c, &st);
-        cr_assert_leq(st.size, CAP);
+        if (st.size > CAP)
+            cr_assert_fail("op %d: %zu entries, cap %d", op, st.size, CAP);
     }
     ocache_destroy(c);
 }
@@ -208,12 +211,16 @@ Test(rollout, sticky_and_monotone_in_the_share)
         char e[32];
         int len = snprintf(e, sizeof(e), "user-%d", i * 7919);
         double b = rollout_bucket("m", e, (size_t)len);
-        cr_assert(b >= 0 && b < 1);
-        cr_assert_eq(b, rollout_bucket("m", e, (size_t)len), "same entity, same bucket");
+        if (!(b >= 0 && b < 1))
+            cr_assert_fail("%s: bucket %g", e, b);
+        if (b != rollout_bucket("m", e, (size_t)len))
+            cr_assert_fail("%s: same entity, another bucket", e);
         bool at10 = rollout_is_challenger("m", e, (size_t)len, 0.1);
         bool at30 = rollout_is_challenger("m", e, (size_t)len, 0.3);
-        cr_assert(!at10 || at30, "raising the share only moves entities to the challenger");
-        cr_assert_eq(at10, b < 0.1);
+        if (at10 && !at30)
+            cr_assert_fail("%s: raising the share moved it back to the champion", e);
+        if (at10 != (b < 0.1))
+            cr_assert_fail("%s: the split disagrees with the bucket", e);
     }
     cr_assert_not(rollout_is_challenger("m", "x", 1, 0));
     cr_assert(rollout_is_challenger("m", "x", 1, 1));
@@ -264,7 +271,8 @@ Test(ab, beta_draws_have_the_beta_moments)
         double sum = 0, sum2 = 0;
         for (int i = 0; i < N; i++) {
             double x = ab_beta(&r, a, b);
-            cr_assert(x > 0 && x < 1);
+            if (!(x > 0 && x < 1))
+                cr_assert_fail("Beta(%g,%g) drew %g", a, b, x);
             sum += x;
             sum2 += x * x;
         }
@@ -284,7 +292,8 @@ Test(ab, uniform_is_in_the_open_interval_and_balanced)
     int below = 0;
     for (int i = 0; i < 100000; i++) {
         double u = ab_rng_uniform(&r);
-        cr_assert(u > 0 && u < 1);
+        if (!(u > 0 && u < 1))
+            cr_assert_fail("uniform drew %g", u);
         below += u < 0.5;
     }
     cr_assert(below > 49000 && below < 51000, "%d", below);
