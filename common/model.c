@@ -527,7 +527,12 @@ size_t model_encode_json(const model_t *m, const json_t *values, spec_value_t *s
             *sv = (spec_value_t){.kind = SPEC_V_NUM, .num = json_number_value(v)};
         else if (json_is_boolean(v))
             *sv = (spec_value_t){.kind = SPEC_V_NUM, .num = json_is_true(v) ? 1 : 0};
-        else if (json_is_string(v))
+        else if (json_is_string(v) && !in->categorical) {
+            /* a number in quotes, as the scorer reads one (anything else is missing) */
+            double d;
+            if (parse_double(json_string_value(v), &d) == 0)
+                *sv = (spec_value_t){.kind = SPEC_V_NUM, .num = d};
+        } else if (json_is_string(v))
             *sv = (spec_value_t){.kind = SPEC_V_STR, .str = json_string_value(v)};
     }
     return model_encode(m, scratch, x);

@@ -375,7 +375,9 @@ void ab_refresh(ab_t *ab)
             int64_t v = 0;
             if (r->element[i]->type == REDIS_REPLY_STRING && parse_int64(r->element[i]->str, &v))
                 v = 0;
-            ab->post[i] = (double)v;
+            /* counts are never negative; a corrupted one would make the Beta
+             * sampler return NaN and the routing meaningless */
+            ab->post[i] = v > 0 ? (double)v : 0.0;
         }
         for (int a = 0; a < 2; a++)
             metric_set(ab->m_mean[a],

@@ -484,6 +484,16 @@ Test(model, logreg_encodes_fill_scale_and_one_hot)
     model_encode(m, miss, x);
     cr_assert(memcmp(x, xj, sizeof(x)) == 0);
     json_decref(vals);
+    /* a number in quotes reads as the number (as the scorer's decoder reads it);
+     * a string that is not one is missing */
+    vals = json_pack("{s:s, s:s}", "a", "9", "c", "x");
+    cr_assert_eq(model_encode_json(m, vals, scratch, xj), 0);
+    model_encode(m, v, x);
+    cr_assert(memcmp(x, xj, sizeof(x)) == 0);
+    json_decref(vals);
+    vals = json_pack("{s:s, s:s}", "a", "nine", "c", "x");
+    cr_assert_eq(model_encode_json(m, vals, scratch, xj), 1);
+    json_decref(vals);
     model_destroy(m);
     json_decref(doc);
 }
