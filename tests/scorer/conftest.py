@@ -13,13 +13,16 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+import sys
+
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
+from kafkatest import (BROKERS, consume_all, create_topics,  # noqa: E402,F401
+                       delete_topics, produce)
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = Path(os.environ.get("MLOPS_BUILD_DIR", ROOT / "build"))
-BROKERS = os.environ.get("MLOPS_TEST_KAFKA_BROKERS", "127.0.0.1:9092")
 SOAK = os.environ.get("MLOPS_TEST_SCALE") == "soak"
 SCORER = BUILD / "services/scorer/mlops-scorer"
 INGEST = BUILD / "services/ingest/mlops-ingest"
@@ -33,21 +36,6 @@ def run(*args, timeout=300):
     r = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout)
     assert r.returncode == 0, f"{args[0]}: {r.stderr[-2000:]}"
     return r
-
-
-def create_topics(names, partitions=3):
-    a = AdminClient({"bootstrap.servers": BROKERS})
-    for f in a.create_topics([NewTopic(n, partitions, 1) for n in names]).values():
-        f.result(30)
-
-
-def delete_topics(names):
-    a = AdminClient({"bootstrap.servers": BROKERS})
-    try:
-        for f in a.delete_topics(names).values():
-            f.result(30)
-    except Exception:  # cleanup is not the scenario
-        pass
 
 
 def free_port():
@@ -176,44 +164,6 @@ class Scorer:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-
-
-def produce(topic, items):
-    """items: (key, value bytes) pairs."""
-    p = Producer({"bootstrap.servers": BROKERS, "enable.idempotence": True, "linger.ms": 5})
-    for key, value in items:
-        while True:
-            try:
-                p.produce(topic, key=key, value=value)
-                break
-            except BufferError:
-                p.poll(0.1)
-    assert p.flush(60) == 0
-
-
-def consume_all(topic, expect=None, timeout=60, isolation="read_committed", quiet=5):
-    """Read a topic from the start until `expect` records arrived, or until it
-    stayed quiet for `quiet` seconds after the last record."""
-    c = Consumer({"bootstrap.servers": BROKERS, "group.id": f"sc-reader-{uuid.uuid4().hex}",
-                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                  "isolation.level": isolation})
-    md = c.list_topics(topic, timeout=10).topics[topic]
-    c.assign([TopicPartition(topic, p, 0) for p in md.partitions])
-    out = []
-    deadline = time.monotonic() + timeout
-    last = time.monotonic()
-    while time.monotonic() < deadline:
-        if expect is not None and len(out) >= expect:
-            break
-        if expect is None and out and time.monotonic() - last > quiet:
-            break
-        m = c.poll(0.5)
-        if m is None or m.error():
-            continue
-        out.append(m)
-        last = time.monotonic()
-    c.close()
-    return out
 
 
 def validator():
