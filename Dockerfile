@@ -12,7 +12,7 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends \
         gcc libc6-dev cmake ninja-build pkg-config \
         librdkafka-dev libpq-dev libjansson-dev libevent-dev libhiredis-dev \
-        libcurl4-openssl-dev libssl-dev \
+        libcurl4-openssl-dev libssl-dev libcsv-dev \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src
@@ -33,10 +33,12 @@ FROM debian:12 AS runtime
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
         librdkafka1 libpq5 libjansson4 libevent-2.1-7 libevent-pthreads-2.1-7 \
-        libhiredis0.14 libcurl4 libssl3 ca-certificates curl \
+        libhiredis0.14 libcurl4 libssl3 libcsv3 ca-certificates curl \
     && rm -rf /var/lib/apt/lists/*
 
 COPY --from=build /out/usr/local/bin/ /usr/local/bin/
+# the example feature specs (docker-compose's ingest serves the attrition one)
+COPY --from=build /src/examples/ /usr/local/share/mlops/examples/
 
 # Fail the build, not the first start, if a library is missing from the list above.
 RUN set -e; for b in /usr/local/bin/mlops*; do \

@@ -568,7 +568,12 @@ def test_service_env_keys_are_config_keys(mlops_services, defaults, binaries, ho
     for name, (sname, svc) in mlops_services.items():
         env = env_of(svc, host_env)
         keys = defaults[name]
+        # secrets: shown as *** when set; unset ones are found in --help, which names
+        # their MLOPS_<KEY>_FILE form
         secret = {k for k, (v, _) in keys.items() if v == "***"}
+        help_text = subprocess.run([str(binaries[name]), "--help"], capture_output=True,
+                                   text=True, env=clean_env()).stdout
+        secret |= {k for k in keys if f"MLOPS_{k.upper()}_FILE" in help_text}
         for var in env:
             assert var.startswith("MLOPS_"), f"{sname}: {var} is not an MLOPS_ setting"
             key = var[len("MLOPS_"):].lower()
