@@ -10,11 +10,17 @@
 
 #define HTTPC_MAX_BODY (64u << 20)
 
+typedef struct sink {
+    httpc_resp_t *r;
+    size_t max;
+} sink_t;
+
 static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
-    httpc_resp_t *r = userdata;
+    sink_t *k = userdata;
+    httpc_resp_t *r = k->r;
     size_t n = size * nmemb;
-    if (r->len + n > HTTPC_MAX_BODY)
+    if (r->len + n > k->max)
         return 0; /* makes curl fail with a write error */
     r->body = xrealloc(r->body, r->len + n + 1);
     memcpy(r->body + r->len, ptr, n);
@@ -23,8 +29,7 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
     return n;
 }
 
-int httpc_request(const char *method, const char *url, const char *body, const char *token,
-                  long timeout_ms, httpc_resp_t *r)
+int httpc_send(const httpc_req_t *q, httpc_resp_t *r)
 {
     memset(r, 0, sizeof(*r));
     r->body = xstrdup("");
@@ -39,24 +44,28 @@ int httpc_request(const char *method, const char *url, const char *body, const c
         return -1;
     }
     struct curl_slist *hdrs = NULL;
-    if (body)
+    if (q->body)
         hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
-    char *auth = token ? xasprintf("Authorization: Bearer %s", token) : NULL;
+    char *auth = q->token ? xasprintf("Authorization: Bearer %s", q->token) : NULL;
     if (auth)
         hdrs = curl_slist_append(hdrs, auth);
-    curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+    if (q->header)
+        hdrs = curl_slist_append(hdrs, q->header);
+    sink_t sink = {r, q->max_body ? q->max_body : HTTPC_MAX_BODY};
+    curl_easy_setopt(h, CURLOPT_URL, q->url);
+    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, q->method);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, 3000L);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, q->timeout_ms > 0 ? q->timeout_ms : 30000L);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
-    if (body) {
-        curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+    if (q->body) {
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, q->body);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE,
+                         (curl_off_t)(q->body_len ? q->body_len : strlen(q->body)));
     }
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &sink);
     curl_easy_setopt(h, CURLOPT_USERAGENT, "mlopsctl/" MLOPS_VERSION);
     CURLcode rc = curl_easy_perform(h);
     int ret = 0;
@@ -70,6 +79,14 @@ int httpc_request(const char *method, const char *url, const char *body, const c
     free(auth);
     curl_easy_cleanup(h);
     return ret;
+}
+
+int httpc_request(const char *method, const char *url, const char *body, const char *token,
+                  long timeout_ms, httpc_resp_t *r)
+{
+    httpc_req_t q = {
+        .method = method, .url = url, .body = body, .token = token, .timeout_ms = timeout_ms};
+    return httpc_send(&q, r);
 }
 
 void httpc_resp_free(httpc_resp_t *r)

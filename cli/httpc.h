@@ -12,11 +12,25 @@ typedef struct httpc_resp {
     char error[256]; /**< transport error, "" if none */
 } httpc_resp_t;
 
+/** One request; only method and url are required. */
+typedef struct httpc_req {
+    const char *method;
+    const char *url;
+    const char *body;   /**< JSON, sent with Content-Type: application/json; NULL for none */
+    size_t body_len;    /**< 0: strlen(body) */
+    const char *token;  /**< bearer token; NULL for none */
+    const char *header; /**< one extra "Name: value" header; NULL for none */
+    long timeout_ms;    /**< total; 0: 30 s */
+    size_t max_body;    /**< response bytes kept before failing; 0: 64 MiB */
+} httpc_req_t;
+
 /**
- * Send @p method to @p url with an optional JSON @p body and bearer
- * @p token (NULL for none). Returns 0 when a response came back (any
- * status), -1 on a transport error (r->error says which).
+ * Send @p q. Returns 0 when a response came back (any status), -1 on a
+ * transport error (r->error says which, in curl's words).
  */
+int httpc_send(const httpc_req_t *q, httpc_resp_t *r);
+
+/** httpc_send() of @p method @p url with an optional JSON @p body and bearer @p token. */
 int httpc_request(const char *method, const char *url, const char *body, const char *token,
                   long timeout_ms, httpc_resp_t *r);
 void httpc_resp_free(httpc_resp_t *r);

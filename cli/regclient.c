@@ -1,10 +1,10 @@
 #include "regclient.h"
 
-#include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "httpc.h"
 #include "log.h"
 #include "mjson.h"
 #include "util.h"
@@ -29,12 +29,6 @@ char *regclient_token(const char *given, const char *state_dir, char *errstr, si
     return tok;
 }
 
-static size_t on_data(char *ptr, size_t size, size_t nmemb, void *arg)
-{
-    strbuf_append(arg, ptr, size * nmemb);
-    return size * nmemb;
-}
-
 long regclient_call(const regclient_t *rc, const char *method, const char *path, const json_t *body,
                     json_t **reply, char *errstr, size_t errstr_size)
 {
@@ -50,45 +44,27 @@ long regclient_call_raw(const regclient_t *rc, const char *method, const char *p
                         char *errstr, size_t errstr_size)
 {
     *reply = NULL;
-    CURL *curl = curl_easy_init();
-    if (!curl) {
-        snprintf(errstr, errstr_size, "cannot start libcurl");
-        return -1;
-    }
     char *url = xasprintf("%s%s", rc->url, path);
-    char *auth = xasprintf("Authorization: Bearer %s", rc->token);
-    struct curl_slist *hdrs = curl_slist_append(NULL, auth);
-    hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
-    if (header)
-        hdrs = curl_slist_append(hdrs, header);
-    strbuf_t out;
-    strbuf_init(&out);
-    curl_easy_setopt(curl, CURLOPT_URL, url);
-    curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT, rc->timeout_s > 0 ? rc->timeout_s : 30L);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_data);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &out);
-    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-    if (data) {
-        curl_easy_setopt(curl, CURLOPT_POSTFIELDS, data);
-        curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
-    }
+    httpc_req_t q = {.method = method,
+                     .url = url,
+                     .body = data,
+                     .body_len = len,
+                     .token = rc->token,
+                     .header = header,
+                     .timeout_ms = (rc->timeout_s > 0 ? rc->timeout_s : 30L) * 1000,
+                     .max_body = 256u << 20};
+    httpc_resp_t r;
     long status = -1;
-    CURLcode cc = curl_easy_perform(curl);
-    if (cc != CURLE_OK) {
-        snprintf(errstr, errstr_size, "%s %s: %s", method, rc->url, curl_easy_strerror(cc));
+    if (httpc_send(&q, &r)) {
+        snprintf(errstr, errstr_size, "%s %s: %s", method, rc->url, r.error);
     } else {
-        curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+        status = r.status;
         err_t *e = NULL;
-        if (out.len)
-            *reply = mjson_parse(out.data, out.len, 256u << 20, &e);
+        if (r.len)
+            *reply = mjson_parse(r.body, r.len, 256u << 20, &e);
         err_destroy(e);
     }
-    strbuf_cleanup(&out);
-    curl_slist_free_all(hdrs);
-    curl_easy_cleanup(curl);
-    free(auth);
+    httpc_resp_free(&r);
     free(url);
     return status;
 }
