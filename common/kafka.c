@@ -533,6 +533,29 @@ rd_kafka_t *kafka_consumer_handle(kafka_consumer_t *kc) { return kc->c.rk; }
 bool kafka_consumer_fatal(const kafka_consumer_t *kc) { return atomic_load(&kc->c.fatal); }
 int kafka_consumer_assigned(const kafka_consumer_t *kc) { return kc->assigned; }
 
+int kafka_consumer_lag(kafka_consumer_t *kc, int64_t *lag)
+{
+    rd_kafka_t *rk = kc->c.rk;
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    if (rd_kafka_assignment(rk, &parts) || !parts)
+        return -1;
+    *lag = 0;
+    if (parts->cnt && rd_kafka_position(rk, parts) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        for (int i = 0; i < parts->cnt; i++) {
+            int64_t lo, hi;
+            if (rd_kafka_get_watermark_offsets(rk, parts->elems[i].topic, parts->elems[i].partition,
+                                               &lo, &hi) ||
+                hi < 0)
+                continue;
+            int64_t pos = parts->elems[i].offset >= 0 ? parts->elems[i].offset : lo;
+            if (hi > pos)
+                *lag += hi - pos;
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(parts);
+    return 0;
+}
+
 /* ---- offset tracker ---------------------------------------------------------------- */
 
 typedef struct trk_part trk_part_t;

@@ -157,6 +157,12 @@ rd_kafka_t *kafka_consumer_handle(kafka_consumer_t *kc);
 bool kafka_consumer_fatal(const kafka_consumer_t *kc);
 /** Number of partitions currently assigned. */
 int kafka_consumer_assigned(const kafka_consumer_t *kc);
+/**
+ * Messages not yet consumed on the assigned partitions (high watermark minus
+ * position, from librdkafka's cached watermarks: no broker round trip).
+ * Returns 0 with *lag set, or -1 when the assignment cannot be read.
+ */
+int kafka_consumer_lag(kafka_consumer_t *kc, int64_t *lag);
 
 /* ---- offset tracker: store offsets only after the outputs are delivered ------- */
 

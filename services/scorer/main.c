@@ -138,25 +138,9 @@ static void on_lag_timer(evutil_socket_t fd, short what, void *arg)
         uint64_t tot = st.hits + st.misses;
         metric_set(sc->m_hit_rate, tot ? (double)st.hits / (double)tot : 0);
     }
-    rd_kafka_t *rk = kafka_consumer_handle(sc->txn ? kafka_txn_consumer(sc->txn) : sc->kc);
-    rd_kafka_topic_partition_list_t *parts = NULL;
-    if (rd_kafka_assignment(rk, &parts) || !parts)
-        return;
-    int64_t lag = 0;
-    if (parts->cnt && rd_kafka_position(rk, parts) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-        for (int i = 0; i < parts->cnt; i++) {
-            int64_t lo, hi;
-            if (rd_kafka_get_watermark_offsets(rk, parts->elems[i].topic, parts->elems[i].partition,
-                                               &lo, &hi) ||
-                hi < 0)
-                continue;
-            int64_t pos = parts->elems[i].offset >= 0 ? parts->elems[i].offset : lo;
-            if (hi > pos)
-                lag += hi - pos;
-        }
-    }
-    metric_set(sc->m_lag, (double)lag);
-    rd_kafka_topic_partition_list_destroy(parts);
+    int64_t lag;
+    if (kafka_consumer_lag(sc->txn ? kafka_txn_consumer(sc->txn) : sc->kc, &lag) == 0)
+        metric_set(sc->m_lag, (double)lag);
 }
 
 static void on_revoke(kafka_consumer_t *kc, const rd_kafka_topic_partition_list_t *parts,
