@@ -541,6 +541,26 @@ int kafka_consumer_lag(kafka_consumer_t *kc, int64_t *lag)
         return -1;
     *lag = 0;
     if (parts->cnt && rd_kafka_position(rk, parts) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        /* A partition nothing was consumed from since the assignment has no
+         * position yet: it resumes at its committed offset (one short broker
+         * call, only while such a partition is idle), else at its start. */
+        rd_kafka_topic_partition_list_t *unknown = NULL;
+        for (int i = 0; i < parts->cnt; i++)
+            if (parts->elems[i].offset < 0) {
+                if (!unknown)
+                    unknown = rd_kafka_topic_partition_list_new(parts->cnt);
+                rd_kafka_topic_partition_list_add(unknown, parts->elems[i].topic,
+                                                  parts->elems[i].partition);
+            }
+        if (unknown && rd_kafka_committed(rk, unknown, 200) == RD_KAFKA_RESP_ERR_NO_ERROR)
+            for (int i = 0; i < unknown->cnt; i++) {
+                rd_kafka_topic_partition_t *p = rd_kafka_topic_partition_list_find(
+                    parts, unknown->elems[i].topic, unknown->elems[i].partition);
+                if (p && unknown->elems[i].offset >= 0)
+                    p->offset = unknown->elems[i].offset;
+            }
+        if (unknown)
+            rd_kafka_topic_partition_list_destroy(unknown);
         for (int i = 0; i < parts->cnt; i++) {
             int64_t lo, hi;
             if (rd_kafka_get_watermark_offsets(rk, parts->elems[i].topic, parts->elems[i].partition,

@@ -158,8 +158,10 @@ bool kafka_consumer_fatal(const kafka_consumer_t *kc);
 /** Number of partitions currently assigned. */
 int kafka_consumer_assigned(const kafka_consumer_t *kc);
 /**
- * Messages not yet consumed on the assigned partitions (high watermark minus
- * position, from librdkafka's cached watermarks: no broker round trip).
+ * Messages not yet consumed on the assigned partitions: high watermark (as
+ * librdkafka last saw it) minus position; a partition with no position yet
+ * (nothing consumed since the assignment) counts from its committed offset,
+ * which costs one broker call of at most 200 ms.
  * Returns 0 with *lag set, or -1 when the assignment cannot be read.
  */
 int kafka_consumer_lag(kafka_consumer_t *kc, int64_t *lag);

@@ -91,6 +91,10 @@ static void consume(const char *topic, const char *group, consume_ctx_t *c, int6
     c->idle_deadline_ms = mono_ms() + max_ms;
     event_base_dispatch(c->base);
     cr_assert_eq(kafka_tracker_pending(c->tr), 0);
+    /* everything there was is consumed: nothing is behind */
+    int64_t lag = -1;
+    cr_assert_eq(kafka_consumer_lag(c->kc, &lag), 0);
+    cr_assert_eq(lag, 0, "lag %lld after consuming everything", (long long)lag);
     err_t *e = NULL;
     cr_assert_eq(kafka_consumer_commit(c->kc, &e), 0, "%s", e ? e->msg : "");
     event_free(tick);
