@@ -1,8 +1,9 @@
 /* A small HTTP client for mlops-registry (libcurl), shared by the mlopsctl
- * commands that talk to it. The admin token comes from --token, MLOPS_TOKEN
- * or the registry's first-start token file under the state folder. */
-#ifndef MLOPS_CLI_REGCLIENT_H
-#define MLOPS_CLI_REGCLIENT_H
+ * commands that talk to it and the streaming trainer. mlopsctl's admin token
+ * comes from --token, MLOPS_TOKEN or the registry's first-start token file
+ * under the state folder. */
+#ifndef MLOPS_REGCLIENT_H
+#define MLOPS_REGCLIENT_H
 
 #include <jansson.h>
 #include <stddef.h>
@@ -28,12 +29,12 @@ char *regclient_token(const char *given, const char *state_dir, char *errstr, si
 long regclient_call(const regclient_t *rc, const char *method, const char *path, const json_t *body,
                     json_t **reply, char *errstr, size_t errstr_size);
 
-/** As regclient_call() with a raw body of @p len bytes and one extra header (may be NULL). */
+/** As regclient_call() with a raw body of @p len bytes and extra headers (httpc.h; may be NULL). */
 long regclient_call_raw(const regclient_t *rc, const char *method, const char *path,
                         const char *data, size_t len, const char *header, json_t **reply,
                         char *errstr, size_t errstr_size);
 
-/** "error_code: message" of an error reply, for messages (borrowed or a fallback). */
+/** "error_code: message" of an error reply, for messages (in a thread-local buffer). */
 const char *regclient_error(const json_t *reply);
 
 #endif

@@ -1,7 +1,8 @@
-/* mlopsctl's HTTP client (see httpc.h). */
+/* The libcurl client of mlopsctl, the monitor and the trainer (see httpc.h). */
 #include "httpc.h"
 
 #include <curl/curl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,15 +30,14 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
     return n;
 }
 
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static void curl_init_once(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
+
 int httpc_send(const httpc_req_t *q, httpc_resp_t *r)
 {
     memset(r, 0, sizeof(*r));
     r->body = xstrdup("");
-    static int inited;
-    if (!inited) {
-        curl_global_init(CURL_GLOBAL_DEFAULT);
-        inited = 1;
-    }
+    pthread_once(&curl_once, curl_init_once);
     CURL *h = curl_easy_init();
     if (!h) {
         snprintf(r->error, sizeof(r->error), "cannot create a libcurl handle");
@@ -49,8 +49,14 @@ int httpc_send(const httpc_req_t *q, httpc_resp_t *r)
     char *auth = q->token ? xasprintf("Authorization: Bearer %s", q->token) : NULL;
     if (auth)
         hdrs = curl_slist_append(hdrs, auth);
-    if (q->header)
-        hdrs = curl_slist_append(hdrs, q->header);
+    for (const char *hp = q->header; hp && *hp;) {
+        const char *nl = strchr(hp, '\n');
+        size_t n = nl ? (size_t)(nl - hp) : strlen(hp);
+        char *one = xstrndup(hp, n);
+        hdrs = curl_slist_append(hdrs, one);
+        free(one);
+        hp = nl ? nl + 1 : hp + n;
+    }
     sink_t sink = {r, q->max_body ? q->max_body : HTTPC_MAX_BODY};
     curl_easy_setopt(h, CURLOPT_URL, q->url);
     curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, q->method);
@@ -66,7 +72,7 @@ int httpc_send(const httpc_req_t *q, httpc_resp_t *r)
     }
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &sink);
-    curl_easy_setopt(h, CURLOPT_USERAGENT, "mlopsctl/" MLOPS_VERSION);
+    curl_easy_setopt(h, CURLOPT_USERAGENT, "mlops/" MLOPS_VERSION);
     CURLcode rc = curl_easy_perform(h);
     int ret = 0;
     if (rc != CURLE_OK) {

@@ -71,7 +71,7 @@ long regclient_call_raw(const regclient_t *rc, const char *method, const char *p
 
 const char *regclient_error(const json_t *reply)
 {
-    static char buf[1024];
+    static _Thread_local char buf[1024];
     const char *code = json_string_value(json_object_get(reply, "error_code"));
     const char *msg = json_string_value(json_object_get(reply, "message"));
     if (!code && !msg)

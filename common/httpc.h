@@ -1,7 +1,8 @@
-/* A small HTTP client for mlopsctl (libcurl): one request, the whole
- * response body, errors that name the URL's host and what went wrong. */
-#ifndef MLOPS_CLI_HTTPC_H
-#define MLOPS_CLI_HTTPC_H
+/* A small HTTP client (libcurl) for mlopsctl, the monitor and the trainer:
+ * one request, the whole response body, errors that name the URL's host and
+ * what went wrong. Thread-safe (one curl handle per request). */
+#ifndef MLOPS_HTTPC_H
+#define MLOPS_HTTPC_H
 
 #include <stddef.h>
 
@@ -19,7 +20,7 @@ typedef struct httpc_req {
     const char *body;   /**< JSON, sent with Content-Type: application/json; NULL for none */
     size_t body_len;    /**< 0: strlen(body) */
     const char *token;  /**< bearer token; NULL for none */
-    const char *header; /**< one extra "Name: value" header; NULL for none */
+    const char *header; /**< extra "Name: value" headers, one per line ('\\n'); NULL for none */
     long timeout_ms;    /**< total; 0: 30 s */
     size_t max_body;    /**< response bytes kept before failing; 0: 64 MiB */
 } httpc_req_t;
