@@ -37,52 +37,8 @@
 #define PROFILE_BINS 10
 #define SCORE_BINS 20
 
-typedef struct fit_conf {
-    char *data;
-    char *label;
-    char *positive;
-    char *spec;
-    char *algo;
-    int64_t seed;
-    double valid_fraction;
-    char *out;
-    char *name;
-    char *entity;
-    char *event_id;
-    char *event_time;
-    /* logreg */
-    double c;
-    char *class_weight;
-    char *penalty;
-    /* gbdt */
-    int64_t n_trees;
-    int64_t max_depth;
-    char *growth;
-    int64_t max_leaves;
-    double learning_rate;
-    double lambda;
-    double gamma;
-    double min_child_weight;
-    double subsample;
-    double colsample;
-    int64_t max_bins;
-    int64_t early_stopping;
-    int64_t threads;
-    /* artifact */
-    bool profile_sample;
-    char *dump_matrix;
-    bool quiet;
-    /* quality gates */
-    double min_auc;
-    double max_log_loss;
-    int64_t min_rows;
-    char *champion;
-    double max_auc_drop;
-    bool strict_gates;
-} fit_conf_t;
-
 static const cfg_item_t fit_items[] = {
-    CFG_ITEM(fit_conf_t, data, CFG_T_STR, NULL, CFG_REQUIRED, "training CSV (header row)"),
+    CFG_ITEM(fit_conf_t, data, CFG_T_STR, NULL, 0, "training CSV (header row; required)"),
     CFG_ITEM(fit_conf_t, label, CFG_T_STR, NULL, 0, "label column (default: the spec's label)"),
     CFG_ITEM(fit_conf_t, positive, CFG_T_STR, NULL, 0,
              "the label's positive class (default: the spec's)"),
@@ -145,20 +101,27 @@ static const cfg_item_t fit_items[] = {
              "exit 3 when a gate fails (the artifact is written either way, gates recorded)"),
 };
 
+/* One fit at a time per process (the CLI, or the service's one worker). */
 static bool quiet;
 static int64_t t_start;
+static fit_progress_fn *progress_fn;
+static void *progress_arg;
 
 static void progress(const char *fmt, ...) MLOPS_PRINTF(1, 2);
 static void progress(const char *fmt, ...)
 {
     if (quiet)
         return;
+    char line[1024];
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "mlops-trainer fit: [%6.2f s] ", (double)(mono_us() - t_start) / 1e6);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    vsnprintf(line, sizeof(line), fmt, ap);
     va_end(ap);
+    if (progress_fn)
+        progress_fn(line, progress_arg);
+    else
+        fprintf(stderr, "mlops-trainer fit: [%6.2f s] %s\n", (double)(mono_us() - t_start) / 1e6,
+                line);
 }
 
 static void gbdt_progress(void *arg, int round, double loss)
@@ -728,25 +691,11 @@ static json_t *select_by_cv(const fit_conf_t *conf, const model_t *ml, const dou
 /* The AUC of another model/1 artifact on the held-out rows (@p va: data row
  * indices of @p data, labels from @p label), each row cleaned by that
  * model's own spec; rows its spec refuses are left out (and counted). */
-static int champion_auc(const char *path, const char *data, const size_t *va, size_t nva,
+/* Score the champion on the held-out rows @p va, taken from @p cd (the same
+ * rows as the training table, cleaned by the champion's own spec). */
+static int champion_auc(const model_t *cm, const dataset_t *cd, const size_t *va, size_t nva,
                         const int *label, double *auc, json_t **info, char *errstr, size_t size)
 {
-    char e[1024];
-    model_t *cm = model_load(path, e, sizeof(e));
-    if (!cm) {
-        snprintf(errstr, size, "--champion: %s", e);
-        return -1;
-    }
-    const json_t *lab = json_object_get(model_doc(cm), "label");
-    dataset_opts_t o = {.label = json_string_value(json_object_get(lab, "field")),
-                        .positive = json_string_value(json_object_get(lab, "positive")),
-                        .strict = false};
-    dataset_t *cd = dataset_load_csv(model_spec(cm), data, &o, e, sizeof(e));
-    if (!cd) {
-        snprintf(errstr, size, "--champion %s: %s", path, e);
-        model_destroy(cm);
-        return -1;
-    }
     double *x = xmalloc((model_nslots(cm) + 1) * sizeof(double)),
            *sc = xmalloc((nva + 1) * sizeof(double));
     int *yy = xmalloc((nva + 1) * sizeof(int));
@@ -762,26 +711,23 @@ static int champion_auc(const char *path, const char *data, const size_t *va, si
         yy[m++] = label[r];
     }
     *auc = model_auc(sc, yy, m);
-    char sha[65] = "";
-    if (dataset_file_sha256(path, sha, e, sizeof(e)))
-        sha[0] = '\0';
-    *info = json_pack("{s:s, s:s?, s:s, s:o, s:I, s:I}", "path", path, "name",
-                      json_string_value(json_object_get(model_doc(cm), "name")), "sha256", sha,
-                      "auc", isfinite(*auc) ? json_real(*auc) : json_null(), "rows", (json_int_t)m,
-                      "rows_refused", (json_int_t)refused);
     free(x);
     free(sc);
     free(yy);
-    dataset_destroy(cd);
-    model_destroy(cm);
     if (!isfinite(*auc)) {
-        json_decref(*info);
-        *info = NULL;
         snprintf(errstr, size,
-                 "--champion %s: no AUC on the held-out rows (%zu scored, %zu refused by its spec)",
-                 path, m, refused);
+                 "champion: no AUC on the held-out rows (%zu scored, %zu refused by its spec)", m,
+                 refused);
         return -1;
     }
+    if (!*info)
+        *info = json_object();
+    if (!json_object_get(*info, "name"))
+        json_object_set_new(*info, "name",
+                            json_string(json_string_value(json_object_get(model_doc(cm), "name"))));
+    json_object_set_new(*info, "auc", json_real(*auc));
+    json_object_set_new(*info, "rows", json_integer((json_int_t)m));
+    json_object_set_new(*info, "rows_refused", json_integer((json_int_t)refused));
     return 0;
 }
 
@@ -791,13 +737,54 @@ static int champion_auc(const char *path, const char *data, const size_t *va, si
         goto done;                                                                                 \
     } while (0)
 
-int trainer_fit_main(int argc, char **argv)
+int fit_conf_check(const fit_conf_t *conf, char *errstr, size_t size)
 {
-    fit_conf_t conf;
-    int code = MLOPS_EXIT_FAILURE;
+    if (strcmp(conf->algo, "logreg") && strcmp(conf->algo, "auto") && strcmp(conf->algo, "gbdt")) {
+        snprintf(errstr, size, "--algo '%s': one of logreg, gbdt, auto", conf->algo);
+        return -1;
+    }
+    if (strcmp(conf->class_weight, "balanced") && strcmp(conf->class_weight, "none")) {
+        snprintf(errstr, size, "--class-weight '%s': one of none, balanced", conf->class_weight);
+        return -1;
+    }
+    bool lossguide = !strcmp(conf->growth, "lossguide");
+    if (!lossguide && strcmp(conf->growth, "depthwise")) {
+        snprintf(errstr, size, "--growth '%s': one of depthwise, lossguide", conf->growth);
+        return -1;
+    }
+    if (!lossguide && conf->max_depth < 1) {
+        snprintf(errstr, size, "--max-depth 0 (no limit) needs --growth lossguide");
+        return -1;
+    }
+    if (strcmp(conf->penalty, "l1") && strcmp(conf->penalty, "l2")) {
+        snprintf(errstr, size, "--penalty '%s': one of l2, l1", conf->penalty);
+        return -1;
+    }
+    return 0;
+}
+
+cfg_t *fit_cfg_new(fit_conf_t *conf)
+{
+    return cfg_new("mlops-trainer fit",
+                   "--data train.csv --label COL --positive VALUE [--spec spec.json] "
+                   "[--algo logreg|gbdt|auto] [--seed N] [--valid-fraction F] [--out model.json]",
+                   fit_items, MLOPS_ARRAY_LEN(fit_items), conf, sizeof(*conf));
+}
+
+int fit_run(fit_conf_t *conf, fit_input_t *in, json_t **doc_out, bool *gates_ok_out, char *errout,
+            size_t errout_size)
+{
     char errstr[2048] = "";
-    spec_t *spec = NULL;
-    dataset_t *ds = NULL;
+    int rc = -1;
+    const spec_t *spec = in->spec;
+    const dataset_t *ds = in->ds;
+    const char *what = in->what;
+    const char *spec_source = in->spec_source;
+    const char *label = conf->label ? conf->label : spec->label;
+    const char *positive = conf->positive ? conf->positive : spec->positive;
+    json_t *source = in->source, *champ_info = in->champion_info;
+    in->source = NULL;
+    in->champion_info = NULL;
     model_t *m = NULL;
     json_t *doc = NULL;
     colinfo_t *cols = NULL;
@@ -808,105 +795,34 @@ int trainer_fit_main(int argc, char **argv)
     gbdt_result_t gres = {0};
     bool *stop = NULL;
     FILE *dump = NULL;
-    t_start = mono_us();
-    cfg_t *cfg =
-        cfg_new("mlops-trainer fit",
-                "--data train.csv --label COL --positive VALUE [--spec spec.json] "
-                "[--algo logreg|gbdt|auto] [--seed N] [--valid-fraction F] [--out model.json]",
-                fit_items, MLOPS_ARRAY_LEN(fit_items), &conf, sizeof(conf));
-    cfg_result_t r = cfg_init(cfg, argc, argv, stdout, errstr, sizeof(errstr));
-    if (r != CFG_OK) {
-        code = r == CFG_EXIT ? MLOPS_EXIT_OK : MLOPS_EXIT_USAGE;
-        if (r == CFG_EXIT)
-            errstr[0] = '\0';
+    quiet = conf->quiet;
+    progress_fn = in->progress;
+    progress_arg = in->progress_arg;
+    t_start = in->t_start_us ? in->t_start_us : mono_us();
+    if (!label || !positive)
+        FAIL("%s: the spec has no label (and none was given)", spec_source);
+    if (fit_conf_check(conf, errstr, sizeof(errstr)))
         goto done;
-    }
-    quiet = conf.quiet;
-    bool logreg = !strcmp(conf.algo, "logreg");
-    bool automatic = !strcmp(conf.algo, "auto");
-    if (!logreg && !automatic && strcmp(conf.algo, "gbdt")) {
-        code = MLOPS_EXIT_USAGE;
-        FAIL("--algo '%s': one of logreg, gbdt, auto", conf.algo);
-    }
+    bool logreg = !strcmp(conf->algo, "logreg");
+    bool automatic = !strcmp(conf->algo, "auto");
+    bool balanced = !strcmp(conf->class_weight, "balanced");
+    bool lossguide = !strcmp(conf->growth, "lossguide");
+    bool l1 = !strcmp(conf->penalty, "l1");
     double w_pos = 1, w_neg = 1;
-    bool balanced = !strcmp(conf.class_weight, "balanced");
-    if (!balanced && strcmp(conf.class_weight, "none")) {
-        code = MLOPS_EXIT_USAGE;
-        FAIL("--class-weight '%s': one of none, balanced", conf.class_weight);
-    }
-    bool lossguide = !strcmp(conf.growth, "lossguide");
-    if (!lossguide && strcmp(conf.growth, "depthwise")) {
-        code = MLOPS_EXIT_USAGE;
-        FAIL("--growth '%s': one of depthwise, lossguide", conf.growth);
-    }
-    if (!lossguide && conf.max_depth < 1) {
-        code = MLOPS_EXIT_USAGE;
-        FAIL("--max-depth 0 (no limit) needs --growth lossguide");
-    }
-    bool l1 = !strcmp(conf.penalty, "l1");
-    if (!l1 && strcmp(conf.penalty, "l2")) {
-        code = MLOPS_EXIT_USAGE;
-        FAIL("--penalty '%s': one of l2, l1", conf.penalty);
-    }
-    if (conf.max_auc_drop >= 0 && !conf.champion) {
-        code = MLOPS_EXIT_USAGE;
-        FAIL("--max-auc-drop needs --champion MODEL.json");
-    }
-    if (conf.positive && !conf.label && !conf.spec) {
-        code = MLOPS_EXIT_USAGE;
-        FAIL("--positive needs --label (or a spec with a label)");
-    }
-    if (!conf.spec && !conf.label) {
-        code = MLOPS_EXIT_USAGE;
-        FAIL("give --label COL (and --positive VALUE), or a --spec with a label");
-    }
-
-    /* 1. the spec */
-    const char *spec_source;
-    if (conf.spec) {
-        spec = spec_load(conf.spec, errstr, sizeof(errstr));
-        spec_source = conf.spec;
-    } else {
-        spec = infer_spec(&conf, conf.label, conf.positive, errstr, sizeof(errstr));
-        spec_source = "inferred";
-    }
-    if (!spec) {
-        code = MLOPS_EXIT_USAGE;
-        goto done;
-    }
-    const char *label = conf.label ? conf.label : spec->label;
-    const char *positive = conf.positive ? conf.positive : spec->positive;
-    if (!label) {
-        code = MLOPS_EXIT_USAGE;
-        FAIL("%s: the spec has no label: pass --label COL --positive VALUE", spec_source);
-    }
-    if (!positive) {
-        code = MLOPS_EXIT_USAGE;
-        FAIL("--label '%s' needs --positive VALUE", label);
-    }
-    progress("spec '%s' (%s, hash %.12s): %zu fields, %zu columns", spec->name, spec_source,
-             spec->hash, spec->nfields, spec->ncolumns);
-
-    /* 2. the data, cleaned by the spec */
-    dataset_opts_t dopts = {
-        .label = label, .positive = positive, .need_label = true, .strict = true};
-    ds = dataset_load_csv(spec, conf.data, &dopts, errstr, sizeof(errstr));
-    if (!ds)
-        goto done;
     size_t n = ds->nrows;
     if (n == 0)
-        FAIL("%s: no data rows after the header", conf.data);
+        FAIL("%s: no data rows after the header", what);
     size_t npos = 0;
     for (size_t i = 0; i < n; i++)
         npos += ds->label[i] == 1;
     if (npos == 0)
         FAIL("%s: column '%s': the positive class '%s' never occurs (every row is '%s'): one "
              "class only",
-             conf.data, label, positive, ds->negative ? ds->negative : "?");
+             what, label, positive, ds->negative ? ds->negative : "?");
     if (npos == n)
-        FAIL("%s: column '%s': every row is the positive class '%s': one class only", conf.data,
-             label, positive);
-    progress("%s: %zu rows, %zu positive (%.2f%%)", conf.data, n, npos,
+        FAIL("%s: column '%s': every row is the positive class '%s': one class only", what, label,
+             positive);
+    progress("%s: %zu rows, %zu positive (%.2f%%)", what, n, npos,
              100.0 * (double)npos / (double)n);
 
     /* 3. the inputs: every field but timestamps, and every derived column */
@@ -944,7 +860,7 @@ int trainer_fit_main(int argc, char **argv)
             if (ci.field)
                 FAIL("%s: column '%s': every value is missing (lines 2-%zu): nothing to learn "
                      "from; drop the column from the spec",
-                     conf.data, spec->columns[c], ds->line[n - 1]);
+                     what, spec->columns[c], ds->line[n - 1]);
             progress("derived column '%s': every value is missing, not an input", spec->columns[c]);
             continue;
         }
@@ -953,7 +869,7 @@ int trainer_fit_main(int argc, char **argv)
             if (ci.field)
                 FAIL("%s: column '%s': constant column: every value is '%s' (lines 2-%zu): "
                      "nothing to learn from; drop the column from the spec",
-                     conf.data, spec->columns[c], ci.first, ds->line[n - 1]);
+                     what, spec->columns[c], ci.first, ds->line[n - 1]);
             progress("derived column '%s': constant '%s', not an input", spec->columns[c],
                      ci.first);
             continue;
@@ -961,10 +877,10 @@ int trainer_fit_main(int argc, char **argv)
         cols[ncols++] = ci;
     }
     if (!ncols)
-        FAIL("%s: no input column left", conf.data);
+        FAIL("%s: no input column left", what);
 
     /* 4. stratified split, seeded */
-    uint64_t rng = (uint64_t)conf.seed;
+    uint64_t rng = (uint64_t)conf->seed;
     size_t *pos = xmalloc(n * sizeof(size_t)), *neg = xmalloc(n * sizeof(size_t));
     size_t np = 0, nn = 0;
     for (size_t i = 0; i < n; i++) {
@@ -981,8 +897,8 @@ int trainer_fit_main(int argc, char **argv)
         size_t j = (size_t)(rng_next(&rng) % i), t = neg[i - 1];
         neg[i - 1] = neg[j], neg[j] = t;
     }
-    size_t vp = (size_t)llround(conf.valid_fraction * (double)np),
-           vn = (size_t)llround(conf.valid_fraction * (double)nn);
+    size_t vp = (size_t)llround(conf->valid_fraction * (double)np),
+           vn = (size_t)llround(conf->valid_fraction * (double)nn);
     bool *is_valid = xcalloc(n, sizeof(bool));
     for (size_t i = 0; i < vp; i++)
         is_valid[pos[i]] = true;
@@ -1003,13 +919,13 @@ int trainer_fit_main(int argc, char **argv)
     if (vp == 0 || vn == 0 || vp == np || vn == nn)
         FAIL("%s: %zu positive and %zu other rows are too few for a held-out split of %.2f with "
              "both classes on each side",
-             conf.data, np, nn, conf.valid_fraction);
-    progress("split (seed %lld): %zu training rows, %zu held out", (long long)conf.seed, ntr, nva);
+             what, np, nn, conf->valid_fraction);
+    progress("split (seed %lld): %zu training rows, %zu held out", (long long)conf->seed, ntr, nva);
 
     /* 5. the document with the fitted preprocessing (model still empty) */
     doc = json_object();
     json_object_set_new(doc, "schema", json_string(MODEL_SCHEMA));
-    json_object_set_new(doc, "name", json_string(conf.name ? conf.name : spec->name));
+    json_object_set_new(doc, "name", json_string(conf->name ? conf->name : spec->name));
     char ts[32];
     fmt_rfc3339(wall_us(), ts, sizeof(ts));
     json_object_set_new(doc, "created_at", json_string(ts));
@@ -1038,7 +954,7 @@ int trainer_fit_main(int argc, char **argv)
                          : NULL;
         cand_t chosen;
         if (ml && mg)
-            selection = select_by_cv(&conf, ml, Xl, pl, mg, Xg, pg, y, ntr, &chosen);
+            selection = select_by_cv(conf, ml, Xl, pl, mg, Xg, pg, y, ntr, &chosen);
         if (!selection) {
             if (ml && mg)
                 snprintf(errstr, sizeof(errstr), "--algo auto: cross-validation failed");
@@ -1051,10 +967,10 @@ int trainer_fit_main(int argc, char **argv)
         }
         logreg = chosen.logreg;
         if (logreg) {
-            conf.c = chosen.c;
+            conf->c = chosen.c;
         } else {
-            conf.max_depth = chosen.max_depth;
-            conf.learning_rate = chosen.learning_rate;
+            conf->max_depth = chosen.max_depth;
+            conf->learning_rate = chosen.learning_rate;
         }
         json_decref(doc);
         doc = logreg ? dl : dg;
@@ -1080,8 +996,8 @@ int trainer_fit_main(int argc, char **argv)
      * out of the training split, so the held-out metrics stay unbiased */
     stop = xcalloc(ntr + 1, sizeof(bool));
     size_t nstop = 0;
-    if (!logreg && conf.early_stopping > 0) {
-        uint64_t srng = (uint64_t)conf.seed ^ 0x51D0ull;
+    if (!logreg && conf->early_stopping > 0) {
+        uint64_t srng = (uint64_t)conf->seed ^ 0x51D0ull;
         for (int cls = 0; cls < 2; cls++) {
             size_t *idx = xmalloc((ntr + 1) * sizeof(size_t)), m2 = 0;
             for (size_t i = 0; i < ntr; i++)
@@ -1100,10 +1016,10 @@ int trainer_fit_main(int argc, char **argv)
             free(idx);
         }
     }
-    if (conf.dump_matrix) {
-        dump = fopen(conf.dump_matrix, "w");
+    if (conf->dump_matrix) {
+        dump = fopen(conf->dump_matrix, "w");
         if (!dump)
-            FAIL("%s: cannot write", conf.dump_matrix);
+            FAIL("%s: cannot write", conf->dump_matrix);
         fprintf(dump, "split,row,label");
         for (size_t k = 0; k < p; k++) {
             fputc(',', dump);
@@ -1130,19 +1046,19 @@ int trainer_fit_main(int argc, char **argv)
         }
         if (fclose(dump)) {
             dump = NULL;
-            FAIL("%s: write failed", conf.dump_matrix);
+            FAIL("%s: write failed", conf->dump_matrix);
         }
         dump = NULL;
     }
 
-    if (conf.dump_matrix)
+    if (conf->dump_matrix)
         t_encoded = mono_us(); /* the dump is not part of the fit */
 
     /* 7. fit */
     json_t *params = json_object();
-    json_object_set_new(params, "seed", json_integer(conf.seed));
-    json_object_set_new(params, "valid_fraction", json_real(conf.valid_fraction));
-    json_object_set_new(params, "threads", json_integer(conf.threads));
+    json_object_set_new(params, "seed", json_integer(conf->seed));
+    json_object_set_new(params, "valid_fraction", json_real(conf->valid_fraction));
+    json_object_set_new(params, "threads", json_integer(conf->threads));
     size_t ntrpos = 0;
     for (size_t i = 0; i < ntr; i++)
         ntrpos += y[i] != 0;
@@ -1153,15 +1069,15 @@ int trainer_fit_main(int argc, char **argv)
     if (logreg) {
         logreg_params_t lp;
         logreg_params_default(&lp);
-        lp.C = conf.c;
+        lp.C = conf->c;
         lp.w_pos = w_pos;
         lp.w_neg = w_neg;
-        lp.threads = (int)conf.threads;
+        lp.threads = (int)conf->threads;
         lp.l1 = l1;
         double *coef = xmalloc((p ? p : 1) * sizeof(double)), b0;
         logreg_info_t info;
         progress("logreg: %s, C=%g, class weights %s", l1 ? "L1, proximal Newton" : "L2, Newton",
-                 lp.C, conf.class_weight);
+                 lp.C, conf->class_weight);
         if (logreg_fit(X, y, ntr, p, &lp, coef, &b0, &info, errstr, sizeof(errstr))) {
             free(coef);
             json_decref(params);
@@ -1178,26 +1094,26 @@ int trainer_fit_main(int argc, char **argv)
                                       info.iterations, "grad_max", info.grad_max));
         json_object_set_new(params, "C", json_real(lp.C));
         json_object_set_new(params, "penalty", json_string(l1 ? "l1" : "l2"));
-        json_object_set_new(params, "class_weight", json_string(conf.class_weight));
+        json_object_set_new(params, "class_weight", json_string(conf->class_weight));
         json_object_set_new(params, "w_pos", json_real(w_pos));
         json_object_set_new(params, "w_neg", json_real(w_neg));
         json_object_set_new(params, "tol", json_real(lp.tol));
     } else {
         gbdt_params_t gp;
         gbdt_params_default(&gp);
-        gp.n_trees = (int)conf.n_trees;
-        gp.max_depth = (int)conf.max_depth;
-        gp.max_leaves = lossguide ? (int)conf.max_leaves : 0;
-        gp.learning_rate = conf.learning_rate;
-        gp.lambda = conf.lambda;
-        gp.gamma = conf.gamma;
-        gp.min_child_weight = conf.min_child_weight;
-        gp.subsample = conf.subsample;
-        gp.colsample = conf.colsample;
-        gp.max_bins = (int)conf.max_bins;
-        gp.early_stopping = (int)conf.early_stopping;
-        gp.threads = (int)conf.threads;
-        gp.seed = (uint64_t)conf.seed;
+        gp.n_trees = (int)conf->n_trees;
+        gp.max_depth = (int)conf->max_depth;
+        gp.max_leaves = lossguide ? (int)conf->max_leaves : 0;
+        gp.learning_rate = conf->learning_rate;
+        gp.lambda = conf->lambda;
+        gp.gamma = conf->gamma;
+        gp.min_child_weight = conf->min_child_weight;
+        gp.subsample = conf->subsample;
+        gp.colsample = conf->colsample;
+        gp.max_bins = (int)conf->max_bins;
+        gp.early_stopping = (int)conf->early_stopping;
+        gp.threads = (int)conf->threads;
+        gp.seed = (uint64_t)conf->seed;
         gp.progress = gbdt_progress;
         size_t ninp;
         const model_input_t *ins = model_inputs(m, &ninp);
@@ -1257,7 +1173,7 @@ int trainer_fit_main(int argc, char **argv)
         json_object_set_new(params, "early_stopping_rows", json_integer((json_int_t)nstop));
         json_object_set_new(params, "growth", json_string(lossguide ? "lossguide" : "depthwise"));
         if (lossguide)
-            json_object_set_new(params, "max_leaves", json_integer(conf.max_leaves));
+            json_object_set_new(params, "max_leaves", json_integer(conf->max_leaves));
     }
     int64_t t_fitted = mono_us();
     model_destroy(m);
@@ -1293,10 +1209,10 @@ int trainer_fit_main(int argc, char **argv)
 
     /* 9. reference profile (training rows) */
     json_t *prof = json_object(), *pin = json_array();
-    uint64_t prng = (uint64_t)conf.seed ^ 0x5DEECE66Dull;
+    uint64_t prng = (uint64_t)conf->seed ^ 0x5DEECE66Dull;
     for (size_t k = 0; k < ncols; k++)
         json_array_append_new(pin,
-                              profile_column(ds, &cols[k], tr, ntr, conf.profile_sample, &prng));
+                              profile_column(ds, &cols[k], tr, ntr, conf->profile_sample, &prng));
     json_object_set_new(prof, "inputs", pin);
     size_t hist[SCORE_BINS] = {0};
     for (size_t i = 0; i < ntr; i++) {
@@ -1311,7 +1227,7 @@ int trainer_fit_main(int argc, char **argv)
     json_object_set_new(prof, "scores", json_pack("{s:o, s:o}", "edges", he, "counts", hc));
     json_object_set_new(prof, "label_rate", json_real((double)ntrpos / (double)ntr));
     json_object_set_new(prof, "rows", json_integer((json_int_t)ntr));
-    json_object_set_new(prof, "sample_enabled", json_boolean(conf.profile_sample));
+    json_object_set_new(prof, "sample_enabled", json_boolean(conf->profile_sample));
     json_object_set_new(prof, "sample_max", json_integer(RESERVOIR_MAX));
     json_object_set_new(doc, "profile", prof);
 
@@ -1319,18 +1235,17 @@ int trainer_fit_main(int argc, char **argv)
      * promote a version whose gates failed). The champion is scored on the
      * same held-out rows, cleaned by its own embedded spec. */
     double champ_auc = (double)NAN;
-    json_t *champ_info = NULL;
-    if (conf.champion) {
-        if (champion_auc(conf.champion, conf.data, va, nva, ds->label, &champ_auc, &champ_info,
+    bool compared = false;
+    if (in->champion && in->champion_ds) {
+        if (champion_auc(in->champion, in->champion_ds, va, nva, ds->label, &champ_auc, &champ_info,
                          errstr, sizeof(errstr))) {
             json_decref(params);
             goto done;
         }
-        progress("champion %s: held-out AUC %.6f (ours %.6f)", conf.champion, champ_auc, mv.auc);
-    } else if (conf.max_auc_drop >= 0) {
-        code = MLOPS_EXIT_USAGE;
-        json_decref(params);
-        FAIL("--max-auc-drop needs --champion MODEL.json");
+        compared = true;
+        progress("champion: held-out AUC %.6f (ours %.6f)", champ_auc, mv.auc);
+    } else if (in->champion_note) {
+        progress("champion: %s", in->champion_note);
     }
     json_t *gates = json_array();
     bool gates_ok = true;
@@ -1339,13 +1254,13 @@ int trainer_fit_main(int argc, char **argv)
         double limit, value;
         bool on, pass;
     } gt[] = {
-        {"min_auc", conf.min_auc, mv.auc, conf.min_auc > 0, mv.auc >= conf.min_auc},
-        {"max_log_loss", conf.max_log_loss, mv.log_loss, conf.max_log_loss > 0,
-         mv.log_loss <= conf.max_log_loss},
-        {"min_rows", (double)conf.min_rows, (double)ntr, conf.min_rows > 0,
-         (double)ntr >= (double)conf.min_rows},
-        {"max_auc_drop", conf.max_auc_drop, champ_auc - mv.auc, conf.max_auc_drop >= 0,
-         champ_auc - mv.auc <= conf.max_auc_drop},
+        {"min_auc", conf->min_auc, mv.auc, conf->min_auc > 0, mv.auc >= conf->min_auc},
+        {"max_log_loss", conf->max_log_loss, mv.log_loss, conf->max_log_loss > 0,
+         mv.log_loss <= conf->max_log_loss},
+        {"min_rows", (double)conf->min_rows, (double)ntr, conf->min_rows > 0,
+         (double)ntr >= (double)conf->min_rows},
+        {"max_auc_drop", conf->max_auc_drop, champ_auc - mv.auc,
+         conf->max_auc_drop >= 0 && compared, champ_auc - mv.auc <= conf->max_auc_drop},
     };
     for (size_t k = 0; k < MLOPS_ARRAY_LEN(gt); k++) {
         if (!gt[k].on)
@@ -1358,27 +1273,28 @@ int trainer_fit_main(int argc, char **argv)
         if (!gt[k].pass)
             progress("gate %s FAILED: %g (limit %g)", gt[k].name, gt[k].value, gt[k].limit);
     }
+    if (conf->max_auc_drop >= 0 && !compared)
+        json_array_append_new(
+            gates,
+            json_pack("{s:s, s:f, s:n, s:b, s:s}", "gate", "max_auc_drop", "limit",
+                      conf->max_auc_drop, "value", "passed", true, "note",
+                      in->champion_note ? in->champion_note : "no champion to compare with"));
     json_t *jg = json_pack("{s:b, s:o, s:s}", "passed", gates_ok, "results", gates, "evaluated_on",
                            "held_out");
     if (champ_info)
         json_object_set_new(jg, "champion", champ_info);
+    champ_info = NULL;
     json_object_set_new(doc, "gates", jg);
 
     /* 11. lineage */
-    char sha[65];
-    if (dataset_file_sha256(conf.data, sha, errstr, sizeof(errstr))) {
-        json_decref(params);
-        goto done;
-    }
     int64_t t_end = mono_us();
     json_t *lin = json_object();
-    json_object_set_new(lin, "source",
-                        json_pack("{s:s, s:s, s:s, s:I}", "kind", "file", "path", conf.data,
-                                  "sha256", sha, "rows", (json_int_t)n));
+    json_object_set_new(lin, "source", source);
+    source = NULL;
     json_object_set_new(lin, "spec_hash", json_string(spec->hash));
     json_object_set_new(lin, "spec_source", json_string(spec_source));
     json_object_set_new(lin, "params", params);
-    json_object_set_new(lin, "seed", json_integer(conf.seed));
+    json_object_set_new(lin, "seed", json_integer(conf->seed));
     json_object_set_new(lin, "trainer_version", json_string(TRAINER_VERSION));
     json_object_set_new(
         lin, "timings_ms",
@@ -1394,15 +1310,15 @@ int trainer_fit_main(int argc, char **argv)
         prepend(errstr, sizeof(errstr), "internal: the artifact does not validate: ");
         goto done;
     }
-    if (model_write_file(doc, conf.out, errstr, sizeof(errstr)))
-        goto done;
-    progress("wrote %s (%s, %zu slots)%s", conf.out, logreg ? "logreg" : "gbdt", p,
-             gates_ok ? "" : "; quality gates FAILED (recorded in the artifact)");
-    code = gates_ok || !conf.strict_gates ? MLOPS_EXIT_OK : MLOPS_EXIT_GATES;
-    errstr[0] = '\0';
+    *doc_out = doc;
+    doc = NULL;
+    *gates_ok_out = gates_ok;
+    progress("artifact ready (%s, %zu slots)%s", logreg ? "logreg" : "gbdt", p,
+             gates_ok ? "" : "; quality gates FAILED");
+    rc = 0;
 done:
-    if (code != MLOPS_EXIT_OK && errstr[0])
-        fprintf(stderr, "mlops-trainer fit: %s\n", errstr);
+    if (rc)
+        snprintf(errout, errout_size, "%s", errstr[0] ? errstr : "failed");
     if (dump)
         fclose(dump);
     gbdt_result_cleanup(&gres);
@@ -1418,6 +1334,118 @@ done:
     free(cols);
     model_destroy(m);
     json_decref(doc);
+    json_decref(source);
+    json_decref(champ_info);
+    return rc;
+}
+
+int trainer_fit_main(int argc, char **argv)
+{
+    fit_conf_t conf;
+    int code = MLOPS_EXIT_FAILURE;
+    char errstr[2048] = "";
+    spec_t *spec = NULL;
+    dataset_t *ds = NULL, *cds = NULL;
+    model_t *cm = NULL;
+    json_t *doc = NULL;
+    fit_input_t in = {0};
+    t_start = mono_us();
+    cfg_t *cfg = fit_cfg_new(&conf);
+    cfg_result_t r = cfg_init(cfg, argc, argv, stdout, errstr, sizeof(errstr));
+    if (r != CFG_OK) {
+        code = r == CFG_EXIT ? MLOPS_EXIT_OK : MLOPS_EXIT_USAGE;
+        if (r == CFG_EXIT)
+            errstr[0] = '\0';
+        goto done;
+    }
+    quiet = conf.quiet;
+    code = MLOPS_EXIT_USAGE;
+    if (fit_conf_check(&conf, errstr, sizeof(errstr)))
+        goto done;
+    if (!conf.data)
+        FAIL("--data train.csv is required");
+    if (conf.max_auc_drop >= 0 && !conf.champion)
+        FAIL("--max-auc-drop needs --champion MODEL.json");
+    if (conf.positive && !conf.label && !conf.spec)
+        FAIL("--positive needs --label (or a spec with a label)");
+    if (!conf.spec && !conf.label)
+        FAIL("give --label COL (and --positive VALUE), or a --spec with a label");
+
+    /* 1. the spec */
+    const char *spec_source;
+    if (conf.spec) {
+        spec = spec_load(conf.spec, errstr, sizeof(errstr));
+        spec_source = conf.spec;
+    } else {
+        spec = infer_spec(&conf, conf.label, conf.positive, errstr, sizeof(errstr));
+        spec_source = "inferred";
+    }
+    if (!spec)
+        goto done;
+    const char *label = conf.label ? conf.label : spec->label;
+    const char *positive = conf.positive ? conf.positive : spec->positive;
+    if (!label)
+        FAIL("%s: the spec has no label: pass --label COL --positive VALUE", spec_source);
+    if (!positive)
+        FAIL("--label '%s' needs --positive VALUE", label);
+    code = MLOPS_EXIT_FAILURE;
+    progress("spec '%s' (%s, hash %.12s): %zu fields, %zu columns", spec->name, spec_source,
+             spec->hash, spec->nfields, spec->ncolumns);
+
+    /* 2. the data, cleaned by the spec */
+    dataset_opts_t dopts = {
+        .label = label, .positive = positive, .need_label = true, .strict = true};
+    ds = dataset_load_csv(spec, conf.data, &dopts, errstr, sizeof(errstr));
+    if (!ds)
+        goto done;
+    char sha[65];
+    if (dataset_file_sha256(conf.data, sha, errstr, sizeof(errstr)))
+        goto done;
+    in.source = json_pack("{s:s, s:s, s:s, s:I}", "kind", "file", "path", conf.data, "sha256", sha,
+                          "rows", (json_int_t)ds->nrows);
+
+    /* the champion, if any: the same file cleaned by its own embedded spec */
+    if (conf.champion) {
+        char e[1024];
+        cm = model_load(conf.champion, e, sizeof(e));
+        if (!cm)
+            FAIL("--champion: %s", e);
+        const json_t *lab = json_object_get(model_doc(cm), "label");
+        dataset_opts_t o = {.label = json_string_value(json_object_get(lab, "field")),
+                            .positive = json_string_value(json_object_get(lab, "positive")),
+                            .strict = false};
+        cds = dataset_load_csv(model_spec(cm), conf.data, &o, e, sizeof(e));
+        if (!cds)
+            FAIL("--champion %s: %s", conf.champion, e);
+        char csha[65] = "";
+        if (dataset_file_sha256(conf.champion, csha, e, sizeof(e)))
+            csha[0] = '\0';
+        in.champion_info = json_pack("{s:s, s:s}", "path", conf.champion, "sha256", csha);
+        in.champion = cm;
+        in.champion_ds = cds;
+    }
+    in.spec = spec;
+    in.spec_source = spec_source;
+    in.ds = ds;
+    in.what = conf.data;
+    in.t_start_us = t_start;
+    bool gates_ok = false;
+    if (fit_run(&conf, &in, &doc, &gates_ok, errstr, sizeof(errstr)))
+        goto done;
+    if (model_write_file(doc, conf.out, errstr, sizeof(errstr)))
+        goto done;
+    progress("wrote %s%s", conf.out,
+             gates_ok ? "" : "; quality gates FAILED (recorded in the artifact)");
+    code = gates_ok || !conf.strict_gates ? MLOPS_EXIT_OK : MLOPS_EXIT_GATES;
+    errstr[0] = '\0';
+done:
+    if (code != MLOPS_EXIT_OK && errstr[0])
+        fprintf(stderr, "mlops-trainer fit: %s\n", errstr);
+    json_decref(in.source);
+    json_decref(in.champion_info);
+    json_decref(doc);
+    dataset_destroy(cds);
+    model_destroy(cm);
     dataset_destroy(ds);
     spec_destroy(spec);
     cfg_destroy(cfg);
