@@ -1,8 +1,10 @@
-/* A CSV cleaned by a feature spec, rolling aggregates point in time (see dataset.h). */
+/* A CSV cleaned by a feature spec, rolling aggregates point in time, or
+ * features/1 rows as ingest wrote them (see dataset.h). */
 #include "dataset.h"
 
 #include <ctype.h>
 #include <errno.h>
+#include <math.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -340,6 +342,86 @@ void dataset_destroy(dataset_t *ds)
     free(ds->ok);
     free(ds->negative);
     free(ds);
+}
+
+static const char *json_kind(const json_t *v)
+{
+    return json_is_string(v)    ? "string"
+           : json_is_number(v)  ? "number"
+           : json_is_boolean(v) ? "boolean"
+           : json_is_array(v)   ? "array"
+                                : "object";
+}
+
+dataset_t *dataset_new(const spec_t *spec)
+{
+    dataset_t *ds = xcalloc(1, sizeof(*ds));
+    ds->spec = spec;
+    ds->ncolumns = spec->ncolumns;
+    return ds;
+}
+
+int dataset_add_values(dataset_t *ds, const json_t *values, int label, size_t line, char *errstr,
+                       size_t errstr_size)
+{
+    const spec_t *spec = ds->spec;
+    if (!json_is_object(values)) {
+        snprintf(errstr, errstr_size, "values is not an object");
+        return -1;
+    }
+    if (ds->nrows == ds->cap) {
+        size_t cap = ds->cap ? ds->cap * 2 : 1024;
+        ds->vals =
+            xrealloc(ds->vals, cap * (ds->ncolumns ? ds->ncolumns : 1) * sizeof(spec_value_t));
+        ds->line = xrealloc(ds->line, cap * sizeof(size_t));
+        ds->label = xrealloc(ds->label, cap * sizeof(int));
+        ds->ok = xrealloc(ds->ok, cap * sizeof(bool));
+        ds->why = xrealloc(ds->why, cap * sizeof(char *));
+        ds->arenas = xrealloc(ds->arenas, cap * sizeof(char *));
+        ds->cap = cap;
+    }
+    size_t r = ds->nrows;
+    spec_value_t *vals = ds->vals + r * ds->ncolumns;
+    size_t need = 0;
+    for (size_t c = 0; c < ds->ncolumns; c++) {
+        const json_t *v = json_object_get(values, spec->columns[c]);
+        bool cat = c < spec->nfields && spec->fields[c].type == SPEC_T_CATEGORICAL;
+        if (!v || json_is_null(v)) {
+            vals[c] = (spec_value_t){.kind = SPEC_V_MISSING};
+        } else if (cat && json_is_string(v)) {
+            vals[c] = (spec_value_t){.kind = SPEC_V_STR};
+            need += json_string_length(v) + 1;
+        } else if (!cat && (json_is_number(v) || json_is_boolean(v))) {
+            double x = json_is_boolean(v) ? (json_is_true(v) ? 1.0 : 0.0) : json_number_value(v);
+            if (!isfinite(x)) {
+                snprintf(errstr, errstr_size, "column '%s': not a finite number", spec->columns[c]);
+                return -1;
+            }
+            vals[c] = (spec_value_t){.kind = SPEC_V_NUM, .num = x};
+        } else {
+            snprintf(errstr, errstr_size, "column '%s': a %s value where the spec wants %s",
+                     spec->columns[c], json_kind(v), cat ? "a string" : "a number");
+            return -1;
+        }
+    }
+    char *arena = need ? xmalloc(need) : NULL, *at = arena;
+    for (size_t c = 0; c < ds->ncolumns; c++) {
+        if (vals[c].kind != SPEC_V_STR)
+            continue;
+        const json_t *v = json_object_get(values, spec->columns[c]);
+        size_t n = json_string_length(v);
+        memcpy(at, json_string_value(v), n);
+        at[n] = '\0';
+        vals[c].str = at;
+        at += n + 1;
+    }
+    ds->arenas[r] = arena;
+    ds->line[r] = line;
+    ds->label[r] = label;
+    ds->ok[r] = true;
+    ds->why[r] = NULL;
+    ds->nrows++;
+    return 0;
 }
 
 int dataset_file_sha256(const char *path, char hex[65], char *errstr, size_t errstr_size)

@@ -17,6 +17,7 @@
 #ifndef MLOPS_DATASET_H
 #define MLOPS_DATASET_H
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -42,6 +43,7 @@ typedef struct dataset {
     size_t nrefused;
     char *negative; /**< the label's other class, as seen in the file */
     char **arenas;  /* per-row string storage */
+    size_t cap;     /* rows allocated */
 } dataset_t;
 
 /**
@@ -53,6 +55,24 @@ typedef struct dataset {
 dataset_t *dataset_load_csv(const spec_t *spec, const char *path, const dataset_opts_t *opts,
                             char *errstr, size_t errstr_size);
 void dataset_destroy(dataset_t *ds);
+
+/**
+ * An empty table for @p spec, filled row by row with dataset_add_values():
+ * the streaming trainer's rows, features/1 values as ingest cleaned and
+ * feature-engineered them (rolling aggregates included), so nothing is
+ * cleaned again.
+ */
+dataset_t *dataset_new(const spec_t *spec);
+
+/**
+ * Append one features/1 "values" object: every spec column is read by name
+ * (null or absent: missing); a categorical field takes a string, every other
+ * column a finite number (true/false count as 1/0). @p label is 0 or 1,
+ * @p line the row's number for messages. Returns 0, or -1 with errstr naming
+ * the column, and the row is not added.
+ */
+int dataset_add_values(dataset_t *ds, const json_t *values, int label, size_t line, char *errstr,
+                       size_t errstr_size) MLOPS_WUR;
 
 /** Lower-case hex SHA-256 of a file, streamed. Returns 0 or -1 with errstr. */
 int dataset_file_sha256(const char *path, char hex[65], char *errstr, size_t errstr_size) MLOPS_WUR;

@@ -15,6 +15,7 @@
 #include "gbdt.h"
 #include "logreg.h"
 #include "model.h"
+#include "records.h"
 #include "testutil.h"
 
 static uint64_t rng_state = 12345;
@@ -657,6 +658,87 @@ Test(dataset, errors_name_file_line_and_column)
             cr_assert(strstr(ds->why[i], "UTF-8"), "%s", ds->why[i]);
     }
     cr_assert_str_eq(ds->vals[0 * ds->ncolumns + 1].str, "\xc3\xa9t\xc3\xa9");
+    dataset_destroy(ds);
+    unlink(path);
+    free(path);
+    spec_destroy(spec);
+}
+
+/* The streaming trainer's rows: features/1 values (as rec_features() writes
+ * them for ingest) read back by dataset_add_values() equal the CSV path's
+ * cleaned values, derived and rolling columns included. */
+Test(dataset, features_values_round_trip)
+{
+    static const char spec_json[] =
+        "{\"schema\":\"feature_spec/1\",\"name\":\"t\",\"entity\":\"e\",\"event_id\":\"id\","
+        "\"event_time\":\"ts\",\"fields\":[{\"name\":\"a\",\"type\":\"numeric\",\"missing\":"
+        "\"keep\"},{\"name\":\"c\",\"type\":\"categorical\",\"missing\":\"keep\"},"
+        "{\"name\":\"f\",\"type\":\"boolean\",\"missing\":\"keep\"}],"
+        "\"derived\":[{\"name\":\"la\",\"op\":\"log1p\",\"input\":\"a\"},"
+        "{\"name\":\"n1h\",\"op\":\"rolling_count\",\"window_s\":3600}]}";
+    char err[1024];
+    spec_t *spec = spec_parse(spec_json, strlen(spec_json), err, sizeof(err));
+    cr_assert(spec, "%s", err);
+    char *path = test_unique("/tmp/mlops-dataset-rt");
+    FILE *fp = fopen(path, "w");
+    fprintf(fp, "id,e,ts,a,c,f,y\n1,e1,2026-01-01T00:00:00Z,1.5,x,true,1\n"
+                "2,e1,2026-01-01T00:10:00Z,,\"q,r\",false,0\n3,e2,2026-01-01T00:20:00Z,0.1,,,1\n"
+                "4,e1,2026-01-01T00:30:00Z,7,x,true,0\n");
+    fclose(fp);
+    dataset_opts_t o = {.label = "y", .positive = "1", .need_label = true, .strict = true};
+    dataset_t *ds = dataset_load_csv(spec, path, &o, err, sizeof(err));
+    cr_assert(ds, "%s", err);
+    dataset_t *back = dataset_new(spec);
+    for (size_t r = 0; r < ds->nrows; r++) {
+        spec_row_t row = {.event_id = "id",
+                          .entity = "e1",
+                          .event_time_ms = 0,
+                          .values = ds->vals + r * ds->ncolumns,
+                          .ncolumns = ds->ncolumns};
+        strbuf_t sb;
+        strbuf_init(&sb);
+        rec_source_t src = {.topic = "events", .partition = 0, .offset = (int64_t)r};
+        cr_assert_eq(rec_features(spec, &row, &src, 0, &sb), 0);
+        json_error_t je;
+        json_t *rec = json_loads(sb.data, 0, &je);
+        cr_assert(rec, "%s", je.text);
+        cr_assert_eq(dataset_add_values(back, json_object_get(rec, "values"), ds->label[r], r + 1,
+                                        err, sizeof(err)),
+                     0, "%s", err);
+        json_decref(rec);
+        strbuf_cleanup(&sb);
+    }
+    cr_assert_eq(back->nrows, ds->nrows);
+    for (size_t i = 0; i < ds->nrows * ds->ncolumns; i++) {
+        const spec_value_t *a = &ds->vals[i], *b = &back->vals[i];
+        cr_assert_eq(a->kind, b->kind, "cell %zu", i);
+        if (a->kind == SPEC_V_NUM)
+            cr_assert_eq(memcmp(&a->num, &b->num, sizeof(double)), 0, "cell %zu: %.17g vs %.17g", i,
+                         a->num, b->num);
+        if (a->kind == SPEC_V_STR)
+            cr_assert_str_eq(a->str, b->str);
+    }
+    cr_assert_eq(back->label[3], 0);
+    cr_assert_eq(back->line[2], 3);
+    /* the rolling count saw e1's earlier event: not a constant column */
+    int n1h = spec_column_index(spec, "n1h");
+    cr_assert_eq(back->vals[3 * back->ncolumns + (size_t)n1h].num, 3);
+    /* wrong types are refused naming the column; an absent column is missing */
+    json_t *bad = json_pack("{s:i}", "c", 3);
+    cr_assert_neq(dataset_add_values(back, bad, 0, 9, err, sizeof(err)), 0);
+    cr_assert(strstr(err, "column 'c': a number value where the spec wants a string"), "%s", err);
+    json_decref(bad);
+    bad = json_pack("{s:s}", "a", "1.5");
+    cr_assert_neq(dataset_add_values(back, bad, 0, 9, err, sizeof(err)), 0);
+    cr_assert(strstr(err, "column 'a'"), "%s", err);
+    json_decref(bad);
+    cr_assert_eq(back->nrows, 4);
+    json_t *empty = json_object();
+    cr_assert_eq(dataset_add_values(back, empty, 1, 5, err, sizeof(err)), 0);
+    json_decref(empty);
+    cr_assert_eq(back->nrows, 5);
+    cr_assert_eq(back->vals[4 * back->ncolumns].kind, SPEC_V_MISSING);
+    dataset_destroy(back);
     dataset_destroy(ds);
     unlink(path);
     free(path);
