@@ -18,5 +18,6 @@ int cmd_token(int argc, char **argv);
 int cmd_drift_stat(int argc, char **argv);
 int cmd_registry(int argc, char **argv);
 int cmd_drift(int argc, char **argv);
+int cmd_train(int argc, char **argv);
 
 #endif

@@ -89,6 +89,8 @@ static const command_t commands[] = {
      "the model registry: list, versions, register, promote, rollback, history, audit, card",
      cmd_models},
     {"registry", "back up or restore the registry's database (pg_dump/pg_restore)", cmd_registry},
+    {"train", "file a training request (train.requests) and --wait for the registered version",
+     cmd_train},
     {"drift", "the monitor's drift table: drift status [--model M] [--json]", cmd_drift},
     {"version", "print the version", cmd_version},
     {"help", "this help", cmd_help},

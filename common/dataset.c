@@ -424,6 +424,31 @@ int dataset_add_values(dataset_t *ds, const json_t *values, int label, size_t li
     return 0;
 }
 
+void dataset_keep(dataset_t *ds, const bool *keep)
+{
+    size_t w = 0;
+    for (size_t r = 0; r < ds->nrows; r++) {
+        if (!keep[r]) {
+            free(ds->arenas[r]);
+            free(ds->why[r]);
+            if (!ds->ok[r])
+                ds->nrefused--;
+            continue;
+        }
+        if (w != r) {
+            memcpy(ds->vals + w * ds->ncolumns, ds->vals + r * ds->ncolumns,
+                   ds->ncolumns * sizeof(spec_value_t));
+            ds->line[w] = ds->line[r];
+            ds->label[w] = ds->label[r];
+            ds->ok[w] = ds->ok[r];
+            ds->why[w] = ds->why[r];
+            ds->arenas[w] = ds->arenas[r];
+        }
+        w++;
+    }
+    ds->nrows = w;
+}
+
 int dataset_file_sha256(const char *path, char hex[65], char *errstr, size_t errstr_size)
 {
     FILE *fp = fopen(path, "rb");

@@ -74,6 +74,9 @@ dataset_t *dataset_new(const spec_t *spec);
 int dataset_add_values(dataset_t *ds, const json_t *values, int label, size_t line, char *errstr,
                        size_t errstr_size) MLOPS_WUR;
 
+/** Drop the rows whose @p keep is false, keeping the others' order. */
+void dataset_keep(dataset_t *ds, const bool *keep);
+
 /** Lower-case hex SHA-256 of a file, streamed. Returns 0 or -1 with errstr. */
 int dataset_file_sha256(const char *path, char hex[65], char *errstr, size_t errstr_size) MLOPS_WUR;
 
