@@ -59,7 +59,8 @@ static const route_def_t routes[] = {
     {PUT, V1 "models/{}/versions/{}/artifact", ROLE_TRAINER, true, true, v1_artifact_put},
     {GET, V1 "models/{}/versions/{}/artifact", ROLE_READER, false, false, v1_artifact_get},
     {PUT, V1 "models/{}/versions/{}/gates", ROLE_TRAINER, true, false, v1_gates_put},
-    {POST, V1 "models/{}/aliases/{}/promote", ROLE_ADMIN, true, false, v1_promote},
+    /* trainers may move only 'challenger' (checked in v1_promote) */
+    {POST, V1 "models/{}/aliases/{}/promote", ROLE_TRAINER, true, false, v1_promote},
     {POST, V1 "models/{}/aliases/{}/rollback", ROLE_ADMIN, true, false, v1_rollback},
     {GET, V1 "models/{}/history", ROLE_READER, false, false, v1_history},
     {GET, V1 "models/{}/deployment", ROLE_READER, false, false, v1_deploy_get},
