@@ -579,8 +579,8 @@ static int load_input(req_ctx_t *c, const char *query)
                                                : c->rg->conf->max_body_bytes);
     struct evbuffer *in = evhttp_request_get_input_buffer(c->req);
     if (evbuffer_get_length(in) > limit)
-        return ctx_fail(c, 413, "RESOURCE_LIMIT_EXCEEDED", "the body is larger than %zu bytes",
-                        limit);
+        return ctx_fail(c, 413, "RESOURCE_LIMIT_EXCEEDED", "the body is larger than %zu bytes (%s)",
+                        limit, c->route->raw_body ? "max_artifact_bytes" : "max_body_bytes");
     c->body = http_body(c->req, &c->body_len);
     if (!c->route->raw_body && c->body_len) {
         err_t *e = NULL;
