@@ -59,7 +59,8 @@ static const route_def_t routes[] = {
     {PUT, V1 "models/{}/versions/{}/artifact", ROLE_TRAINER, true, true, v1_artifact_put},
     {GET, V1 "models/{}/versions/{}/artifact", ROLE_READER, false, false, v1_artifact_get},
     {PUT, V1 "models/{}/versions/{}/gates", ROLE_TRAINER, true, false, v1_gates_put},
-    {POST, V1 "models/{}/aliases/{}/promote", ROLE_ADMIN, true, false, v1_promote},
+    /* trainers may move only 'challenger' (checked in v1_promote) */
+    {POST, V1 "models/{}/aliases/{}/promote", ROLE_TRAINER, true, false, v1_promote},
     {POST, V1 "models/{}/aliases/{}/rollback", ROLE_ADMIN, true, false, v1_rollback},
     {GET, V1 "models/{}/history", ROLE_READER, false, false, v1_history},
     {GET, V1 "models/{}/deployment", ROLE_READER, false, false, v1_deploy_get},
@@ -578,8 +579,8 @@ static int load_input(req_ctx_t *c, const char *query)
                                                : c->rg->conf->max_body_bytes);
     struct evbuffer *in = evhttp_request_get_input_buffer(c->req);
     if (evbuffer_get_length(in) > limit)
-        return ctx_fail(c, 413, "RESOURCE_LIMIT_EXCEEDED", "the body is larger than %zu bytes",
-                        limit);
+        return ctx_fail(c, 413, "RESOURCE_LIMIT_EXCEEDED", "the body is larger than %zu bytes (%s)",
+                        limit, c->route->raw_body ? "max_artifact_bytes" : "max_body_bytes");
     c->body = http_body(c->req, &c->body_len);
     if (!c->route->raw_body && c->body_len) {
         err_t *e = NULL;

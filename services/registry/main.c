@@ -31,6 +31,10 @@ static const cfg_item_t registry_items[] = {
                    "largest artifact upload (413 above)", 1024, 1073741824),
     CFG_ITEM_RANGE(registry_conf_t, max_header_bytes, CFG_T_INT, "16384", 0,
                    "largest request header block", 1024, 1048576),
+    CFG_ITEM_RANGE(registry_conf_t, max_connections, CFG_T_INT, "256", 0,
+                   "HTTP connections open at once; one more is answered 503 (JSON, "
+                   "Retry-After) and closed",
+                   1, 65536),
     CFG_ITEM_RANGE(registry_conf_t, request_timeout_s, CFG_T_INT, "30", 0,
                    "HTTP read/write timeout of a request", 1, 3600),
     CFG_ITEM_RANGE(registry_conf_t, rate_limit_rps, CFG_T_INT, "0", 0,
@@ -221,14 +225,14 @@ static int setup(service_t *svc, void *opaque)
         return -1;
     }
     if (c->tls_cert_file) {
-        rg->tls = tls_enable(service_http(svc), c->tls_cert_file, c->tls_key_file, errstr,
-                             sizeof(errstr));
+        rg->tls = tls_enable(c->tls_cert_file, c->tls_key_file, errstr, sizeof(errstr));
         if (!rg->tls) {
             log_fatal("TLS: %s", errstr);
             return -1;
         }
         log_info("HTTPS on (certificate %s)", c->tls_cert_file);
     }
+    conn_install(rg, service_http(svc));
     api_register(rg, service_http(svc));
     rg->db_up = true;
     rg->ping = event_new(service_base(svc), -1, EV_PERSIST, on_ping, rg);

@@ -34,6 +34,7 @@ typedef struct registry_conf {
     int64_t max_body_bytes;
     int64_t max_artifact_bytes;
     int64_t max_header_bytes;
+    int64_t max_connections;
     int64_t request_timeout_s;
     int64_t rate_limit_rps;
     int64_t rate_limit_burst;
@@ -77,6 +78,8 @@ typedef struct registry {
     bool own_dsn;       /**< pg_dsn was read from the stack and is ours to free */
     uint64_t request_seq;
     metric_t *m_writes, *m_conflicts, *m_auth_failures, *m_replays;
+    int64_t conns_open; /**< HTTP connections open now (conn.c) */
+    metric_t *m_conns, *m_conns_refused, *m_early_errors;
 } registry_t;
 
 /* ---- db.c --------------------------------------------------------------------- */
@@ -297,10 +300,25 @@ int v1_whoami(req_ctx_t *c);
 
 /* ---- tls.c ------------------------------------------------------------------------------ */
 
-/** Serve HTTPS on @p srv with a PEM certificate chain and key. Returns the SSL_CTX or NULL. */
-void *tls_enable(http_server_t *srv, const char *cert_file, const char *key_file, char *errstr,
-                 size_t errstr_size);
+/**
+ * Load a PEM certificate chain and key for HTTPS (TLS 1.2+). Returns the
+ * SSL_CTX (free with tls_free) or NULL with errstr. conn_install() then makes
+ * every connection's bufferevent with tls_bev_new().
+ */
+void *tls_enable(const char *cert_file, const char *key_file, char *errstr, size_t errstr_size);
+/** A server-side OpenSSL bufferevent (fd set later by evhttp), or NULL. */
+struct bufferevent *tls_bev_new(void *ctx, struct event_base *base);
 void tls_free(void *ctx);
+
+/* ---- conn.c ----------------------------------------------------------------------------- */
+
+/**
+ * Take over the making of @p srv's connections (evhttp_set_bevcb): TLS when
+ * rg->tls is set, a cap of max_connections open at once (503 JSON beyond),
+ * and JSON bodies for the errors evhttp answers itself (413 over its body
+ * limit, 400 for a bad or oversized header block). Call after tls_enable().
+ */
+void conn_install(registry_t *rg, http_server_t *srv);
 
 /* ---- relay.c ------------------------------------------------------------------------ */
 

@@ -10,13 +10,16 @@
 #include "log.h"
 #include "registry.h"
 
-static struct bufferevent *tls_bev(struct event_base *base, void *arg)
+struct bufferevent *tls_bev_new(void *ctx, struct event_base *base)
 {
-    SSL *ssl = SSL_new(arg);
+    SSL *ssl = SSL_new(ctx);
     if (!ssl)
         return NULL;
-    return bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
-                                          BEV_OPT_CLOSE_ON_FREE);
+    struct bufferevent *bev = bufferevent_openssl_socket_new(
+        base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+    if (!bev)
+        SSL_free(ssl);
+    return bev;
 }
 
 static void ssl_error(const char *what, char *errstr, size_t errstr_size)
@@ -26,8 +29,7 @@ static void ssl_error(const char *what, char *errstr, size_t errstr_size)
     snprintf(errstr, errstr_size, "%s: %s", what, buf);
 }
 
-void *tls_enable(http_server_t *srv, const char *cert_file, const char *key_file, char *errstr,
-                 size_t errstr_size)
+void *tls_enable(const char *cert_file, const char *key_file, char *errstr, size_t errstr_size)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     if (!ctx) {
@@ -48,7 +50,6 @@ void *tls_enable(http_server_t *srv, const char *cert_file, const char *key_file
         ssl_error("the key does not match the certificate", errstr, errstr_size);
         goto err;
     }
-    evhttp_set_bevcb(http_server_evhttp(srv), tls_bev, ctx);
     return ctx;
 err:
     SSL_CTX_free(ctx);

@@ -333,10 +333,11 @@ static int force_args(req_ctx_t *c, bool *force, const char **reason)
     if (in_bool(c, "force", force, &st) < 0)
         return st;
     *reason = in_str(c, "reason");
-    if (*force && (!*reason || !**reason))
-        return ctx_fail(c, 400, "INVALID_PARAMETER_VALUE", "force needs a non-empty reason");
+    /* the role first: a trainer asking to force is refused as such, reason or not */
     if (*force && c->role != ROLE_ADMIN)
         return ctx_fail(c, 403, "PERMISSION_DENIED", "only an admin can force");
+    if (*force && (!*reason || !**reason))
+        return ctx_fail(c, 400, "INVALID_PARAMETER_VALUE", "force needs a non-empty reason");
     return 0;
 }
 
@@ -359,6 +360,11 @@ static int expected_arg(req_ctx_t *c, int64_t *expected)
     return 0;
 }
 
+/* The one alias a trainer token may move: the streaming trainer sets it when
+ * a new version's gates pass. Everything else (champion, shadow, ...) is an
+ * admin's decision. */
+#define TRAINER_ALIAS "challenger"
+
 int v1_promote(req_ctx_t *c)
 {
     int st = 0;
@@ -366,6 +372,10 @@ int v1_promote(req_ctx_t *c)
     bool force;
     const char *reason;
     const char *alias = c->params[1];
+    if (c->role < ROLE_ADMIN && strcmp(alias, TRAINER_ALIAS) != 0)
+        return ctx_fail(c, 403, "PERMISSION_DENIED",
+                        "only admins move the alias '%s'; a %s token may move only '%s'", alias,
+                        role_name(c->role), TRAINER_ALIAS);
     if (in_int(c, "version", &version, &st) != 0 || version < 1)
         return st ? st
                   : ctx_fail(c, 400, "INVALID_PARAMETER_VALUE",
