@@ -152,8 +152,17 @@ def scipy_column(numeric, ref, cur):
     monitor cleans its reference sample when it loads a model), cur is the raw window."""
     cur = cur[np.isfinite(cur)] if numeric else cur[~pd.isna(cur)]
     both = np.concatenate([ref, cur])
-    keys, inv = np.unique(both, return_inverse=True)
+    # the distinct values (numbers: np.unique's sort; strings: pandas' hash table,
+    # much faster than sorting Python strings) and, where a test needs counts, a
+    # code per value (inv)
+    if numeric:
+        keys = np.unique(both)
+        inv = None
+    else:
+        inv, keys = pd.factorize(both)
     nvals = len(keys)
+    if inv is None and not (numeric and nvals > 5):
+        inv = np.searchsorted(keys, both)
     nr, nc = len(ref), len(cur)
     if nr <= 1000:
         if numeric and nvals > 5:
@@ -166,7 +175,8 @@ def scipy_column(numeric, ref, cur):
             return "chisquare", p, p < 0.05
         if nvals == 1:
             return "z", 1.0, False
-        x1, x2 = np.sum(inv[:nr] != 0), np.sum(inv[nr:] != 0)
+        low = inv == np.argmin(keys)  # indicator: the smaller of the two values
+        x1, x2 = np.sum(~low[:nr]), np.sum(~low[nr:])
         pp = (x1 + x2) / (nr + nc)
         z = (x1 / nr - x2 / nc) / math.sqrt(pp * (1 - pp) * (1 / nr + 1 / nc))
         p = 2 * stats.norm.sf(abs(z))
@@ -174,7 +184,7 @@ def scipy_column(numeric, ref, cur):
     if numeric and nvals > 5:
         v = stats.wasserstein_distance(ref, cur) / max(np.std(ref), 0.001)
         return "wasserstein", v, v >= 0.1
-    if numeric and len(np.unique(ref)) > 20:
+    if numeric and len(pd.unique(ref)) > 20:
         edges = np.histogram_bin_edges(both, bins="sturges")
         rs = np.histogram(ref, edges)[0] / nr
         cs = np.histogram(cur, edges)[0] / nc
