@@ -368,13 +368,13 @@ int main(int argc, char **argv)
     }
     size_t nt = W * (size_t)repeat;
     json_t *sum = json_pack(
-        "{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "schema",
+        "{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "schema",
         "drift_bench_ours/1", "path", "mlops dstate (drift_column AUTO + drift_dataset)",
         "features", (json_int_t)F, "window", (json_int_t)N, "reference", (json_int_t)ref.nrows,
-        "windows", (json_int_t)W, "passes", (json_int_t)repeat, "load_s", load_s, "tick_s_total",
-        tick_total, "stream_s_total", stream_total, "tick_s_median", median(tick_s, nt),
-        "stream_s_median", median(stream_s, nt), "ticks_per_s", (double)nt / tick_total,
-        "windows_per_s", (double)nt / stream_total);
+        "windows", (json_int_t)W, "passes", (json_int_t)repeat, "drift_share", drift_share,
+        "load_s", load_s, "tick_s_total", tick_total, "stream_s_total", stream_total,
+        "tick_s_median", median(tick_s, nt), "stream_s_median", median(stream_s, nt), "ticks_per_s",
+        (double)nt / tick_total, "windows_per_s", (double)nt / stream_total);
     char *line = json_dumps(sum, JSON_COMPACT | JSON_REAL_PRECISION(17));
     puts(line);
     free(line);

@@ -27,6 +27,8 @@
 #                         ($BENCH_DRIFT_PASSES; default 3)
 #   --evidently-passes E  passes for Evidently, 0 to skip it
 #                         ($BENCH_DRIFT_EVIDENTLY_PASSES; default 1)
+#   --drift-share S       dataset drift when the share of drifted features is
+#                         >= S, for all three ($BENCH_DRIFT_SHARE; default 0.5)
 #   --build DIR           CMake build folder ($BENCH_BUILD_DIR; default <repo>/build)
 #   -h, --help            this help
 #
@@ -54,6 +56,9 @@ REFERENCE=${BENCH_DRIFT_REFERENCE:-10000}
 SEED=${BENCH_DRIFT_SEED:-42}
 PASSES=${BENCH_DRIFT_PASSES:-3}
 EV_PASSES=${BENCH_DRIFT_EVIDENTLY_PASSES:-1}
+SHARE=${BENCH_DRIFT_SHARE:-0.5}
+# for a check of the check: a different share for our side only (the run must fail)
+OURS_SHARE=${BENCH_DRIFT_OURS_SHARE:-}
 
 while (($#)); do
     case $1 in
@@ -63,6 +68,7 @@ while (($#)); do
     --seed) SEED=${2?--seed needs a number}; shift 2 ;;
     --passes) PASSES=${2?--passes needs a number}; shift 2 ;;
     --evidently-passes) EV_PASSES=${2?--evidently-passes needs a number}; shift 2 ;;
+    --drift-share) SHARE=${2?--drift-share needs a number}; shift 2 ;;
     --build) BUILD=${2?--build needs a folder}; shift 2 ;;
     -h | --help) usage; exit 0 ;;
     *) die "unknown option '$1' (see --help)" ;;
@@ -73,6 +79,7 @@ for v in WINDOWS WINDOW REFERENCE PASSES; do
 done
 [[ $SEED =~ ^[0-9]+$ ]] || die "SEED must be a whole number, not '$SEED'"
 [[ $EV_PASSES =~ ^[0-9]+$ ]] || die "EV_PASSES must be a whole number, not '$EV_PASSES'"
+[[ $SHARE =~ ^(0?\.[0-9]*[1-9][0-9]*|1|1\.0*)$ ]] || die "SHARE must be in (0, 1], not '$SHARE'"
 
 BIN=$BUILD/bench/mlops-bench-drift
 [[ -x $BIN ]] || die "$BIN not found: build first (make build, or cmake --build build) or set --build"
@@ -86,7 +93,7 @@ printf 'bench/drift.sh: %s windows of %s rows, reference %s, seed %s, passes %s 
 
 "$PY" "$ROOT/bench/drift_peers.py" gen "$DIR/data" --windows "$WINDOWS" --window "$WINDOW" \
     --reference "$REFERENCE" --seed "$SEED"
-"$BIN" --data "$DIR/data" --repeat "$PASSES" >"$DIR/ours.jsonl"
+"$BIN" --data "$DIR/data" --repeat "$PASSES" --drift-share "${OURS_SHARE:-$SHARE}" >"$DIR/ours.jsonl"
 echo "# commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown), $(date -u +%FT%TZ)"
 "$PY" "$ROOT/bench/drift_peers.py" run "$DIR/data" "$DIR/ours.jsonl" --passes "$PASSES" \
-    --evidently-passes "$EV_PASSES" | tee "$DIR/result.txt"
+    --evidently-passes "$EV_PASSES" --drift-share "$SHARE" | tee "$DIR/result.txt"
