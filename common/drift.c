@@ -29,10 +29,16 @@ static double *sorted_finite(const double *x, size_t n, size_t *np)
 {
     double *c = xmalloc((n ? n : 1) * sizeof(double));
     size_t k = 0;
+    bool sorted = true;
     for (size_t i = 0; i < n; i++)
-        if (isfinite(x[i]))
+        if (isfinite(x[i])) {
+            if (k && x[i] < c[k - 1])
+                sorted = false;
             c[k++] = x[i];
-    qsort(c, k, sizeof(double), cmp_double);
+        }
+    /* the monitor's windows and reference samples come sorted: skip the sort */
+    if (!sorted)
+        qsort(c, k, sizeof(double), cmp_double);
     *np = k;
     return c;
 }
@@ -84,6 +90,23 @@ static void merge_counts(const double *a, size_t na, const double *b, size_t nb,
     *cap = ca;
     *cbp = cb;
     *kp = k;
+}
+
+/* The number of distinct values of two sorted samples together, counted up
+ * to @p limit (the walk stops there): what the default test choice needs,
+ * without merge_counts()'s arrays. */
+static size_t distinct_upto(const double *a, size_t na, const double *b, size_t nb, size_t limit)
+{
+    size_t i = 0, j = 0, k = 0;
+    while ((i < na || j < nb) && k < limit) {
+        double v = j >= nb || (i < na && a[i] <= b[j]) ? a[i] : b[j];
+        while (i < na && a[i] == v)
+            i++;
+        while (j < nb && b[j] == v)
+            j++;
+        k++;
+    }
+    return k;
 }
 
 /* ------------------------------------------------------------------ */
@@ -719,27 +742,30 @@ double drift_wasserstein_sorted(const double *u, size_t nu, const double *v, siz
 {
     if (nu == 0 || nv == 0)
         return (double)NAN;
-    /* integral of |U - V| over the merged sample: between consecutive merged
-     * values x_k < x_{k+1}, U and V are the shares at or below x_k */
+    /* integral of |U - V| over the merged sample (SciPy's _cdf_distance):
+     * between consecutive merged values x_k <= x_{k+1}, U and V are the
+     * shares of the values merged up to x_k. Ties add (x_{k+1} - x_k) = 0,
+     * so the sum equals the one over distinct values; walking every value
+     * keeps the merge free of unpredictable inner loops. */
     size_t i = 0, j = 0;
-    double prev = 0.0, s = 0.0;
-    bool first = true;
-    while (i < nu || j < nv) {
-        double x;
-        if (j >= nv || (i < nu && u[i] <= v[j]))
-            x = u[i];
-        else
-            x = v[j];
-        if (!first) {
-            double du = (double)i / (double)nu - (double)j / (double)nv;
-            s += fabs(du) * (x - prev);
-        }
-        while (i < nu && u[i] <= x)
-            i++;
-        while (j < nv && v[j] <= x)
-            j++;
+    double dnu = (double)nu, dnv = (double)nv;
+    double prev = u[0] <= v[0] ? u[0] : v[0], s = 0.0;
+    while (i < nu && j < nv) {
+        double a = u[i], b = v[j];
+        bool take_u = a <= b;
+        double x = take_u ? a : b;
+        s += fabs((double)i / dnu - (double)j / dnv) * (x - prev);
         prev = x;
-        first = false;
+        i += take_u;
+        j += !take_u;
+    }
+    for (; i < nu; i++) {
+        s += fabs((double)i / dnu - 1.0) * (u[i] - prev);
+        prev = u[i];
+    }
+    for (; j < nv; j++) {
+        s += fabs(1.0 - (double)j / dnv) * (v[j] - prev);
+        prev = v[j];
     }
     return s;
 }
@@ -1277,9 +1303,11 @@ int drift_column(bool numeric, const double *ref, size_t nref, const double *cur
                  kr == 0 ? "reference" : "current");
         goto out;
     }
-    merge_counts(sr, kr, sc, kc, &keys, &ca, &cb, &k);
+    /* default_test() tells apart at most 2, 3..5 and more than 5 values */
     if (test == DRIFT_TEST_AUTO)
-        test = default_test(numeric, kr, k);
+        test = default_test(numeric, kr, distinct_upto(sr, kr, sc, kc, 6));
+    if (test == DRIFT_TEST_CHISQUARE || test == DRIFT_TEST_Z)
+        merge_counts(sr, kr, sc, kc, &keys, &ca, &cb, &k);
     if (!numeric &&
         (test == DRIFT_TEST_KS || test == DRIFT_TEST_WASSERSTEIN || test == DRIFT_TEST_ANDERSON)) {
         snprintf(errstr, errstr_size, "test %s needs a numeric column", drift_test_name(test));

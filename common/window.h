@@ -17,6 +17,12 @@
  * O(log d). No allocation after window_new(): the ring and the node pool
  * are sized there.
  *
+ * A tumbling window (step == size) keeps no treap: each tick sees only new
+ * values, so adding is one store into the ring (O(1)), and the first read
+ * after a change sorts a copy of the ring (a radix sort, O(size), that is
+ * O(1) per value at one read per tick) which later reads reuse. Reading it
+ * after every value, as a test may, costs a sort each time.
+ *
  * Ownership: window_new() returns a window freed with window_destroy()
  * (accepts NULL). Output arrays are the caller's. Not thread-safe.
  */

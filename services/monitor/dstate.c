@@ -285,7 +285,9 @@ dstate_t *dstate_new(const json_t *doc, const char *version, const dstate_win_t 
             snprintf(dw->res[f].error, sizeof(dw->res[f].error), "no tick yet");
             if (wins[w].span_ms)
                 continue;
-            dw->w[f] = window_new(wins[w].size, wins[w].size, err, err_size);
+            /* the window's own step (dstate ticks by records, not by the window's
+             * values): a tumbling window then keeps no treap (window.h) */
+            dw->w[f] = window_new(wins[w].size, wins[w].step, err, err_size);
             if (!dw->w[f])
                 goto fail;
         }

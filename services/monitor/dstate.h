@@ -19,8 +19,9 @@
  * what drift_column() compares; at most DSTATE_MAX_CATEGORIES distinct
  * strings are coded per input, later ones share one "other" code.
  *
- * Cost: dstate_add() is O(inputs x windows x log d) (window_add()); a tick
- * costs what drift_column() costs on size + reference values.
+ * Cost: dstate_add() is O(inputs x windows x log d) (window_add(); O(1)
+ * for a tumbling window, which sorts its values once per tick instead); a
+ * tick costs what drift_column() costs on size + reference values.
  *
  * Ownership: dstate_new() borrows the document (nothing is kept pointing
  * into it); dstate_destroy() frees everything (accepts NULL). Returned

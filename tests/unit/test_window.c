@@ -112,6 +112,11 @@ Test(window, tumbling_with_nan_and_inf_skipped) { run_stream(64, 64, 2, 3000, 3)
 
 Test(window, size_one) { run_stream(1, 1, 1, 200, 4); }
 
+/* tumbling windows keep no treap: their ring is radix-sorted when read */
+Test(window, tumbling_mostly_distinct_with_negatives) { run_stream(200, 200, 1, 3000, 5); }
+
+Test(window, tumbling_with_heavy_ties) { run_stream(40, 40, 0, 2000, 6); }
+
 Test(window, bad_sizes_are_refused)
 {
     char err[128];
