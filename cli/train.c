@@ -48,13 +48,15 @@ static const cfg_item_t train_items[] = {
     CFG_ITEM(train_conf_t, range, CFG_T_STR, NULL, 0,
              "TOPIC:PARTITION:FROM-TO[,...]: offsets of the features (and labels) topics; TO is "
              "the first offset not read"),
-    CFG_ITEM(train_conf_t, algo, CFG_T_STR, NULL, 0, "logreg, gbdt or auto (default: the trainer's)"),
+    CFG_ITEM(train_conf_t, algo, CFG_T_STR, NULL, 0,
+             "logreg, gbdt or auto (default: the trainer's)"),
     CFG_ITEM_RANGE(train_conf_t, seed, CFG_T_INT, "-1", 0, "seed (default: the trainer's)", -1,
                    4294967295.0),
     CFG_ITEM(train_conf_t, reason, CFG_T_STR, NULL, 0, "why, recorded in the request"),
     CFG_ITEM(train_conf_t, request_id, CFG_T_STR, NULL, 0,
              "request id (default: a new one; the trainer de-duplicates on it)"),
-    CFG_ITEM(train_conf_t, kafka_brokers, CFG_T_STR, "127.0.0.1:9092", 0, "Kafka bootstrap servers"),
+    CFG_ITEM(train_conf_t, kafka_brokers, CFG_T_STR, "127.0.0.1:9092", 0,
+             "Kafka bootstrap servers"),
     CFG_ITEM(train_conf_t, topic, CFG_T_STR, "train.requests", 0, "the trainer's request topic"),
     CFG_ITEM(train_conf_t, wait, CFG_T_BOOL, "false", 0,
              "follow the request until a version is registered or it fails"),
@@ -78,7 +80,8 @@ static json_t *parse_range(const char *s, char *err, size_t size)
         snprintf(err, size, "--range '%s': use TOPIC:PARTITION:FROM-TO", s);
         return NULL;
     }
-    char *ps = xstrndup(c1 + 1, (size_t)(c2 - c1 - 1)), *fs = xstrndup(c2 + 1, (size_t)(dash - c2 - 1));
+    char *ps = xstrndup(c1 + 1, (size_t)(c2 - c1 - 1)),
+         *fs = xstrndup(c2 + 1, (size_t)(dash - c2 - 1));
     int bad = parse_int64(ps, &part) || parse_int64(fs, &from) || parse_int64(dash + 1, &to) ||
               part < 0 || part > INT32_MAX || from < 0 || to < from;
     free(ps);
@@ -169,7 +172,8 @@ static int wait_for(const train_conf_t *c, const char *rid)
         httpc_resp_free(&r);
         usleep(300000);
     }
-    fprintf(stderr, PROG ": gave up after %lld s (the request stays queued; follow it with GET %s)\n",
+    fprintf(stderr,
+            PROG ": gave up after %lld s (the request stays queued; follow it with GET %s)\n",
             (long long)c->timeout_s, url);
     free(url);
     return MLOPS_EXIT_FAILURE;
@@ -244,16 +248,18 @@ int cmd_train(int argc, char **argv)
     const char *u = getenv("USER");
     if (u && *u)
         snprintf(user, sizeof(user), "mlopsctl:%s", u);
-    req = json_pack("{s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:{s:s, s:s?}}", "schema",
-                    "train_request/1", "request_id", c.request_id ? c.request_id : rid, "model",
-                    model, "requested_at", fmt_rfc3339(wall_us(), ts, sizeof(ts)), "requested_by",
-                    user, "dataset", dataset, "params", params, "reason", "kind", "manual",
-                    "text", c.reason);
+    req =
+        json_pack("{s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:{s:s, s:s?}}", "schema", "train_request/1",
+                  "request_id", c.request_id ? c.request_id : rid, "model", model, "requested_at",
+                  fmt_rfc3339(wall_us(), ts, sizeof(ts)), "requested_by", user, "dataset", dataset,
+                  "params", params, "reason", "kind", "manual", "text", c.reason);
     size_t len;
     char *payload = mjson_dump(req, &len);
     size_t nprops;
     const cfg_kv_t *props = cfg_kafka_props(cfg, &nprops);
-    kafka_opts_t ko = {.brokers = c.kafka_brokers, .client_id = "mlopsctl-train", .props = props,
+    kafka_opts_t ko = {.brokers = c.kafka_brokers,
+                       .client_id = "mlopsctl-train",
+                       .props = props,
                        .nprops = nprops};
     code = MLOPS_EXIT_FAILURE;
     log_set_level(LOG_LVL_WARN);

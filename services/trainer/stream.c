@@ -243,15 +243,16 @@ static int mkdir_p(const char *path)
 static void write_record(job_t *j, const char *state)
 {
     char ts[32];
-    json_t *rec = json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:I, s:s}", "schema",
-                            "train_result/1", "request_id", j->request_id, "model", j->model,
-                            "state", state, "topic", rd_kafka_topic_name(j->rkm->rkt), "partition",
-                            (int)j->rkm->partition, "offset", (json_int_t)j->rkm->offset,
-                            "updated_at", fmt_rfc3339(wall_us(), ts, sizeof(ts)));
+    json_t *rec =
+        json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:I, s:s}", "schema", "train_result/1",
+                  "request_id", j->request_id, "model", j->model, "state", state, "topic",
+                  rd_kafka_topic_name(j->rkm->rkt), "partition", (int)j->rkm->partition, "offset",
+                  (json_int_t)j->rkm->offset, "updated_at", fmt_rfc3339(wall_us(), ts, sizeof(ts)));
     if (j->version > 0) {
         json_object_set_new(rec, "version", json_integer((json_int_t)j->version));
         json_object_set_new(rec, "gates_passed", json_boolean(j->gates_passed));
-        json_object_set_new(rec, "alias", j->alias_set ? json_string(j->t->conf->alias) : json_null());
+        json_object_set_new(rec, "alias",
+                            j->alias_set ? json_string(j->t->conf->alias) : json_null());
     }
     if (j->rows)
         json_object_set_new(rec, "rows", json_integer((json_int_t)j->rows));
@@ -270,8 +271,9 @@ static int parse_request(job_t *j)
     const rd_kafka_message_t *m = j->rkm;
     trainer_conf_t *c = j->t->conf;
     if (m->len > (size_t)c->max_request_bytes)
-        return job_fail(j, JOB_FAILED, "%s: the record is %zu bytes, more than max_request_bytes %lld",
-                        j->where, m->len, (long long)c->max_request_bytes);
+        return job_fail(j, JOB_FAILED,
+                        "%s: the record is %zu bytes, more than max_request_bytes %lld", j->where,
+                        m->len, (long long)c->max_request_bytes);
     err_t *e = NULL;
     j->req = mjson_parse_object(m->payload, m->len, (size_t)c->max_request_bytes, &e);
     if (!j->req) {
@@ -306,10 +308,18 @@ static int parse_request(job_t *j)
 /* The request's params as `fit` options, over the service's defaults. Only
  * training settings: a request cannot name files on the trainer's host. */
 static const char *const allowed_params[] = {
-    "algo",      "seed",          "valid_fraction", "c",          "class_weight",   "penalty",
-    "n_trees",   "max_depth",     "growth",         "max_leaves", "learning_rate",  "lambda",
-    "gamma",     "min_child_weight", "subsample",   "colsample",  "max_bins",       "early_stopping",
-    "min_auc",   "max_log_loss",  "min_rows",       "max_auc_drop", "profile_sample",
+    "algo",           "seed",
+    "valid_fraction", "c",
+    "class_weight",   "penalty",
+    "n_trees",        "max_depth",
+    "growth",         "max_leaves",
+    "learning_rate",  "lambda",
+    "gamma",          "min_child_weight",
+    "subsample",      "colsample",
+    "max_bins",       "early_stopping",
+    "min_auc",        "max_log_loss",
+    "min_rows",       "max_auc_drop",
+    "profile_sample",
 };
 
 static int fit_conf_for(job_t *j, fit_conf_t *fc, cfg_t **cfgp)
@@ -341,8 +351,9 @@ static int fit_conf_for(job_t *j, fit_conf_t *fc, cfg_t **cfgp)
         while (i < MLOPS_ARRAY_LEN(allowed_params) && strcmp(allowed_params[i], k))
             i++;
         if (i == MLOPS_ARRAY_LEN(allowed_params)) {
-            rc = job_fail(j, JOB_FAILED, "%s: params.%.100s is not a training setting (allowed: algo, "
-                                         "seed, valid_fraction, c, ..., see mlops-trainer fit --help)",
+            rc = job_fail(j, JOB_FAILED,
+                          "%s: params.%.100s is not a training setting (allowed: algo, "
+                          "seed, valid_fraction, c, ..., see mlops-trainer fit --help)",
                           j->where, k);
             break;
         }
@@ -421,16 +432,16 @@ static int fetch_champion(job_t *j)
         ret = registry_fail(j, "champion alias", st, reply);
         goto out;
     }
-    const char *ver = json_string_value(
-        json_object_get(json_object_get(reply, "model_version"), "version"));
+    const char *ver =
+        json_string_value(json_object_get(json_object_get(reply, "model_version"), "version"));
     int64_t v;
     if (!ver || parse_int64(ver, &v) || v < 1) {
         ret = job_fail(j, JOB_RETRY, "%s: registry champion alias: no version in the answer",
                        j->where);
         goto out;
     }
-    char *url = xasprintf("%s/api/v1/models/%s/versions/%lld/artifact", t->conf->registry_url,
-                          name, (long long)v);
+    char *url = xasprintf("%s/api/v1/models/%s/versions/%lld/artifact", t->conf->registry_url, name,
+                          (long long)v);
     httpc_req_t q = {.method = "GET",
                      .url = url,
                      .token = t->conf->registry_token,
@@ -443,8 +454,8 @@ static int fetch_champion(job_t *j)
         ret = job_fail(j, JOB_RETRY, "%s: champion artifact: %s", j->where, r.error);
     } else if (r.status != 200) {
         ret = job_fail(j, r.status >= 500 || r.status == 429 ? JOB_RETRY : JOB_FAILED,
-                       "%s: champion %s v%lld artifact: HTTP %ld", j->where, j->model,
-                       (long long)v, r.status);
+                       "%s: champion %s v%lld artifact: HTTP %ld", j->where, j->model, (long long)v,
+                       r.status);
     } else {
         j->champion = model_parse(r.body, r.len, err, sizeof(err));
         if (!j->champion) {
@@ -481,12 +492,12 @@ static int register_version(job_t *j, const char *artifact, size_t len)
     } else if (st != 200 && st != 201) {
         ret = registry_fail(j, "register", st, reply);
     } else {
-        const char *ver = json_string_value(
-            json_object_get(json_object_get(reply, "model_version"), "version"));
+        const char *ver =
+            json_string_value(json_object_get(json_object_get(reply, "model_version"), "version"));
         int64_t v;
         if (!ver || parse_int64(ver, &v) || v < 1)
-            ret = job_fail(j, JOB_RETRY, "%s: registry register: no version in the answer",
-                           j->where);
+            ret =
+                job_fail(j, JOB_RETRY, "%s: registry register: no version in the answer", j->where);
         else
             j->version = v;
     }
@@ -496,8 +507,8 @@ static int register_version(job_t *j, const char *artifact, size_t len)
         char *alias = url_enc(t->conf->alias);
         path = xasprintf("/api/v1/models/%s/aliases/%s/promote", name, alias);
         free(alias);
-        json_t *body = json_pack("{s:I, s:s}", "version", (json_int_t)j->version, "reason",
-                                 j->request_id);
+        json_t *body =
+            json_pack("{s:I, s:s}", "version", (json_int_t)j->version, "reason", j->request_id);
         st = regclient_call(&rc, "POST", path, body, &reply, err, sizeof(err));
         json_decref(body);
         free(path);
@@ -508,7 +519,8 @@ static int register_version(job_t *j, const char *artifact, size_t len)
         else if (st != 200)
             /* registered, but the alias was refused (e.g. the token's role):
              * said in the record and the log, not retried */
-            snprintf(j->error, sizeof(j->error), "version %lld registered; alias %s not set: HTTP %ld: %s",
+            snprintf(j->error, sizeof(j->error),
+                     "version %lld registered; alias %s not set: HTTP %ld: %s",
                      (long long)j->version, t->conf->alias, st, regclient_error(reply));
         else
             j->alias_set = true;
@@ -621,8 +633,8 @@ static int read_labels_range(job_t *j, labels_t *lb, const char *topic, int32_t 
 
 typedef struct featread {
     dataset_t *ds;
-    hmap_t *seen;     /* event ids already in the table */
-    int64_t *times;   /* event time (ms) per row */
+    hmap_t *seen;   /* event ids already in the table */
+    int64_t *times; /* event time (ms) per row */
     size_t cap;
     size_t unlabelled, other_spec, dup, bad;
     char first_bad[700];
@@ -655,12 +667,12 @@ static int read_features_range(job_t *j, featread_t *fr, const labels_t *lb, int
         err_destroy(e);
         const char *schema = json_string_value(json_object_get(o, "schema"));
         const char *eid = json_string_value(json_object_get(o, "event_id"));
-        const char *hash =
-            json_string_value(json_object_get(json_object_get(o, "spec"), "hash"));
+        const char *hash = json_string_value(json_object_get(json_object_get(o, "spec"), "hash"));
         if (!o || !schema || strcmp(schema, FEATURES_SCHEMA) || !eid) {
             if (!fr->bad++)
-                snprintf(fr->first_bad, sizeof(fr->first_bad), "[%d] @ %lld: not a features/1 record",
-                         (int)m->partition, (long long)m->offset);
+                snprintf(fr->first_bad, sizeof(fr->first_bad),
+                         "[%d] @ %lld: not a features/1 record", (int)m->partition,
+                         (long long)m->offset);
         } else if (!hash || strcmp(hash, j->spec->hash)) {
             fr->other_spec++;
         } else {
@@ -673,9 +685,10 @@ static int read_features_range(job_t *j, featread_t *fr, const labels_t *lb, int
                 json_decref(o);
                 rd_kafka_message_destroy(m);
                 krange_destroy(kr);
-                return job_fail(j, JOB_FAILED,
-                                "%s: more than max_rows %lld labelled rows: ask for a smaller range",
-                                j->where, (long long)t->conf->max_rows);
+                return job_fail(
+                    j, JOB_FAILED,
+                    "%s: more than max_rows %lld labelled rows: ask for a smaller range", j->where,
+                    (long long)t->conf->max_rows);
             } else {
                 char why[600];
                 if (dataset_add_values(fr->ds, json_object_get(o, "values"), *lab,
@@ -787,8 +800,8 @@ static int check_range(job_t *j, const range_t *r)
     krange_pos_t b = {KRANGE_BEGINNING, 0}, e = {KRANGE_END, 0};
     krange_t *kr = open_range(j, r->topic, r->partition, b, e, err, sizeof(err));
     if (!kr)
-        return job_fail(j, range_outcome(err), "%s: range %s:%d:%lld-%lld: %s", j->where,
-                        r->topic, (int)r->partition, (long long)r->from, (long long)r->to, err);
+        return job_fail(j, range_outcome(err), "%s: range %s:%d:%lld-%lld: %s", j->where, r->topic,
+                        (int)r->partition, (long long)r->from, (long long)r->to, err);
     size_t np;
     const krange_part_t *pp = krange_parts(kr, &np);
     int64_t lo = pp[0].start, hi = pp[0].end;
@@ -797,15 +810,15 @@ static int check_range(job_t *j, const range_t *r)
         return job_fail(j, JOB_FAILED,
                         "%s: range %s:%d:%lld-%lld: offsets %lld to %lld were already deleted by "
                         "retention (the oldest kept is %lld)",
-                        j->where, r->topic, (int)r->partition, (long long)r->from,
-                        (long long)r->to, (long long)r->from,
-                        (long long)(r->to < lo ? r->to : lo) - 1, (long long)lo);
+                        j->where, r->topic, (int)r->partition, (long long)r->from, (long long)r->to,
+                        (long long)r->from, (long long)(r->to < lo ? r->to : lo) - 1,
+                        (long long)lo);
     if (r->to > hi)
         return job_fail(j, JOB_FAILED,
                         "%s: range %s:%d:%lld-%lld ends past the log end (%lld): the range's "
                         "to is exclusive",
-                        j->where, r->topic, (int)r->partition, (long long)r->from,
-                        (long long)r->to, (long long)hi);
+                        j->where, r->topic, (int)r->partition, (long long)r->from, (long long)r->to,
+                        (long long)hi);
     return 0;
 }
 
@@ -890,8 +903,7 @@ static int build_dataset(job_t *j, featread_t *fr)
         /* read back from each partition's end, a growing chunk at a time,
          * until enough labelled rows were seen or everything was read */
         char err[1024];
-        krange_t *kr =
-            open_range(j, t->conf->features_topic, -1, b, e, err, sizeof(err));
+        krange_t *kr = open_range(j, t->conf->features_topic, -1, b, e, err, sizeof(err));
         if (!kr) {
             json_decref(lr);
             job_fail(j, range_outcome(err), "%s: features: %s", j->where, err);
@@ -940,14 +952,14 @@ static int build_dataset(job_t *j, featread_t *fr)
     if (fr->bad)
         log_warn("request %s: %zu features records skipped, the first %s", j->where, fr->bad,
                  fr->first_bad);
-    log_emit(LOG_LVL_INFO,
-             LOG_FIELDS(LOG_STR("request_id", j->request_id),
-                        LOG_INT("rows", (long long)fr->ds->nrows),
-                        LOG_INT("unlabelled", (long long)fr->unlabelled),
-                        LOG_INT("other_spec", (long long)fr->other_spec),
-                        LOG_INT("duplicates", (long long)fr->dup), LOG_INT("bad", (long long)fr->bad)),
-             "request %s: dataset of %zu labelled rows (%zu unlabelled, %zu of another spec)",
-             j->where, fr->ds->nrows, fr->unlabelled, fr->other_spec);
+    log_emit(
+        LOG_LVL_INFO,
+        LOG_FIELDS(LOG_STR("request_id", j->request_id), LOG_INT("rows", (long long)fr->ds->nrows),
+                   LOG_INT("unlabelled", (long long)fr->unlabelled),
+                   LOG_INT("other_spec", (long long)fr->other_spec),
+                   LOG_INT("duplicates", (long long)fr->dup), LOG_INT("bad", (long long)fr->bad)),
+        "request %s: dataset of %zu labelled rows (%zu unlabelled, %zu of another spec)", j->where,
+        fr->ds->nrows, fr->unlabelled, fr->other_spec);
     if (fr->ds->nrows == 0) {
         job_fail(j, JOB_FAILED,
                  "%s: the dataset is empty: no features/1 record of spec %.12s in the range has a "
@@ -1018,8 +1030,7 @@ static void run_job(job_t *j)
             j->version = json_integer_value(json_object_get(pj, "version"));
             j->outcome = JOB_SKIPPED;
             snprintf(j->error, sizeof(j->error), "request_id %s was already handled (%s%s%lld)",
-                     j->request_id, st, j->version ? ", version " : "",
-                     (long long)j->version);
+                     j->request_id, st, j->version ? ", version " : "", (long long)j->version);
             json_decref(pj);
             return;
         }
@@ -1047,9 +1058,9 @@ static void run_job(job_t *j)
             goto out;
         j->rows = fr.ds->nrows;
         job_stage(j, "training");
-        json_t *src = json_pack("{s:s, s:s, s:o, s:I}", "kind", "kafka", "request_id",
-                                j->request_id, "ranges", j->lineage_ranges, "rows",
-                                (json_int_t)fr.ds->nrows);
+        json_t *src =
+            json_pack("{s:s, s:s, s:o, s:I}", "kind", "kafka", "request_id", j->request_id,
+                      "ranges", j->lineage_ranges, "rows", (json_int_t)fr.ds->nrows);
         j->lineage_ranges = NULL;
         json_t *dsj = json_object_get(j->req, "dataset");
         if (json_is_integer(json_object_get(dsj, "latest")))
@@ -1067,9 +1078,9 @@ static void run_job(job_t *j)
         char note[256];
         if (j->champion) {
             in.champion = j->champion;
-            in.champion_info = json_pack("{s:s, s:s, s:I, s:s}", "path", "registry", "name",
-                                         j->model, "version", (json_int_t)j->champion_version,
-                                         "sha256", j->champion_sha);
+            in.champion_info =
+                json_pack("{s:s, s:s, s:I, s:s}", "path", "registry", "name", j->model, "version",
+                          (json_int_t)j->champion_version, "sha256", j->champion_sha);
             if (!strcmp(model_spec(j->champion)->hash, j->spec->hash)) {
                 in.champion_ds = fr.ds;
             } else {
@@ -1187,8 +1198,8 @@ static void finish_job(trainer_t *t)
         commit_held(t);
         break;
     case JOB_SKIPPED:
-        log_emit(LOG_LVL_INFO, LOG_FIELDS(LOG_STR("request_id", rid)), "request %s: %s",
-                 j->where, j->error);
+        log_emit(LOG_LVL_INFO, LOG_FIELDS(LOG_STR("request_id", rid)), "request %s: %s", j->where,
+                 j->error);
         commit_held(t);
         break;
     case JOB_FAILED:
@@ -1196,8 +1207,7 @@ static void finish_job(trainer_t *t)
                  j->error);
         commit_held(t);
         break;
-    case JOB_RETRY:
-    {
+    case JOB_RETRY: {
         /* retry_ms, doubling per failed attempt up to 64 times it (at most a minute) */
         t->attempts++;
         int64_t delay = t->conf->retry_ms << (t->attempts - 1 < 6 ? t->attempts - 1 : 6);
@@ -1207,8 +1217,7 @@ static void finish_job(trainer_t *t)
         log_emit(LOG_LVL_WARN,
                  LOG_FIELDS(LOG_STR("request_id", rid), LOG_INT("attempt", t->attempts)),
                  "request will run again in %lld ms: %s", (long long)delay, j->error);
-    }
-        break;
+    } break;
     }
     job_free(j);
 }
@@ -1238,7 +1247,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     (void)fd, (void)what;
     trainer_t *t = arg;
     if (kafka_consumer_fatal(t->kc)) {
-        lifecycle_fail(service_lifecycle(t->svc), MLOPS_EXIT_FAILURE, "Kafka consumer: fatal error");
+        lifecycle_fail(service_lifecycle(t->svc), MLOPS_EXIT_FAILURE,
+                       "Kafka consumer: fatal error");
         return;
     }
     if (t->job && atomic_load(&t->job->finished))
@@ -1271,8 +1281,8 @@ static void on_drain(lifecycle_t *lc, void *opaque)
     trainer_t *t = opaque;
     t->draining = true;
     atomic_store(&t->cancel, true);
-    log_emit(LOG_LVL_INFO, LOG_FIELDS(LOG_STR("busy", t->job ? "yes" : "no")),
-             "draining: %s", t->job ? "stopping the running request at its next step" : "idle");
+    log_emit(LOG_LVL_INFO, LOG_FIELDS(LOG_STR("busy", t->job ? "yes" : "no")), "draining: %s",
+             t->job ? "stopping the running request at its next step" : "idle");
 }
 
 static void status(json_t *st, void *opaque)
@@ -1283,9 +1293,10 @@ static void status(json_t *st, void *opaque)
         return;
     }
     pthread_mutex_lock(&t->mu);
-    json_object_set_new(st, "job", json_pack("{s:s, s:s, s:I}", "request", t->job->where,
-                                             "stage", t->job->stage, "running_ms",
-                                             (json_int_t)(wall_ms() - t->job->started_ms)));
+    json_object_set_new(st, "job",
+                        json_pack("{s:s, s:s, s:I}", "request", t->job->where, "stage",
+                                  t->job->stage, "running_ms",
+                                  (json_int_t)(wall_ms() - t->job->started_ms)));
     pthread_mutex_unlock(&t->mu);
 }
 
@@ -1332,16 +1343,17 @@ static int setup(service_t *svc, void *opaque)
     metrics_t *m = service_metrics(svc);
     char l[128];
     for (int i = 0; i < 4; i++)
-        t->m_outcome[i] = metrics_counter(m, "mlops_trainer_requests_total",
-                                          "train_request/1 records handled, by outcome.",
-                                          metrics_labels(l, sizeof(l), "outcome", outcome_names[i], NULL));
+        t->m_outcome[i] = metrics_counter(
+            m, "mlops_trainer_requests_total", "train_request/1 records handled, by outcome.",
+            metrics_labels(l, sizeof(l), "outcome", outcome_names[i], NULL));
     t->m_busy = metrics_gauge(m, "mlops_trainer_busy", "1 while a request is running.", NULL);
-    t->m_rows = metrics_gauge(m, "mlops_trainer_last_rows", "Rows of the last dataset trained on.",
-                              NULL);
+    t->m_rows =
+        metrics_gauge(m, "mlops_trainer_last_rows", "Rows of the last dataset trained on.", NULL);
     t->m_last_version = metrics_gauge(m, "mlops_trainer_last_version",
                                       "Version number of the last registered model.", NULL);
-    t->m_seconds = metrics_histogram(m, "mlops_trainer_fit_seconds",
-                                     "Time to train, evaluate and profile one model.", NULL, NULL, 0);
+    t->m_seconds =
+        metrics_histogram(m, "mlops_trainer_fit_seconds",
+                          "Time to train, evaluate and profile one model.", NULL, NULL, 0);
     if (!c->alias)
         c->alias = xstrdup("");
     if (c->alias[0] && strcmp(c->alias, "challenger") && strcmp(c->alias, "shadow")) {
@@ -1395,8 +1407,8 @@ static int setup(service_t *svc, void *opaque)
         return -1;
     }
     pthread_mutex_init(&t->mu, NULL);
-    http_route(service_http(svc), EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
-                                      EVHTTP_REQ_DELETE,
+    http_route(service_http(svc),
+               EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE,
                "/api/v1/requests/*", on_request_get, t);
     struct timeval tick = {0, 100000};
     t->ev_tick = event_new(service_base(svc), -1, EV_PERSIST, on_tick, t);
