@@ -86,7 +86,7 @@ static const cfg_item_t trainer_items[] = {
              "the label/1 topic joined by event id"),
     CFG_ITEM(trainer_conf_t, registry_url, CFG_T_STR, "http://127.0.0.1:8080", 0,
              "mlops-registry's HTTP API"),
-    CFG_ITEM(trainer_conf_t, registry_token, CFG_T_STR, NULL, CFG_SECRET | CFG_REQUIRED,
+    CFG_ITEM(trainer_conf_t, registry_token, CFG_T_STR, NULL, CFG_SECRET,
              "a registry token with the trainer role (mlopsctl token create --role trainer); "
              "registry_token_file reads it from a file"),
     CFG_ITEM_RANGE(trainer_conf_t, registry_timeout_ms, CFG_T_INT, "30000", 0,
@@ -1389,7 +1389,11 @@ static int setup(service_t *svc, void *opaque)
         log_fatal("%s: cannot create: %s", t->reqdir, strerror(errno));
         return -1;
     }
-    log_add_secret(c->registry_token);
+    if (c->registry_token && *c->registry_token)
+        log_add_secret(c->registry_token);
+    else
+        log_warn("registry_token is not set: requests are kept and retried until a trainer "
+                 "token is configured (mlopsctl token create --role trainer)");
     size_t nprops;
     const cfg_kv_t *props = cfg_kafka_props(service_cfg(svc), &nprops);
     kafka_opts_t ko = {.brokers = c->kafka_brokers,
