@@ -9,6 +9,7 @@
  * offset not read. Without --last or --range: the last 10,000 labelled
  * events.
  */
+#include <event2/http.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,23 +103,11 @@ static json_t *parse_range(const char *s, char *err, size_t size)
 
 static int wait_for(const train_conf_t *c, const char *rid)
 {
-    char *enc = NULL;
-    {
-        strbuf_t sb;
-        strbuf_init(&sb);
-        for (const unsigned char *p = (const unsigned char *)rid; *p; p++) {
-            if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-                *p == '-' || *p == '_' || *p == '.' || *p == '~')
-                strbuf_putc(&sb, (char)*p);
-            else
-                strbuf_appendf(&sb, "%%%02X", *p);
-        }
-        enc = strbuf_detach(&sb, NULL);
-    }
+    char *enc = evhttp_uriencode(rid, -1, 0);
     char *url = xasprintf("%s/api/v1/requests/%s", c->trainer_url, enc);
     free(enc);
     int64_t deadline = mono_ms() + c->timeout_s * 1000;
-    char last[64] = "";
+    char last[64] = "", last_error[2048] = "";
     int code = MLOPS_EXIT_FAILURE;
     bool warned = false;
     while (mono_ms() < deadline) {
@@ -154,9 +143,9 @@ static int wait_for(const train_conf_t *c, const char *rid)
                         json_string_value(json_object_get(j, "error")));
             } else if (st && !strcmp(st, "retrying")) {
                 const char *e = json_string_value(json_object_get(j, "error"));
-                if (e && strcmp(last, e)) {
+                if (e && strcmp(last_error, e)) {
                     fprintf(stderr, PROG ": the trainer will retry: %s\n", e);
-                    str_copy(last, e, sizeof(last));
+                    str_copy(last_error, e, sizeof(last_error));
                 }
                 st = NULL;
             } else {

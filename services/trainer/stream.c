@@ -729,31 +729,35 @@ static void featread_reset(featread_t *fr, const spec_t *spec)
     *fr = (featread_t){.ds = dataset_new(spec), .seen = hmap_new(NULL)};
 }
 
+typedef struct timed_row {
+    int64_t time;
+    size_t row;
+} timed_row_t;
+
+static int by_time_then_row(const void *a, const void *b)
+{
+    const timed_row_t *x = a, *y = b;
+    if (x->time != y->time)
+        return x->time < y->time ? -1 : 1;
+    return x->row < y->row ? -1 : x->row > y->row;
+}
+
 /* Keep the @p n rows with the latest event times (ties: the later row). */
 static void keep_latest(featread_t *fr, size_t n)
 {
     dataset_t *ds = fr->ds;
     if (ds->nrows <= n)
         return;
-    size_t *idx = xmalloc(ds->nrows * sizeof(size_t));
+    timed_row_t *ord = xmalloc(ds->nrows * sizeof(*ord));
     for (size_t i = 0; i < ds->nrows; i++)
-        idx[i] = i;
-    /* a simple selection by sorting indices on (time, row) */
-    const int64_t *tm = fr->times;
-    for (size_t gap = ds->nrows / 2; gap > 0; gap /= 2) /* shell sort: no qsort context */
-        for (size_t i = gap; i < ds->nrows; i++)
-            for (size_t k = i; k >= gap; k -= gap) {
-                size_t a = idx[k - gap], b = idx[k];
-                if (tm[a] < tm[b] || (tm[a] == tm[b] && a < b))
-                    break;
-                idx[k - gap] = b, idx[k] = a;
-            }
+        ord[i] = (timed_row_t){fr->times[i], i};
+    qsort(ord, ds->nrows, sizeof(*ord), by_time_then_row);
     bool *keep = xcalloc(ds->nrows, sizeof(bool));
     for (size_t i = ds->nrows - n; i < ds->nrows; i++)
-        keep[idx[i]] = true;
+        keep[ord[i].row] = true;
     dataset_keep(ds, keep);
     free(keep);
-    free(idx);
+    free(ord);
 }
 
 static int parse_ranges(job_t *j, range_t *rs, size_t *nr)
@@ -1013,9 +1017,7 @@ static void run_job(job_t *j)
     size_t alen = 0;
     if (parse_request(j))
         return;
-    char *enc = xstrndup(j->request_id, strlen(j->request_id));
-    sha256_hex(enc, strlen(enc), j->key);
-    free(enc);
+    sha256_hex(j->request_id, strlen(j->request_id), j->key);
     snprintf(j->state_path, sizeof(j->state_path), "%s/%s.json", t->reqdir, j->key);
     snprintf(j->model_path, sizeof(j->model_path), "%s/%s.model.json", t->reqdir, j->key);
     /* handled before? */
