@@ -30,10 +30,16 @@ static int cmd_stack(int argc, char **argv)
     static const char *actions[] = {"up", "down", "status", "logs", NULL};
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
         fprintf(argc < 2 ? stderr : stdout,
-                "Usage: mlopsctl stack up|down|status|logs [kafka|postgres|redis]\n\n"
+                "Usage: mlopsctl stack up|down|status [--services] [kafka|postgres|redis]\n"
+                "       mlopsctl stack logs [kafka|postgres|redis] [-f] [-n LINES]\n\n"
                 "Start, stop or inspect the local stack: Apache Kafka (KRaft, 127.0.0.1:9092),\n"
                 "PostgreSQL (127.0.0.1:5433) and Redis (127.0.0.1:6380), with their data under\n"
-                "the state folder ($MLOPS_STATE_DIR, default <project>/.state).\n");
+                "the state folder ($MLOPS_STATE_DIR, default <project>/.state).\n\n"
+                "--services also starts (or shows) the suite's services as supervised local\n"
+                "processes, restarted when they die: registry, ingest, trainer, scorer, monitor\n"
+                "and the Slack notifier; configs, logs and pids under <state>/services\n"
+                "(MLOPS_SERVICES_DIR). 'down' stops them first; 'down --services' only them.\n"
+                "One service at a time: deploy/services.sh up|down|restart|status|logs NAME.\n");
         return argc < 2 ? MLOPS_EXIT_USAGE : MLOPS_EXIT_OK;
     }
     bool known = false;

@@ -9,6 +9,8 @@
 #   deploy/stack.sh logs   [kafka|postgres|redis ...] [-f] [-n LINES]   show (or follow) the logs
 #   deploy/stack.sh wipe   [kafka|postgres|redis ...]   delete the data of stopped components
 #   deploy/stack.sh env                                 print export lines for the services
+#   --services   up, status: also the suite's services, supervised (deploy/services.sh);
+#                down stops supervised services first in any case; down --services: only them
 #
 # Needs `deploy/setup.sh` first (packages and Kafka jars).
 # STATE is ${MLOPS_STATE_DIR:-<repo root>/.state}. Other environment:
@@ -848,13 +850,27 @@ main() {
         cmd_env
         return
     fi
-    local comps=() c
+    local comps=() c services=0 rc=0
     for c in "$@"; do
+        if [[ $c == --services ]]; then
+            services=1
+            continue
+        fi
         has "$c" "${ALL_COMPONENTS[@]}" || die "unknown component '$c' (kafka, postgres or redis)"
         comps+=("$c")
     done
     ((${#comps[@]})) || comps=("${ALL_COMPONENTS[@]}")
-    "cmd_$cmd" "${comps[@]}"
+    if [[ $cmd == down ]]; then
+        "$DEPLOY_DIR/services.sh" down
+        ((services)) && return 0
+    fi
+    "cmd_$cmd" "${comps[@]}" || rc=$?
+    if ((services)) && [[ $cmd == up || $cmd == status ]]; then
+        exec 9>&-
+        [[ $cmd == status ]] && printf '\n'
+        "$DEPLOY_DIR/services.sh" "$cmd" || rc=$?
+    fi
+    return "$rc"
 }
 
 main "$@"
