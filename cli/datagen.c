@@ -175,15 +175,16 @@ static const char *const travel_names[] = {"none", "rarely", "frequently"};
 static const char *const field_names[] = {"life sciences",    "medical",         "marketing",
                                           "technical degree", "human resources", "other"};
 
+/* Drift kinds are bits: several may apply from the same row (e.g. covariate and
+ * concept, so the data both looks different and means something else). */
 typedef enum drift {
     DRIFT_NONE = 0,
-    DRIFT_COVARIATE,
-    DRIFT_NEW_CATEGORY,
-    DRIFT_LABEL_RATE,
-    DRIFT_CONCEPT,
+    DRIFT_COVARIATE = 1 << 0,
+    DRIFT_NEW_CATEGORY = 1 << 1,
+    DRIFT_LABEL_RATE = 1 << 2,
+    DRIFT_CONCEPT = 1 << 3,
 } drift_t;
-static const char *const drift_names[] = {"none", "covariate", "new-category", "label-rate",
-                                          "concept"};
+static const char *const drift_names[] = {"covariate", "new-category", "label-rate", "concept"};
 
 /* One employee: drawn at the first event, evolving with time. */
 typedef struct emp {
@@ -214,13 +215,13 @@ typedef struct gen {
     emp_t *emps;
     int64_t start_ms;
     double step_ms;
-    drift_t drift;
+    unsigned drift; /* drift_t bits */
     size_t drift_row;
     double b_base, b_rate, b_concept;
 } gen_t;
 
 static void gen_init(gen_t *g, uint64_t seed, size_t rows, size_t nemps, int64_t start_ms,
-                     double step_ms, drift_t drift, size_t drift_row)
+                     double step_ms, unsigned drift, size_t drift_row)
 {
     memset(g, 0, sizeof(*g));
     g->seed = seed;
@@ -332,8 +333,8 @@ static void gen_event(gen_t *g, size_t i, truth_t *x)
 {
     rng_t *r = &g->data;
     bool drifted = g->drift != DRIFT_NONE && i >= g->drift_row;
-    bool cov = drifted && g->drift == DRIFT_COVARIATE;
-    bool newcat = drifted && g->drift == DRIFT_NEW_CATEGORY;
+    bool cov = drifted && (g->drift & DRIFT_COVARIATE);
+    bool newcat = drifted && (g->drift & DRIFT_NEW_CATEGORY);
     double pos =
         ((double)i + (2.0 * rng_u01(r) - 1.0) * g->window) * (double)g->nemps / (double)g->rows;
     size_t e_ix = pos <= 0 ? 0 : (size_t)pos >= g->nemps ? g->nemps - 1 : (size_t)pos;
@@ -428,9 +429,9 @@ static bool gen_label(gen_t *g, size_t i, const truth_t *x)
     double u = rng_u01(&g->label);
     bool drifted = g->drift != DRIFT_NONE && i >= g->drift_row;
     double z;
-    if (drifted && g->drift == DRIFT_CONCEPT)
+    if (drifted && (g->drift & DRIFT_CONCEPT))
         z = g->b_concept + z_concept(e, x);
-    else if (drifted && g->drift == DRIFT_LABEL_RATE)
+    else if (drifted && (g->drift & DRIFT_LABEL_RATE))
         z = g->b_rate + z_base(e, x);
     else
         z = g->b_base + z_base(e, x);
@@ -804,7 +805,8 @@ static const cfg_item_t items[] = {
     CFG_ITEM_RANGE(datagen_conf_t, drift_at, CFG_T_DBL, "0.5", 0,
                    "drift starts at row floor(drift_at * rows)", 0, 1),
     CFG_ITEM(datagen_conf_t, drift, CFG_T_STR, NULL, 0,
-             "drift kind: covariate, new-category, label-rate or concept"),
+             "drift kinds, comma-separated: covariate, new-category, label-rate, concept "
+             "(label-rate and concept exclude each other)"),
     CFG_ITEM_RANGE(datagen_conf_t, label_delay, CFG_T_DBL, "0", 0,
                    "seconds from event_time to label_time (--topic)", 0, 1e10),
     CFG_ITEM_RANGE(datagen_conf_t, entities, CFG_T_INT, "0", 0, "employees (0 = rows / 5)", 0, 1e9),
@@ -822,14 +824,37 @@ static const cfg_item_t items[] = {
              "Kafka bootstrap servers (also --brokers)"),
 };
 
-static int parse_drift(const char *s, drift_t *out)
+/* "covariate,concept" -> bits; -1 (errstr names the bad part) on an unknown kind or
+ * on label-rate with concept (both replace the label function). */
+static int parse_drift(const char *s, unsigned *out, char *errstr, size_t errstr_size)
 {
-    for (int d = 1; d < (int)MLOPS_ARRAY_LEN(drift_names); d++)
-        if (!strcmp(s, drift_names[d])) {
-            *out = (drift_t)d;
-            return 0;
+    *out = 0;
+    while (*s) {
+        size_t n = strcspn(s, ",");
+        unsigned bit = 0;
+        for (size_t d = 0; d < MLOPS_ARRAY_LEN(drift_names); d++)
+            if (strlen(drift_names[d]) == n && !strncmp(s, drift_names[d], n))
+                bit = 1u << d;
+        if (!bit) {
+            snprintf(errstr, errstr_size,
+                     "'%.*s' is not one of covariate, new-category, label-rate, concept", (int)n,
+                     s);
+            return -1;
         }
-    return -1;
+        *out |= bit;
+        s += n + (s[n] == ',');
+    }
+    if (!*out) {
+        snprintf(errstr, errstr_size, "no drift kind given");
+        return -1;
+    }
+    if ((*out & DRIFT_LABEL_RATE) && (*out & DRIFT_CONCEPT)) {
+        snprintf(errstr, errstr_size,
+                 "label-rate and concept both replace the label function: "
+                 "give one of them");
+        return -1;
+    }
+    return 0;
 }
 
 int cmd_datagen(int argc, char **argv)
@@ -846,7 +871,7 @@ int cmd_datagen(int argc, char **argv)
     log_init("mlopsctl", LOG_LVL_WARN);
     cfg_t *cfg = cfg_new(PROG,
                          "attrition --rows N --seed S (--out FILE.csv | --topic T) "
-                         "[--drift-at F --drift covariate|new-category|label-rate|concept] "
+                         "[--drift-at F --drift KIND[,KIND]] "
                          "[--bad-fraction F]",
                          items, MLOPS_ARRAY_LEN(items), &conf, sizeof(conf));
     cfg_allow_positional(cfg, true);
@@ -869,12 +894,9 @@ int cmd_datagen(int argc, char **argv)
         fprintf(stderr, PROG ": give exactly one of --out FILE.csv and --topic T\n");
         goto done;
     }
-    drift_t drift = DRIFT_NONE;
-    if (conf.drift && parse_drift(conf.drift, &drift)) {
-        fprintf(stderr,
-                PROG ": --drift: '%s' is not one of covariate, new-category, label-rate, "
-                     "concept\n",
-                conf.drift);
+    unsigned drift = DRIFT_NONE;
+    if (conf.drift && parse_drift(conf.drift, &drift, errstr, sizeof(errstr))) {
+        fprintf(stderr, PROG ": --drift: %s\n", errstr);
         goto done;
     }
     if (!conf.drift && strcmp(cfg_source(cfg, "drift_at"), "default")) {
@@ -981,7 +1003,7 @@ int cmd_datagen(int argc, char **argv)
     fprintf(stderr, PROG ": %zu rows (%zu employees), %.2f%% positive, ", done_rows, g.nlive,
             done_rows ? 100.0 * (double)positives / (double)done_rows : 0.0);
     if (drift)
-        fprintf(stderr, "drift %s from row %zu", drift_names[drift], drift_row);
+        fprintf(stderr, "drift %s from row %zu", conf.drift, drift_row);
     else
         fprintf(stderr, "no drift");
     fprintf(stderr, ", %zu bad rows -> %s (%.2f s, %.0f rows/s)\n", nbad,

@@ -345,3 +345,32 @@ def test_half_a_million_rows_in_seconds(tmp_path):
     print(f"500,000 rows in {secs:.2f} s ({n / secs:,.0f} rows/s)")
     assert n == 500000
     assert secs < 15
+
+
+def test_drift_kinds_combine(tmp_path):
+    """covariate,concept: the fields of covariate drift and the label function of concept
+    drift from the same row; the fields are those of covariate drift alone."""
+    n, seed = 20000, 35
+    cov = load(datagen(tmp_path, n, seed, "--drift", "covariate", "--drift-at", "0.5",
+                       name="cov.csv"))
+    both = load(datagen(tmp_path, n, seed, "--drift", "covariate,concept", "--drift-at", "0.5",
+                        name="both.csv"))
+    fields = [c for c in cov.columns if c != LABEL]
+    pd.testing.assert_frame_equal(cov[fields], both[fields])
+    k = n // 2
+    assert (y_of(cov.iloc[:k]) == y_of(both.iloc[:k])).all()
+    changed = (y_of(cov.iloc[k:]) != y_of(both.iloc[k:])).mean()
+    print(f"labels changed after the drift row: {changed:.3f}")
+    assert changed > 0.05
+
+
+@pytest.mark.parametrize("kinds,message", [
+    ("covariate,bogus", "'bogus' is not one of"),
+    ("label-rate,concept", "give one of them"),
+    (",", "is not one of"),
+])
+def test_bad_drift_kinds_are_refused(tmp_path, kinds, message):
+    r = subprocess.run([str(MLOPSCTL), "datagen", "attrition", "--rows", "10", "--out",
+                        str(tmp_path / "x.csv"), "--drift", kinds], capture_output=True, text=True)
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr
