@@ -19,5 +19,6 @@ int cmd_drift_stat(int argc, char **argv);
 int cmd_registry(int argc, char **argv);
 int cmd_drift(int argc, char **argv);
 int cmd_train(int argc, char **argv);
+int cmd_offsets(int argc, char **argv);
 
 #endif

@@ -97,6 +97,8 @@ static const command_t commands[] = {
     {"registry", "back up or restore the registry's database (pg_dump/pg_restore)", cmd_registry},
     {"train", "file a training request (train.requests) and --wait for the registered version",
      cmd_train},
+    {"offsets", "a topic's offset range now, as TOPIC:PARTITION:FROM-TO for train --range",
+     cmd_offsets},
     {"drift", "the monitor's drift table: drift status [--model M] [--json]", cmd_drift},
     {"version", "print the version", cmd_version},
     {"help", "this help", cmd_help},
