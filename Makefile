@@ -2,6 +2,7 @@
 # (deploy/setup.sh is idempotent: a second run takes about a second).
 #
 #   make demo        set up, start the local stack, run the loop and show it
+#   make demo-down   stop the demo's services, its webhook receiver and the stack
 #   make test        set up, build (warnings are errors), start the stack, run every
 #                    CI-sized test, then the unit and mock tests again under ASan+UBSan
 #   make soak        the same tests at full size, the whole suite under sanitizers
@@ -19,7 +20,7 @@ JOBS ?= $(shell nproc)
 CTEST_JOBS ?= 2
 C_SOURCES = $(shell git ls-files '*.c' '*.h' 2>/dev/null || find common services cli tests bench -name '*.[ch]')
 
-.PHONY: help setup setup-apt build build-asan test soak demo bench stack-up stack-down \
+.PHONY: help setup setup-apt build build-asan test soak demo demo-down bench stack-up stack-down \
         stack-status format format-check clean
 
 help:
@@ -70,6 +71,9 @@ soak: setup build build-asan stack-up
 
 demo: setup build stack-up
 	@deploy/demo.sh
+
+demo-down:
+	@deploy/demo-down.sh
 
 bench: setup build stack-up
 	@BENCH_BUILD_DIR=$(BUILD) bench/run.sh
