@@ -273,3 +273,34 @@ def test_datagen_topic_round_trip(tmp_path, topics, bad):
     for key, ids in per_key_order(events, "event_id").items():
         rows_of = [row["event_id"] for row in rows if row["employee_id"] == key.decode()]
         assert ids == rows_of
+
+
+def test_offsets_prints_the_range_train_takes(topics):
+    """mlopsctl offsets: per partition FROM-TO as the broker reports them (read back with
+    confluent_kafka's watermarks), in train --range's form; --from narrows it."""
+    from confluent_kafka import Producer
+    (topic,) = topics(1)
+    p = Producer({"bootstrap.servers": BROKERS})
+    for i in range(50):
+        p.produce(topic, value=b"{}", partition=i % PARTITIONS)
+    assert p.flush(30) == 0
+    r = subprocess.run([str(MLOPSCTL), "offsets", topic], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    c = Consumer({"bootstrap.servers": BROKERS, "group.id": f"cli-it-{uuid.uuid4().hex}"})
+    try:
+        want = []
+        for part in range(PARTITIONS):
+            lo, hi = c.get_watermark_offsets(TopicPartition(topic, part), timeout=10)
+            want.append(f"{topic}:{part}:{lo}-{hi}")
+    finally:
+        c.close()
+    assert r.stdout.strip() == ",".join(want)
+    assert sum(int(x.rsplit("-", 1)[1]) for x in want) == 50
+    r = subprocess.run([str(MLOPSCTL), "offsets", topic, "--from", "10"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert all(x.split(":")[2].startswith("10-") for x in r.stdout.strip().split(","))
+    r = subprocess.run([str(MLOPSCTL), "offsets", f"{topic}-missing"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 1 and "does not exist" in r.stderr
