@@ -229,7 +229,10 @@ static void print_card(json_t *c)
         static const char *const keys[] = {"auc", "log_loss", "f1", "brier", "rows"};
         for (size_t k = 0; json_is_object(mt) && k < MLOPS_ARRAY_LEN(keys); k++) {
             json_t *x = json_object_get(mt, keys[k]);
-            if (json_is_number(x))
+            if (json_is_integer(x)) /* counts (rows) are printed whole */
+                strbuf_appendf(&metrics, "%s%s %lld", metrics.len ? ", " : "", keys[k],
+                               (long long)json_integer_value(x));
+            else if (json_is_number(x))
                 strbuf_appendf(&metrics, "%s%s %.4g", metrics.len ? ", " : "", keys[k],
                                json_number_value(x));
         }

@@ -797,7 +797,17 @@ err:
     return NULL;
 }
 
-void kafka_watch_again(kafka_watch_t *w) { event_active(w->ev_again, 0, 0); }
+/* A zero timeout, not event_active(): libevent runs events activated from a
+ * callback in the same pass over the active queue, so a callback that keeps
+ * re-activating itself through a backlog would keep the loop from polling
+ * sockets (HTTP /health, /metrics, the signal pipe) until the backlog is gone.
+ * A timer is only due after the next poll, so each batch lets I/O in. */
+void kafka_watch_again(kafka_watch_t *w)
+{
+    static const struct timeval now = {0, 0};
+    if (event_add(w->ev_again, &now))
+        event_active(w->ev_again, 0, 0); /* cannot happen with a valid event; do not stall */
+}
 
 uint64_t kafka_watch_rescued(const kafka_watch_t *w) { return w->rescued; }
 

@@ -219,7 +219,8 @@ kafka_watch_t *kafka_watch_new(struct event_base *base, rd_kafka_queue_t *rkqu, 
                                void *opaque, char *errstr, size_t errstr_size);
 #define KAFKA_WATCH_SWEEP_MS 200
 
-/** Run the callback again on the next loop iteration. */
+/** Run the callback again on the next loop iteration, after the loop has
+ *  polled its sockets (HTTP and signals are served between two batches). */
 void kafka_watch_again(kafka_watch_t *w);
 /** How often the sweep found queued events the callback had not drained. */
 uint64_t kafka_watch_rescued(const kafka_watch_t *w);

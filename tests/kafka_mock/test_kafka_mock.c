@@ -8,6 +8,8 @@
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "kafka.h"
 #include "log.h"
@@ -265,4 +267,83 @@ Test(kafka_mock, the_sweep_rescues_a_callback_that_left_messages_queued)
     kafka_watch_destroy(w);
     kafka_consumer_close(c.kc);
     event_base_free(c.base);
+}
+
+/* A backlog must not starve the loop's sockets: a callback that takes one
+ * message and asks to run again every time (as the services' batch loops do
+ * while messages remain) writes a byte to a socket pair once, early; the
+ * socket's read event must fire long before the backlog is drained. With
+ * kafka_watch_again() as event_active() it fired only at the very end. */
+#define BACKLOG 2000
+
+typedef struct busy_ctx {
+    kafka_consumer_t *kc;
+    kafka_watch_t *w;
+    struct event_base *base;
+    int fds[2];
+    int got, got_at_io;
+} busy_ctx_t;
+
+static void take_one_again(void *opaque)
+{
+    busy_ctx_t *c = opaque;
+    rd_kafka_message_t *m = kafka_consumer_poll(c->kc, 0);
+    if (m) {
+        c->got++;
+        rd_kafka_message_destroy(m);
+    }
+    if (c->got == 10)
+        cr_assert_eq(write(c->fds[1], "x", 1), 1);
+    if (c->got < BACKLOG)
+        kafka_watch_again(c->w);
+    else if (c->got_at_io >= 0)
+        event_base_loopbreak(c->base);
+    /* else: all taken, the loop goes back to polling and on_readable ends it */
+}
+
+static void on_readable(evutil_socket_t fd, short what, void *arg)
+{
+    busy_ctx_t *c = arg;
+    char b;
+    if (read(fd, &b, 1) == 1 && c->got_at_io < 0)
+        c->got_at_io = c->got;
+    if (c->got >= BACKLOG)
+        event_base_loopbreak(c->base);
+}
+
+Test(kafka_mock, a_backlog_does_not_starve_the_loops_sockets)
+{
+    kafka_producer_t *kp = producer(NULL, 0);
+    produce_n(kp, BACKLOG);
+    cr_assert_eq(kafka_producer_flush(kp, 10000), 0);
+    kafka_producer_destroy(kp);
+
+    char err[512];
+    const char *topics[] = {"t"};
+    kafka_opts_t o = {.brokers = bootstraps};
+    kafka_consumer_opts_t co = {.group_id = "g-busy", .topics = topics, .ntopics = 1};
+    busy_ctx_t c = {.kc = kafka_consumer_new(&o, &co, err, sizeof(err)), .got_at_io = -1};
+    cr_assert(c.kc, "%s", err);
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, c.fds), 0);
+    c.base = event_base_new();
+    struct event *rd = event_new(c.base, c.fds[0], EV_READ | EV_PERSIST, on_readable, &c);
+    event_add(rd, NULL);
+    c.w = kafka_consumer_watch(c.kc, c.base, take_one_again, &c, err, sizeof(err));
+    cr_assert(c.w, "%s", err);
+    struct event *deadline = evtimer_new(c.base, give_up, c.base);
+    struct timeval tv = {30, 0};
+    evtimer_add(deadline, &tv);
+    event_base_dispatch(c.base);
+    cr_assert_eq(c.got, BACKLOG, "got %d of %d", c.got, BACKLOG);
+    cr_assert_geq(c.got_at_io, 10, "the socket fired before it was written");
+    cr_assert_lt(c.got_at_io, 100,
+                 "the socket was served only after %d of %d messages: the backlog starved it",
+                 c.got_at_io, BACKLOG);
+    event_free(deadline);
+    event_free(rd);
+    kafka_watch_destroy(c.w);
+    kafka_consumer_close(c.kc);
+    event_base_free(c.base);
+    close(c.fds[0]);
+    close(c.fds[1]);
 }
