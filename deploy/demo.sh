@@ -91,6 +91,13 @@ py_json() { # py_json EXPR < JSON: a value from JSON on stdin (d is the document
 }
 # ends TOPIC: "P=END ..." of each partition
 ends() { "$M" offsets "$1" 2>/dev/null | tr ',' '\n' | sed -n 's/^[^:]*:\([0-9]*\):[0-9]*-\([0-9]*\)$/\1=\2/p'; }
+# show TEXT: a progress line rewritten in place on a terminal (nothing in a log file);
+# shown_done ends it with the last text.
+show() {
+    SHOWN=$1
+    if [[ -t 1 ]]; then printf '\r%s\033[K' "$1"; fi
+}
+shown_done() { if [[ -t 1 ]]; then printf '\n'; else printf '%s\n' "$SHOWN"; fi; }
 wait_until() { # wait_until SECONDS DESCRIPTION CMD...: poll CMD every 0.5 s
     local secs=$1 what=$2 i
     shift 2
@@ -135,6 +142,9 @@ registry_url = http://127.0.0.1:8080
 registry_token_file = $SVC/secrets/trainer_token
 spec = $SPEC
 alias = challenger
+# requests of this run only: an earlier demo may have left one unanswered
+group_id = mlops-trainer-demo-${RUN##*/}
+kafka.auto.offset.reset = latest
 EOF
 cat >"$SVC/conf/monitor.conf" <<EOF
 metrics_port = 9104
@@ -146,6 +156,8 @@ drift_share = 0.3
 # state of this run only, so an earlier demo's alerts and retrain cooldown do not apply
 alert_state_key = mlops:demo:${RUN##*/}:alerts
 group_id = mlops-monitor-demo-${RUN##*/}
+# this run's events only (a new group would otherwise start at the oldest features)
+kafka.auto.offset.reset = latest
 retrain_latest = 20000
 EOF
 cat >"$SVC/conf/notify.conf" <<EOF
@@ -175,11 +187,11 @@ step 2 "mlops-ingest cleans them: features, and the DLQ by reason"
 placed() {
     f=$(($(metric_sum 9101 mlops_ingest_features_total) - f0))
     d=$(($(metric_sum 9101 mlops_ingest_dlq_total) - d0))
-    printf '\r  ingest: %d features, %d to the DLQ (%d%%)' "$f" "$d" $(((f + d) * 100 / ROWS))
+    show "$(printf '  ingest: %d features, %d to the DLQ (%d%%)' "$f" "$d" $(((f + d) * 100 / ROWS)))"
     ((f + d >= ROWS))
 }
 wait_until 600 "ingest to place every event" placed
-printf '\n'
+shown_done
 FEATURES=$f DLQ=$d
 curl -fsS http://127.0.0.1:9101/metrics | awk '/^mlops_ingest_dlq_total/ && $2 > 0 {
     r = $1; sub(/.*reason="/, "", r); sub(/".*/, "", r); printf "    DLQ %-18s %d\n", r, $2 }'
@@ -229,11 +241,11 @@ ts=$(date +%s%N)
 scored() {
     p=$(($(metric_sum 9103 mlops_scorer_events_total) - p0))
     lag=$(metric_sum 9103 mlops_scorer_lag)
-    printf '\r  scorer: %d predictions, lag %d   ' "$p" "$lag"
+    show "$(printf '  scorer: %d predictions, lag %d' "$p" "$lag")"
     ((p >= FEATURES && lag == 0))
 }
 wait_until 600 "the scorer to score the features" scored
-printf '\n'
+shown_done
 secs=$(awk -v a="$ts" -v b="$(date +%s%N)" 'BEGIN { printf "%.1f", (b - a) / 1e9 }')
 SCORE_RATE=$(awk -v n="$p" -v s="$secs" 'BEGIN { printf "%.0f", (s > 0 ? n / s : 0) }')
 printf '  %d events in %s s from the scorer'"'"'s start: %s events/s (one process, exactly-once)\n' \
@@ -259,12 +271,13 @@ r0=$(metric_sum 9104 mlops_monitor_retrain_requests_total)
 "$M" datagen attrition --rows "$DRIFT_ROWS" --seed $((SEED0 + 1)) --topic events.raw --step-s 60 \
     --start 2026-01-01T00:00:00Z --drift covariate,concept --drift-at 0 --bad-fraction 0.01 2>&1 |
     tr '\r' '\n' | grep -v '^$' | tail -n 1 | sed 's/^/  /'
-alerted() { grep -q dataset_drift "$SVC/logs/receiver.log" 2>/dev/null; }
+alerted() { grep -q "dataset_drift.*version=\`$CHAMPION\`" "$SVC/logs/receiver.log" 2>/dev/null; }
 wait_until 180 "the dataset-drift alert at the webhook receiver" alerted
 printf '  the monitor: drift per feature in its latest window against the champion'"'"'s reference\n'
 { "$M" drift status --model "$MODEL" 2>&1 || true; } | head -n 16 | sed 's/^/    /'
 printf '  the local Slack-compatible receiver got (HTTPS, the demo'"'"'s CA):\n'
-grep 'slack>' "$SVC/logs/receiver.log" | grep -A4 -m1 'dataset_drift' | sed 's/^/    /' || true
+grep 'slack>' "$SVC/logs/receiver.log" | grep -A4 -m1 "dataset_drift.*version=\`$CHAMPION\`" |
+    sed 's/^/    /' || true
 requested() { (($(metric_sum 9104 mlops_monitor_retrain_requests_total) > r0)); }
 wait_until 60 "the monitor's retrain request" requested
 printf '  the monitor filed a retrain request on train.requests (the latest 20000 labelled events):\n'

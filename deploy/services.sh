@@ -13,7 +13,7 @@
 # Each service reads $SVC/conf/NAME.conf (key = value, the keys of `mlops-NAME --help`),
 # written with the local stack's defaults on the first 'up' and yours to edit after;
 # the environment (MLOPS_<KEY>) still overrides it. Its log is $SVC/logs/NAME.log.
-# 'up' also makes the registry tokens the services use ($SVC/secrets, mode 0600):
+# 'up' also makes the registry tokens the default configs name ($SVC/secrets, mode 0600):
 # a trainer token for mlops-trainer, a reader token for the scorer and the monitor.
 #
 # Environment: MLOPS_SERVICES_DIR ($SVC, default $STATE/services), MLOPS_BUILD_DIR
@@ -239,9 +239,12 @@ svc_up() {
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
         die "$name: port 127.0.0.1:$port is taken by another process (ss -ltnp; or set metrics_port in $(conf_of "$name"))"
     fi
-    case $name in
-        trainer) ensure_token trainer "$SVC/secrets/trainer_token" ;;
-        scorer | monitor) ensure_token reader "$SVC/secrets/reader_token" ;;
+    # the tokens this folder makes: only for a config that reads one from $SVC/secrets
+    local tf
+    tf=$(conf_get "$name" registry_token_file)
+    case $tf in
+        "$SVC/secrets/trainer_token") ensure_token trainer "$tf" ;;
+        "$SVC/secrets/reader_token") ensure_token reader "$tf" ;;
     esac
     printf '\n' >>"$SVC/logs/$name.log"
     LOG_START=$(stat -c %s -- "$SVC/logs/$name.log")
