@@ -87,8 +87,8 @@ int cmd_offsets(int argc, char **argv)
     for (size_t i = 0; i < np; i++) {
         printf("%s%s:%d:%lld-%lld", i ? "," : "", pos[0], parts[i].partition,
                (long long)parts[i].start, (long long)parts[i].end);
-        fprintf(stderr, PROG ": %s [%d]: %lld to %lld (%lld offsets)\n", pos[0],
-                parts[i].partition, (long long)parts[i].start, (long long)parts[i].end,
+        fprintf(stderr, PROG ": %s [%d]: %lld to %lld (%lld offsets)\n", pos[0], parts[i].partition,
+                (long long)parts[i].start, (long long)parts[i].end,
                 (long long)(parts[i].end - parts[i].start));
     }
     printf("\n");
