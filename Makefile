@@ -7,6 +7,7 @@
 #                    CI-sized test, then the unit and mock tests again under ASan+UBSan
 #   make soak        the same tests at full size, the whole suite under sanitizers
 #   make build       compile into build/
+#   make install     binaries, systemd units, examples into PREFIX (/usr/local; DESTDIR= too)
 #   make bench       benchmarks (bench/run.sh); figures go to bench/RESULTS.md
 #   make stack-up | stack-down | stack-status
 #   make format | format-check | clean
@@ -17,14 +18,15 @@ export MLOPS_STATE_DIR ?= $(CURDIR)/.state
 BUILD ?= $(CURDIR)/build
 ASAN_BUILD ?= $(CURDIR)/build-asan
 JOBS ?= $(shell nproc)
+PREFIX ?= /usr/local
 CTEST_JOBS ?= 2
 C_SOURCES = $(shell git ls-files '*.c' '*.h' 2>/dev/null || find common services cli tests bench -name '*.[ch]')
 
-.PHONY: help setup setup-apt build build-asan test soak demo demo-down bench stack-up stack-down \
+.PHONY: help setup setup-apt build build-asan install test soak demo demo-down bench stack-up stack-down \
         stack-status format format-check clean
 
 help:
-	@sed -n '2,13p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,14p' Makefile | sed 's/^# \{0,1\}//'
 
 setup:
 	@deploy/setup.sh all
@@ -43,6 +45,10 @@ build: setup-apt $(BUILD)/build.ninja
 
 build-asan: setup-apt $(ASAN_BUILD)/build.ninja
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
+
+install: build
+	DESTDIR="$(DESTDIR)" cmake --install $(BUILD) --prefix $(PREFIX)
+	@echo "installed into $(DESTDIR)$(PREFIX); systemd: deploy/systemd/README.md"
 
 stack-up: setup
 	@deploy/stack.sh up

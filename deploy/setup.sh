@@ -29,6 +29,7 @@ APT_PACKAGES=(
     clang-format docker-compose python3-venv
     maven openjdk-17-jre-headless
     curl ca-certificates procps
+    binutils systemd
 )
 
 # Only for `deploy/setup.sh examples`: Rscript and the packages examples/*/make_data.sh export.
