@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Idempotent setup of everything the project needs on a Debian 12 machine.
 #
-#   deploy/setup.sh [all|apt|kafka|venv|examples]     (default: all)
+#   deploy/setup.sh [all|apt|kafka|venv|promtool|examples]     (default: all)
 #
 #   apt    Debian packages (compilers, C libraries, PostgreSQL 15, Redis, kcat, Java, Maven);
 #          only missing ones are installed, `apt-get update` only runs when one is missing.
 #   kafka  Apache Kafka 3.9 jars from Maven Central into $STATE/kafka-libs (deploy/kafka/pom.xml).
 #   venv   Python virtualenv $STATE/venv with requirements.txt.
+#   promtool  Prometheus's rule checker $STATE/tools/promtool, taken out of Debian's
+#          prometheus package (downloaded, not installed: no server, no service); the
+#          tests check deploy/prometheus/ rules and the Grafana dashboard's queries with it.
 #   examples  R and the R packages with the example datasets (r-base-core, r-cran-cardata,
 #          r-cran-aer) for examples/*/make_data.sh; only when asked, not part of `all`.
 #
@@ -164,10 +167,43 @@ step_venv() {
     say "python venv ok ($venv)"
 }
 
+step_promtool() {
+    local tool=$STATE/tools/promtool version log=$STATE/logs/setup-promtool.log
+    mkdir -p -- "$STATE/logs" "$STATE/tools"
+    version=$(apt-cache policy prometheus 2>/dev/null | awk '/Candidate:/ { print $2 }')
+    if [[ -z $version || $version == "(none)" ]]; then
+        local sudo=()
+        ((EUID == 0)) || sudo=(sudo)
+        say "promtool: no apt lists for prometheus yet, running apt-get update (log: $log)"
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update >"$log" 2>&1 ||
+            die "apt-get update failed (log: $log)"
+        version=$(apt-cache policy prometheus | awk '/Candidate:/ { print $2 }')
+        [[ -n $version && $version != "(none)" ]] || die "apt has no prometheus package"
+    fi
+    if [[ -x $tool ]] && stamp_ok promtool "$version"; then
+        say "promtool ok (cached, $tool)"
+        return 0
+    fi
+    local tmp
+    tmp=$(mktemp -d "$STATE/tools/promtool.XXXXXX")
+    say "promtool: fetching Debian's prometheus $version package for its promtool"
+    if ! (cd -- "$tmp" && apt-get download "prometheus=$version") >>"$log" 2>&1; then
+        rm -rf -- "$tmp"
+        tail -n 20 -- "$log" >&2
+        die "apt-get download prometheus failed (log: $log)"
+    fi
+    dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/root" >>"$log" 2>&1 || die "dpkg-deb -x failed (log: $log)"
+    [[ -x $tmp/root/usr/bin/promtool ]] || die "the prometheus package has no usr/bin/promtool"
+    mv -f -- "$tmp/root/usr/bin/promtool" "$tool"
+    rm -rf -- "$tmp"
+    stamp_write promtool "$version"
+    say "promtool ok ($("$tool" --version 2>&1 | head -n 1))"
+}
+
 main() {
     local what=${1:-all}
     case $what in
-        all | apt | kafka | venv | examples) ;;
+        all | apt | kafka | venv | promtool | examples) ;;
         -h | --help | help)
             usage
             return 0
@@ -186,10 +222,12 @@ main() {
             step_apt
             step_kafka
             step_venv
+            step_promtool
             ;;
         apt) step_apt ;;
         kafka) step_kafka ;;
         venv) step_venv ;;
+        promtool) step_promtool ;;
         examples) step_examples ;;
     esac
     say "done ($what, state in $STATE, $((SECONDS - start)) s)"

@@ -584,6 +584,13 @@ pg_secrets() {
     )
     chmod 0600 -- "$PG_PASSWORD_FILE" "$PG_PASSFILE" "$PG_DSN_FILE"
     PG_PASSWORD=$pw
+    # docker-compose.yml's Grafana reads its admin password from the same folder
+    if [[ ! -s $SECRETS/grafana_admin_password ]]; then
+        (
+            umask 077
+            od -An -tx1 -N16 /dev/urandom | tr -d ' \n' >"$SECRETS/grafana_admin_password"
+        )
+    fi
 }
 
 pg_wait() {

@@ -26,7 +26,7 @@ COMPOSE_FILE = REPO / "docker-compose.yml"
 TOPICS_CONF = REPO / "deploy" / "topics.conf"
 TOPICS_SCRIPT = REPO / "deploy" / "compose-topics.sh"
 STACK_SH = REPO / "deploy" / "stack.sh"
-PROMETHEUS_YML = REPO / "deploy" / "prometheus.yml"
+PROMETHEUS_YML = REPO / "deploy" / "prometheus" / "prometheus.yml"
 KAFKA_POM = REPO / "deploy" / "kafka" / "pom.xml"
 BUILD = Path(os.environ.get("MLOPS_BUILD_DIR") or REPO / "build")
 LOOPBACK = "127.0.0.1"
@@ -606,13 +606,13 @@ def test_prometheus_scrapes_every_service(services, mlops_services, defaults, ho
     config_path = next((a.split("=", 1)[1] for a in as_argv(prom.get("command"))
                         if a.startswith("--config.file=")), "/etc/prometheus/prometheus.yml")
     assert mounts.get(config_path, (None,))[0] == PROMETHEUS_YML, \
-        f"prometheus does not read deploy/prometheus.yml at {config_path}"
+        f"prometheus does not read deploy/prometheus/prometheus.yml at {config_path}"
     conf = yaml.safe_load(PROMETHEUS_YML.read_text())
     targets = {t for job in conf["scrape_configs"] if job.get("metrics_path", "/metrics") == "/metrics"
                for sc in job.get("static_configs", []) for t in sc["targets"]}
     for name, (sname, svc) in mlops_services.items():
         port = listen_port(svc, defaults[name], host_env)
-        assert f"{sname}:{port}" in targets, f"deploy/prometheus.yml does not scrape {sname}:{port}"
+        assert f"{sname}:{port}" in targets, f"deploy/prometheus/prometheus.yml does not scrape {sname}:{port}"
 
 
 # --------------------------------------------------------- (d) compose config
