@@ -4,7 +4,6 @@ through the superuser's private socket), with its own compacted topic."""
 import hashlib
 import json
 import os
-import re
 import signal
 import subprocess
 import threading
@@ -15,45 +14,16 @@ import uuid
 from pathlib import Path
 
 import pytest
+import sys
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
+from pgtest import PSQL, admin_psql, dsn_for, stack_dsn, user_psql  # noqa: E402,F401
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = Path(os.environ.get("MLOPS_BUILD_DIR", ROOT / "build"))
 STATE = Path(os.environ.get("MLOPS_STATE_DIR", ROOT / ".state"))
 BROKERS = os.environ.get("MLOPS_TEST_KAFKA_BROKERS", "127.0.0.1:9092")
 BINARY = BUILD / "services/registry/mlops-registry"
-# Debian's client binaries (not always on PATH); the stack uses the same
-PSQL = next((p for p in ("/usr/lib/postgresql/15/bin/psql", "/usr/bin/psql")
-             if Path(p).exists()), "psql")
-
-
-def stack_dsn():
-    return (STATE / "secrets/pg_dsn").read_text().strip()
-
-
-def admin_psql(sql):
-    """Run SQL as the postgres superuser over the stack's private socket."""
-    sock = STATE / "run/pg-socket"
-    base = STATE / "pg-base"
-    if base.exists() and base.read_text().strip() != str(STATE):
-        sock = Path(base.read_text().strip()) / "socket"
-    cmd = [PSQL, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(sock), "-p", "5433",
-           "-U", "postgres", "-d", "postgres", "-c", sql]
-    if os.geteuid() == 0:
-        cmd = ["runuser", "-u", "postgres", "--"] + cmd
-    r = subprocess.run(cmd, cwd="/", capture_output=True, text=True)
-    if r.returncode:
-        raise subprocess.CalledProcessError(r.returncode, cmd, r.stdout, r.stderr)
-
-
-def user_psql(dsn, sql):
-    """Run SQL as the registry's own role; returns the rows as text lines."""
-    out = subprocess.run([PSQL, "-X", "-At", "-v", "ON_ERROR_STOP=1", dsn, "-c", sql],
-                         check=True, capture_output=True, text=True)
-    return out.stdout.splitlines()
-
-
-def dsn_for(db):
-    return re.sub(r"/[^/?]*(\?|$)", f"/{db}\\1", stack_dsn(), count=1)
 
 
 class Database:

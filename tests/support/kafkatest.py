@@ -75,3 +75,28 @@ def consume_all(topic, expect=None, timeout=60, isolation="read_committed", quie
         last = time.monotonic()
     c.close()
     return out
+
+
+def read_to_end(topic, isolation="read_uncommitted", timeout=60):
+    """Every record of a topic up to its end now (each partition read until EOF); with
+    read_uncommitted also the records of aborted transactions."""
+    from confluent_kafka import KafkaError
+    c = Consumer({"bootstrap.servers": BROKERS, "group.id": f"it-reader-{uuid.uuid4().hex}",
+                  "enable.auto.commit": False, "isolation.level": isolation,
+                  "enable.partition.eof": True})
+    md = c.list_topics(topic, timeout=10).topics[topic]
+    c.assign([TopicPartition(topic, p, 0) for p in md.partitions])
+    pending, out = set(md.partitions), []
+    deadline = time.monotonic() + timeout
+    while pending:
+        assert time.monotonic() < deadline, f"{topic}: partitions {pending} not read to the end"
+        m = c.poll(0.5)
+        if m is None:
+            continue
+        if m.error():
+            if m.error().code() == KafkaError._PARTITION_EOF:
+                pending.discard(m.partition())
+            continue
+        out.append(m)
+    c.close()
+    return out
