@@ -28,6 +28,8 @@ struct kafka_producer {
     void *dr_opaque;
     _Atomic uint64_t produced, delivered, failed;
     metric_t *m_produced, *m_delivered, *m_failed;
+    const char *fatal_file; /* test hook, see test_fatal_maybe() */
+    int64_t fatal_next_ms;
 };
 
 struct kafka_consumer {
@@ -174,6 +176,8 @@ kafka_producer_t *kafka_producer_new(const kafka_opts_t *opts, const char *trans
     kp->dr_cb = dr_cb;
     kp->dr_opaque = dr_opaque;
     kp->transactional = transactional_id != NULL;
+    const char *ff = getenv("MLOPS_TEST_KAFKA_FATAL_FILE");
+    kp->fatal_file = ff && *ff ? ff : NULL;
     static const char *const defaults[] = {"enable.idempotence", "true", "acks", "all",
                                            "linger.ms",          "5",    NULL};
     const char *forced_txn[] = {"transactional.id", transactional_id, NULL};
@@ -218,9 +222,28 @@ err:
     return NULL;
 }
 
+/* Test hook for the fatal-error drill (tests/reliability/test_fatal_error.py): with
+ * MLOPS_TEST_KAFKA_FATAL_FILE set, a producer that finds that file removes it and raises
+ * a fatal error with rd_kafka_test_fatal_error(), as a broker fencing it would. Looked for
+ * at most every 100 ms on the produce path; unset, it costs one branch per message. */
+static void test_fatal_maybe(kafka_producer_t *kp)
+{
+    int64_t now = mono_ms();
+    if (now < kp->fatal_next_ms)
+        return;
+    kp->fatal_next_ms = now + 100;
+    if (unlink(kp->fatal_file) == 0) {
+        log_warn("test hook: %s found, raising a fatal Kafka error", kp->fatal_file);
+        rd_kafka_test_fatal_error(kp->c.rk, RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                                  "MLOPS_TEST_KAFKA_FATAL_FILE");
+    }
+}
+
 int kafka_produce(kafka_producer_t *kp, const char *topic, int32_t partition, const void *key,
                   size_t keylen, const void *value, size_t valuelen, void *msg_opaque, err_t **errp)
 {
+    if (kp->fatal_file)
+        test_fatal_maybe(kp);
     int64_t deadline = 0;
     for (;;) {
         rd_kafka_resp_err_t err =
