@@ -13,14 +13,10 @@ Runs on the stack's Kafka and PostgreSQL (a database and role of its own) and a 
 redis-server with requirepass on a free port."""
 import json
 import os
-import random
-import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -30,50 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
 from kafkatest import (BROKERS, consume_all, create_topics, delete_topics, produce,  # noqa: E402
                        read_to_end)
 from pgtest import PG_PORT, admin_psql  # noqa: E402
+from proctest import (PrivateRedis, Proc, clean_env, free_port, http_get, metric,  # noqa: E402
+                      run, wait_for)
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = Path(os.environ.get("MLOPS_BUILD_DIR", ROOT / "build"))
 CTL = BUILD / "cli/mlopsctl"
 EVENTS = 3000
-REDIS_SERVER = next((p for p in ("/usr/bin/redis-server", "/usr/local/bin/redis-server")
-                     if Path(p).exists()), "redis-server")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def http_get(port, path):
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=3) as r:
-            return r.read().decode(errors="replace")
-    except urllib.error.HTTPError as e:
-        return e.read().decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def metric(port, name):
-    total = None
-    for line in http_get(port, "/metrics").splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            total = (total or 0.0) + float(line.rsplit(" ", 1)[1])
-    return total
-
-
-def clean_env(**extra):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
-    env.update(extra)
-    return env
-
-
-def run(cmd, **kw):
-    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=120,
-                       env=kw.pop("env", clean_env()), **kw)
-    assert r.returncode == 0, f"{cmd[0]} {cmd[1:3]}: {r.stdout[-1000:]} {r.stderr[-2000:]}"
-    return r.stdout
 
 
 class Slack:
@@ -110,37 +69,6 @@ class Slack:
         self.srv.shutdown()
 
 
-class Proc:
-    """A service binary with its stderr (the JSON log) in a file."""
-
-    def __init__(self, name, argv, log, env):
-        self.name, self.argv, self.log, self.env = name, [str(a) for a in argv], log, env
-        self.proc = None
-
-    def start(self):
-        self.proc = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL,
-                                     stderr=open(self.log, "a"), env=self.env)
-        return self
-
-    def stop(self, sig=signal.SIGTERM):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def wait_for(pred, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.fixture
 def world(tmp_path):
     w = World(tmp_path)
@@ -165,29 +93,11 @@ class World:
         admin_psql(f"CREATE ROLE {self.db} LOGIN PASSWORD '{self.canary['pg_password']}'")
         admin_psql(f"CREATE DATABASE {self.db} OWNER {self.db}")
         # Redis: a private server whose password is a canary
-        self.redis_port = free_port()
-        (tmp / "redis").mkdir()
-        self.redis = None
-        self.start_redis()
-        self.redis_url = f"redis://:{self.canary['redis_password']}@127.0.0.1:{self.redis_port}/0"
+        self.redis = PrivateRedis(tmp / "redis", self.canary["redis_password"])
+        self.redis_url = self.redis.url
         self.slack = Slack(f"/services/T00/B00/{self.canary['slack_url']}")
         self.ports = {n: free_port() for n in ("registry", "ingest", "scorer", "monitor",
                                                 "notify")}
-
-    def start_redis(self):
-        self.redis = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.redis_port), "--bind", "127.0.0.1",
-             "--requirepass", self.canary["redis_password"], "--save", "", "--appendonly", "no",
-             "--dir", str(self.tmp / "redis"), "--logfile", str(self.tmp / "redis/redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-        def up():
-            try:
-                with socket.create_connection(("127.0.0.1", self.redis_port), timeout=1):
-                    return True
-            except OSError:
-                return False
-        wait_for(up, 20, "redis-server")
 
     def conf(self, name, **keys):
         f = self.tmp / f"{name}.conf"
@@ -221,10 +131,7 @@ class World:
     def close(self):
         for p in reversed(list(self.procs.values())):
             p.stop()
-        if self.redis and self.redis.poll() is None:
-            self.redis.send_signal(signal.SIGCONT)
-            self.redis.kill()
-            self.redis.wait()
+        self.redis.kill()
         self.slack.close()
         delete_topics(list(self.topics.values()))
         for sql in (f"DROP DATABASE IF EXISTS {self.db} WITH (FORCE)", f"DROP ROLE IF EXISTS {self.db}"):
@@ -306,15 +213,13 @@ def test_no_secret_reaches_logs_metrics_dumps_or_topics(world):
     time.sleep(2)
     w.snapshot_http()
     step("redis frozen")
-    w.redis.send_signal(signal.SIGSTOP)  # Redis frozen: calls time out
+    w.redis.freeze()  # Redis frozen: calls time out
     time.sleep(2.5)
     w.snapshot_http()
-    w.redis.send_signal(signal.SIGCONT)
     w.redis.kill()  # Redis down: connections refused
-    w.redis.wait()
     time.sleep(2)
     w.snapshot_http()
-    w.start_redis()
+    w.redis.start()
     step("postgres refuses the password")
     # Postgres refuses the registry's password, and its connections are cut
     admin_psql(f"ALTER ROLE {w.db} PASSWORD 'not-the-canary'")

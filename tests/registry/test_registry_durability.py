@@ -8,117 +8,19 @@ The server is our own (initdb into a temporary folder, its own port), so the
 shared stack is never touched."""
 import os
 import random
-import shutil
-import signal
-import socket
 import subprocess
-import tempfile
 import threading
 import time
 import urllib.parse
-from pathlib import Path
 
 import pytest
 
 from conftest import Registry, model_doc, sha256
+from pgtest import PG_BIN, PrivatePostgres  # noqa: F401 (conftest puts tests/support on the path)
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
 SCALE = 5 if os.environ.get("MLOPS_TEST_SCALE") == "soak" else 1
 CLIENTS = 20
 PER_CLIENT = 10 * SCALE  # 200 registrations in CI, 1,000 in soak
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def as_pg(cmd, **kw):
-    if os.geteuid() == 0:
-        cmd = ["runuser", "-u", "postgres", "--"] + cmd
-    return cmd
-
-
-class PrivatePostgres:
-    def __init__(self):
-        self.dir = Path(tempfile.mkdtemp(prefix="reg-pg-"))
-        self.data = self.dir / "data"
-        if os.geteuid() == 0:
-            shutil.chown(self.dir, "postgres", "postgres")
-        self.dir.chmod(0o700)
-        subprocess.run(as_pg([str(PG_BIN / "initdb"), "-D", str(self.data), "-A", "trust",
-                              "-U", "postgres", "--no-sync"]), check=True, capture_output=True,
-                       cwd="/")
-        self.port = free_port()
-        self.proc = None
-        self.start()
-
-    def start(self):
-        self.proc = subprocess.Popen(
-            as_pg([str(PG_BIN / "postgres"), "-D", str(self.data), "-p", str(self.port),
-                   "-k", str(self.dir), "-c", "listen_addresses=127.0.0.1",
-                   "-c", "max_connections=40", "-c", "shared_buffers=16MB"]),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/")
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            r = subprocess.run([str(PG_BIN / "pg_isready"), "-q", "-h", "127.0.0.1", "-p",
-                                str(self.port)])
-            if r.returncode == 0:
-                return
-            time.sleep(0.1)
-        raise RuntimeError("private postgres did not start")
-
-    def postmaster_pid(self):
-        return int((self.data / "postmaster.pid").read_text().split()[0])
-
-    def kill9_all(self):
-        """SIGKILL the postmaster and every backend it started (by pid)."""
-        pm = self.postmaster_pid()
-        kids = []
-        for p in Path("/proc").iterdir():
-            if p.name.isdigit():
-                try:
-                    if int((p / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pm:
-                        kids.append(int(p.name))
-                except (OSError, ValueError, IndexError):
-                    pass
-        for pid in [pm] + kids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.proc.wait()
-        deadline = time.time() + 10  # the backends die with the postmaster gone
-        while time.time() < deadline and any(Path(f"/proc/{k}").exists() for k in kids):
-            time.sleep(0.05)
-
-    def dsn(self):
-        return f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres"
-
-    def sql(self, q):
-        out = subprocess.run([str(PG_BIN / "psql"), "-X", "-At", "-v", "ON_ERROR_STOP=1",
-                              self.dsn(), "-c", q], check=True, capture_output=True, text=True)
-        return out.stdout.splitlines()
-
-    def shutdown(self):
-        """Fast shutdown (SIGINT) of the postmaster itself, by its pid: runuser
-        does not pass SIGINT on."""
-        if self.proc and self.proc.poll() is None:
-            try:
-                os.kill(self.postmaster_pid(), signal.SIGINT)
-            except (OSError, ValueError):
-                pass
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.kill9_all()
-
-    def stop(self):
-        self.shutdown()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class _Db:  # what Registry needs of a database
