@@ -89,9 +89,12 @@ class Proc:
 
 
 class PrivateRedis:
-    """A redis-server of the test's own on a free loopback port (no persistence)."""
+    """A redis-server of the test's own on a free loopback port; with aof, every write is
+    in the append-only file before it is answered (a SIGKILL loses nothing), else no
+    persistence at all."""
 
-    def __init__(self, folder, password=None):
+    def __init__(self, folder, password=None, aof=False):
+        self.aof = aof
         self.dir = Path(folder)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -106,7 +109,8 @@ class PrivateRedis:
 
     def start(self):
         args = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "no", "--dir", str(self.dir),
+                "--appendonly", "yes" if self.aof else "no", "--appendfsync", "always",
+                "--dir", str(self.dir),
                 "--logfile", str(self.dir / "redis.log")]
         if self.password:
             args += ["--requirepass", self.password]
