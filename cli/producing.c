@@ -76,11 +76,12 @@ static int check_topic(rd_kafka_t *rk, const char *brokers, const char *topic, c
     }
     const struct rd_kafka_metadata *md = NULL;
     rd_kafka_resp_err_t err;
+    char why[768];
     /* A topic created a moment ago may not be in every broker's metadata
      * cache yet (CreateTopics returns when the controller has it): ask again
      * for up to 5 s before saying it does not exist. */
     for (int attempt = 0;; attempt++) {
-        err = rd_kafka_metadata(rk, 0, rkt, &md, 10000);
+        err = kafka_metadata(rk, rkt, &md, 10000, why, sizeof(why));
         bool missing = !err && (md->topic_cnt < 1 || md->topics[0].err);
         if (!missing || attempt >= 20)
             break;
@@ -91,7 +92,7 @@ static int check_topic(rd_kafka_t *rk, const char *brokers, const char *topic, c
     int rc = 0;
     if (err) {
         snprintf(errstr, errstr_size, "cannot read topic metadata from Kafka at %s: %s", brokers,
-                 rd_kafka_err2str(err));
+                 why);
         rc = -1;
     } else if (md->topic_cnt < 1 || md->topics[0].err) {
         snprintf(errstr, errstr_size,
@@ -263,7 +264,7 @@ int producing_send_raw(producing_t *pr, const char *key, size_t keylen, const ch
     }
     kafka_producer_poll(pr->kp, 0);
     if (kafka_producer_fatal(pr->kp)) {
-        snprintf(errstr, errstr_size, "fatal Kafka error (see the log line above)");
+        kafka_fatal_cause(errstr, errstr_size);
         return -1;
     }
     progress(pr, false);

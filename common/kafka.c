@@ -3,11 +3,13 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "lifecycle.h"
 #include "log.h"
 
 #define QUEUE_FULL_DEADLINE_MS 10000
@@ -66,8 +68,78 @@ void kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *
              "%s", buf);
 }
 
+/* The first broker access failure of the process (TLS handshake, SASL
+ * authentication): a configuration error that retrying does not fix. */
+static pthread_mutex_t access_mu = PTHREAD_MUTEX_INITIALIZER;
+static char access_why[768];
+
+/* What a TLS or SASL failure means and which settings to check; NULL for
+ * other errors. */
+static const char *access_hint(int err)
+{
+    if (err == RD_KAFKA_RESP_ERR__SSL)
+        return "Kafka TLS handshake failed (check ssl.ca.location: the CA that signed the "
+               "broker's certificate, and the broker address the certificate names)";
+    if (err == RD_KAFKA_RESP_ERR__AUTHENTICATION)
+        return "Kafka SASL authentication failed (check sasl.username, sasl.password and "
+               "sasl.mechanisms)";
+    return NULL;
+}
+
+bool kafka_access_error(char *why, size_t size)
+{
+    pthread_mutex_lock(&access_mu);
+    bool seen = access_why[0] != '\0';
+    if (seen && why && size)
+        snprintf(why, size, "%s", access_why);
+    pthread_mutex_unlock(&access_mu);
+    return seen;
+}
+
+int kafka_fatal_cause(char *why, size_t size)
+{
+    if (kafka_access_error(why, size))
+        return MLOPS_EXIT_USAGE;
+    snprintf(why, size, "fatal Kafka error (see the log line above)");
+    return MLOPS_EXIT_FAILURE;
+}
+
+rd_kafka_resp_err_t kafka_metadata(rd_kafka_t *rk, rd_kafka_topic_t *rkt,
+                                   const struct rd_kafka_metadata **mdp, int timeout_ms, char *why,
+                                   size_t why_size)
+{
+    rd_kafka_resp_err_t err;
+    for (int waited = 0;; waited += 1000) {
+        int step = timeout_ms - waited < 1000 ? timeout_ms - waited : 1000;
+        err = rd_kafka_metadata(rk, rkt == NULL, rkt, mdp, step > 0 ? step : 1);
+        if (err != RD_KAFKA_RESP_ERR__TIMED_OUT && err != RD_KAFKA_RESP_ERR__TRANSPORT)
+            break;
+        rd_kafka_poll(rk, 0);
+        if (kafka_access_error(why, why_size))
+            return err;
+        if (waited + 1000 >= timeout_ms)
+            break;
+    }
+    if (err)
+        snprintf(why, why_size, "%s", rd_kafka_err2str(err));
+    return err;
+}
+
 bool kafka_log_error(rd_kafka_t *rk, int err, const char *reason)
 {
+    const char *hint = access_hint(err);
+    if (hint) {
+        pthread_mutex_lock(&access_mu);
+        if (!access_why[0])
+            snprintf(access_why, sizeof(access_why), "%s: %s", hint, reason);
+        pthread_mutex_unlock(&access_mu);
+        log_emit(LOG_LVL_ERROR,
+                 LOG_FIELDS(LOG_STR("component", "librdkafka"),
+                            LOG_STR("client", rd_kafka_name(rk)),
+                            LOG_STR("error", rd_kafka_err2name((rd_kafka_resp_err_t)err))),
+                 "%s: %s", hint, reason);
+        return true;
+    }
     if (err == RD_KAFKA_RESP_ERR__FATAL) {
         char why[512];
         rd_kafka_resp_err_t orig = rd_kafka_fatal_error(rk, why, sizeof(why));
@@ -84,6 +156,12 @@ bool kafka_log_error(rd_kafka_t *rk, int err, const char *reason)
                         LOG_STR("error", rd_kafka_err2name((rd_kafka_resp_err_t)err))),
              "Kafka: %s", reason);
     return false;
+}
+
+void kafka_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    (void)opaque;
+    kafka_log_error(rk, err, reason);
 }
 
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
@@ -206,7 +284,23 @@ kafka_producer_t *kafka_producer_new(const kafka_opts_t *opts, const char *trans
                                          "Errors reported by librdkafka.", "client=\"producer\"");
     }
     if (transactional_id) {
-        rd_kafka_error_t *error = rd_kafka_init_transactions(kp->c.rk, TXN_OP_TIMEOUT_MS);
+        /* in one-second steps (a timed-out call resumes), serving error_cb in
+         * between: a TLS or SASL failure ends the wait at once, with its cause */
+        rd_kafka_error_t *error = NULL;
+        for (int waited = 0;; waited += 1000) {
+            error = rd_kafka_init_transactions(kp->c.rk, 1000);
+            if (!error || rd_kafka_error_code(error) != RD_KAFKA_RESP_ERR__TIMED_OUT ||
+                waited + 1000 >= TXN_OP_TIMEOUT_MS)
+                break;
+            rd_kafka_poll(kp->c.rk, 0);
+            char why[768];
+            if (kafka_access_error(why, sizeof(why))) {
+                rd_kafka_error_destroy(error);
+                snprintf(errstr, errstr_size, "init_transactions: %s", why);
+                goto err;
+            }
+            rd_kafka_error_destroy(error);
+        }
         if (error) {
             err_t *ke = kafka_err_from(error, "init_transactions");
             snprintf(errstr, errstr_size, "%s", ke->msg);

@@ -7,7 +7,9 @@
  * Rules these wrappers implement (STYLE.md 11, 20, 22):
  * - error_cb is informational except RD_KAFKA_RESP_ERR__FATAL, which sets a
  *   flag the service checks (kafka_*_fatal()) to flush, exit non-zero and be
- *   restarted by its supervisor.
+ *   restarted by its supervisor, and a failed TLS handshake or SASL
+ *   authentication, which sets the same flag: a configuration error, exit
+ *   with MLOPS_EXIT_USAGE and its cause (kafka_fatal_cause()).
  * - ERR__QUEUE_FULL on produce: serve delivery reports and retry, up to a
  *   deadline.
  * - Consumers run with enable.auto.offset.store=false: an offset is stored
@@ -295,11 +297,46 @@ kafka_producer_t *kafka_txn_producer(kafka_txn_t *txn);
 void kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf);
 
 /**
- * Log what librdkafka's error_cb reported: a fatal line with the
- * underlying reason for RD_KAFKA_RESP_ERR__FATAL (returns true), a warning
- * otherwise (returns false: librdkafka recovers by itself).
+ * Log what librdkafka's error_cb reported and say whether the client must
+ * stop (returns true):
+ * - RD_KAFKA_RESP_ERR__FATAL: a fatal line with the underlying reason;
+ * - RD_KAFKA_RESP_ERR__SSL (TLS handshake) and __AUTHENTICATION (SASL): an
+ *   error line naming the settings to check; the first one is kept for
+ *   kafka_access_error(). librdkafka would retry these forever, but a wrong CA
+ *   or password does not heal: clients stop and say why instead of hanging.
+ * Anything else is a warning (returns false: librdkafka recovers by itself).
  */
 bool kafka_log_error(rd_kafka_t *rk, int err, const char *reason);
+
+/**
+ * error_cb for clients built by hand (rd_kafka_conf_set_error_cb(conf,
+ * kafka_error_cb)): kafka_log_error(), nothing else.
+ */
+void kafka_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque);
+
+/**
+ * True if any client of this process failed a TLS handshake or SASL
+ * authentication (error_cb served); @p why (may be NULL) gets the first such
+ * failure, with the settings to check.
+ */
+bool kafka_access_error(char *why, size_t size);
+
+/**
+ * rd_kafka_metadata() of one topic (all topics if @p rkt is NULL) for up to
+ * @p timeout_ms, in one-second steps that serve error_cb in between, so a TLS
+ * or SASL failure ends the wait at once. Returns 0, or the error with its
+ * description in @p why (the TLS or SASL cause when there is one).
+ */
+rd_kafka_resp_err_t kafka_metadata(rd_kafka_t *rk, rd_kafka_topic_t *rkt,
+                                   const struct rd_kafka_metadata **mdp, int timeout_ms, char *why,
+                                   size_t why_size);
+
+/**
+ * After kafka_*_fatal() returned true: the cause into @p why and the exit
+ * code, MLOPS_EXIT_USAGE for a TLS or SASL failure (the configuration is
+ * wrong; restarting fails the same way), MLOPS_EXIT_FAILURE otherwise.
+ */
+int kafka_fatal_cause(char *why, size_t size);
 
 /** rd_kafka_conf_set() with "Kafka property KEY: why" in @p errstr. Returns 0/-1. */
 int kafka_conf_set(rd_kafka_conf_t *conf, const char *key, const char *value, char *errstr,

@@ -152,6 +152,7 @@ krange_t *krange_new(const krange_opts_t *o, char *errstr, size_t errstr_size)
             goto err;
         }
     rd_kafka_conf_set_log_cb(conf, kafka_log_cb);
+    rd_kafka_conf_set_error_cb(conf, kafka_error_cb);
     char e[512];
     kr->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, e, sizeof(e));
     if (!kr->rk) {
@@ -160,10 +161,11 @@ krange_t *krange_new(const krange_opts_t *o, char *errstr, size_t errstr_size)
         goto err;
     }
     rkt = rd_kafka_topic_new(kr->rk, o->topic, NULL);
-    rd_kafka_resp_err_t err = rd_kafka_metadata(kr->rk, 0, rkt, &md, KRANGE_WAIT_MS);
+    char why[768];
+    rd_kafka_resp_err_t err = kafka_metadata(kr->rk, rkt, &md, KRANGE_WAIT_MS, why, sizeof(why));
     if (err) {
         snprintf(errstr, errstr_size, "cannot read topic metadata from Kafka at %s: %s", o->brokers,
-                 rd_kafka_err2str(err));
+                 why);
         goto err;
     }
     if (md->topic_cnt < 1 || md->topics[0].err || md->topics[0].partition_cnt < 1) {

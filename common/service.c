@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kafka.h"
 #include "log.h"
 
 struct service {
@@ -144,7 +145,8 @@ int service_main(const service_def_t *def, int argc, char **argv)
     if (!svc)
         return code;
     if (def->setup && def->setup(svc, def->opaque)) {
-        code = MLOPS_EXIT_FAILURE;
+        /* a TLS or SASL failure on the way is a configuration error */
+        code = kafka_access_error(NULL, 0) ? MLOPS_EXIT_USAGE : MLOPS_EXIT_FAILURE;
     } else {
         code = service_run(svc);
     }

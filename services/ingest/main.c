@@ -50,9 +50,15 @@ static void fatal_check(ingest_t *ig)
     bool fatal = ig->txn ? kafka_producer_fatal(kafka_txn_producer(ig->txn)) ||
                                kafka_consumer_fatal(kafka_txn_consumer(ig->txn))
                          : kafka_producer_fatal(ig->kp) || kafka_consumer_fatal(ig->kc);
-    if (fatal)
-        lifecycle_fail(service_lifecycle(ig->svc), MLOPS_EXIT_FAILURE,
-                       "fatal Kafka error: exiting to be restarted (uncommitted input is re-read)");
+    if (fatal) {
+        char why[768];
+        if (kafka_fatal_cause(why, sizeof(why)) == MLOPS_EXIT_USAGE)
+            lifecycle_fail(service_lifecycle(ig->svc), MLOPS_EXIT_USAGE, "%s", why);
+        else
+            lifecycle_fail(service_lifecycle(ig->svc), MLOPS_EXIT_FAILURE,
+                           "fatal Kafka error: exiting to be restarted (uncommitted input is "
+                           "re-read)");
+    }
 }
 
 static void commit_txn(ingest_t *ig)

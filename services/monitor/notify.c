@@ -772,9 +772,12 @@ static void on_input(void *opaque)
     }
     kafka_watch_again(nt->watch);
 check:
-    if (kafka_consumer_fatal(nt->kc) || kafka_producer_fatal(nt->kp))
-        lifecycle_fail(service_lifecycle(nt->svc), MLOPS_EXIT_FAILURE,
-                       "fatal Kafka error: exiting to be restarted");
+    if (kafka_consumer_fatal(nt->kc) || kafka_producer_fatal(nt->kp)) {
+        char why[768];
+        int code = kafka_fatal_cause(why, sizeof(why));
+        lifecycle_fail(service_lifecycle(nt->svc), code, "%s%s", why,
+                       code == MLOPS_EXIT_USAGE ? "" : ": exiting to be restarted");
+    }
 }
 
 static void finish_drain(notify_t *nt)

@@ -874,9 +874,12 @@ static void on_input(void *opaque)
     state_save(p);
     if (i == 500)
         kafka_watch_again(p->watch);
-    if (kafka_consumer_fatal(p->kc) || kafka_producer_fatal(p->kp))
-        lifecycle_fail(service_lifecycle(p->svc), MLOPS_EXIT_FAILURE,
-                       "fatal Kafka error: exiting to be restarted");
+    if (kafka_consumer_fatal(p->kc) || kafka_producer_fatal(p->kp)) {
+        char why[768];
+        int code = kafka_fatal_cause(why, sizeof(why));
+        lifecycle_fail(service_lifecycle(p->svc), code, "%s%s", why,
+                       code == MLOPS_EXIT_USAGE ? "" : ": exiting to be restarted");
+    }
 }
 
 /* ---- GET /api/v1/drift ---- */

@@ -259,6 +259,7 @@ ab_t *ab_new(const ab_opts_t *o, char *errstr, size_t errstr_size)
         goto fail;
     }
     rd_kafka_conf_set_log_cb(kc, kafka_log_cb);
+    rd_kafka_conf_set_error_cb(kc, kafka_error_cb);
     ab->rk = rd_kafka_new(RD_KAFKA_CONSUMER, kc, errstr, errstr_size);
     if (!ab->rk) {
         rd_kafka_conf_destroy(kc);

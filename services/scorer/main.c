@@ -82,9 +82,15 @@ static void fatal_check(scorer_t *sc)
     bool fatal = sc->txn ? kafka_producer_fatal(kafka_txn_producer(sc->txn)) ||
                                kafka_consumer_fatal(kafka_txn_consumer(sc->txn))
                          : kafka_producer_fatal(sc->kp) || kafka_consumer_fatal(sc->kc);
-    if (fatal)
-        lifecycle_fail(service_lifecycle(sc->svc), MLOPS_EXIT_FAILURE,
-                       "fatal Kafka error: exiting to be restarted (uncommitted input is re-read)");
+    if (fatal) {
+        char why[768];
+        if (kafka_fatal_cause(why, sizeof(why)) == MLOPS_EXIT_USAGE)
+            lifecycle_fail(service_lifecycle(sc->svc), MLOPS_EXIT_USAGE, "%s", why);
+        else
+            lifecycle_fail(service_lifecycle(sc->svc), MLOPS_EXIT_FAILURE,
+                           "fatal Kafka error: exiting to be restarted (uncommitted input is "
+                           "re-read)");
+    }
 }
 
 static void commit_txn(scorer_t *sc)

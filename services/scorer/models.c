@@ -580,6 +580,7 @@ static rd_kafka_t *models_consumer(models_t *mo, char *errstr, size_t errstr_siz
         return NULL;
     }
     rd_kafka_conf_set_log_cb(kc, kafka_log_cb);
+    rd_kafka_conf_set_error_cb(kc, kafka_error_cb);
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, kc, errstr, errstr_size);
     if (!rk) {
         rd_kafka_conf_destroy(kc);

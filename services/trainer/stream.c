@@ -1249,8 +1249,9 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     (void)fd, (void)what;
     trainer_t *t = arg;
     if (kafka_consumer_fatal(t->kc)) {
-        lifecycle_fail(service_lifecycle(t->svc), MLOPS_EXIT_FAILURE,
-                       "Kafka consumer: fatal error");
+        char why[768];
+        int code = kafka_fatal_cause(why, sizeof(why));
+        lifecycle_fail(service_lifecycle(t->svc), code, "Kafka consumer: %s", why);
         return;
     }
     if (t->job && atomic_load(&t->job->finished))
