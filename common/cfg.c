@@ -165,6 +165,35 @@ static char *read_secret_file(const char *path, const char *where, char *errstr,
     return buf;
 }
 
+static bool secret_prop(const char *key)
+{
+    return strstr(key, "password") || strstr(key, "secret") || strstr(key, "token");
+}
+
+/* Set a librdkafka property. A secret one (its name has password, secret or
+ * token) may come from a file: PROP_file (PROP.file from the environment,
+ * where underscores are dots) names the file holding the value of PROP.
+ * Returns 0 or -1 with errstr set. */
+static int kafka_prop_set(kvlist_t *l, const char *key, const char *value, const char *where,
+                          char *errstr, size_t errstr_size)
+{
+    size_t kl = strlen(key);
+    if (kl > 5 && (!strcmp(key + kl - 5, "_file") || !strcmp(key + kl - 5, ".file"))) {
+        char *base = xstrndup(key, kl - 5);
+        if (secret_prop(base)) {
+            char *secret = read_secret_file(value, where, errstr, errstr_size);
+            if (secret)
+                kv_set(l, base, secret, where);
+            free(secret);
+            free(base);
+            return secret ? 0 : -1;
+        }
+        free(base);
+    }
+    kv_set(l, key, value, where);
+    return 0;
+}
+
 /* ---- life cycle ---------------------------------------------------------- */
 
 cfg_t *cfg_new(const char *service, const char *usage, const cfg_item_t *items, size_t nitems,
@@ -333,7 +362,7 @@ static int load_file(const cfg_t *cfg, layer_t *l, char *errstr, size_t errstr_s
                     snprintf(errstr, errstr_size, "%s: empty librdkafka property name", where);
                     rc = -1;
                 } else {
-                    kv_set(&l->kafka, key + 6, value, where);
+                    rc = kafka_prop_set(&l->kafka, key + 6, value, where, errstr, errstr_size);
                 }
             } else {
                 rc = apply_kv(cfg, l, key, value, where, errstr, errstr_size);
@@ -384,7 +413,8 @@ static int load_env(const cfg_t *cfg, layer_t *l, char *errstr, size_t errstr_si
             prop[k] = kv[k] == '_' ? '.' : (char)tolower((unsigned char)kv[k]);
         prop[n] = '\0';
         snprintf(where, sizeof(where), "env %.*s", (int)(eq - *e), *e);
-        kv_set(&l->kafka, prop, eq + 1, where);
+        if (kafka_prop_set(&l->kafka, prop, eq + 1, where, errstr, errstr_size))
+            return -1;
     }
     return 0;
 }
@@ -403,7 +433,9 @@ static int load_cli(const cfg_t *cfg, layer_t *l, char *errstr, size_t errstr_si
             return -1;
     }
     for (size_t i = 0; i < cfg->cli_kafka.n; i++)
-        kv_set(&l->kafka, cfg->cli_kafka.v[i].key, cfg->cli_kafka.v[i].value, "-X");
+        if (kafka_prop_set(&l->kafka, cfg->cli_kafka.v[i].key, cfg->cli_kafka.v[i].value, "-X",
+                           errstr, errstr_size))
+            return -1;
     return 0;
 }
 
@@ -477,7 +509,7 @@ static int convert(const cfg_t *cfg, const layer_t *l, void *target, bool requir
     }
     for (size_t i = 0; i < l->kafka.n; i++) {
         const char *k = l->kafka.v[i].key;
-        if (strstr(k, "password") || strstr(k, "secret") || strstr(k, "token"))
+        if (secret_prop(k))
             log_add_secret(l->kafka.v[i].value);
     }
     return 0;
@@ -781,7 +813,8 @@ void cfg_print_help(const cfg_t *cfg, FILE *out)
             "General options:\n"
             "  -c, --config FILE      configuration file\n"
             "  -X PROP=VALUE          librdkafka property (file: kafka.PROP = VALUE,\n"
-            "                         env: MLOPS_KAFKA_PROP_<PROP> with dots as underscores)\n"
+            "                         env: MLOPS_KAFKA_PROP_<PROP> with dots as underscores;\n"
+            "                         secret ones also PROP_file=FILE, e.g. sasl.password_file)\n"
             "      --print-config     print the effective configuration (secrets hidden), exit\n"
             "  -h, --help             this help\n"
             "  -V, --version          version\n\n"
@@ -842,7 +875,7 @@ void cfg_print(const cfg_t *cfg, FILE *out)
     }
     for (size_t i = 0; i < cfg->kafka.n; i++) {
         const char *k = cfg->kafka.v[i].key;
-        bool secret = strstr(k, "password") || strstr(k, "secret") || strstr(k, "token");
+        bool secret = secret_prop(k);
         fprintf(out, "kafka.%s = \"%s\"  # %s\n", k, secret ? "***" : cfg->kafka.v[i].value,
                 cfg->kafka.v[i].src);
     }

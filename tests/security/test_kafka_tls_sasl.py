@@ -179,7 +179,7 @@ def test_mlopsctl_produce_over_sasl_ssl_and_its_failures(broker, tmp_path):
     assert len(read_topic(broker, topic, len(evs) + 1, timeout=3)) == len(evs)
 
 
-def test_print_config_hides_the_password(broker):
+def test_print_config_hides_the_password(broker, tmp_path):
     props = sasl_props(broker)
     r = ctl("offsets", "t", "--kafka-brokers", broker.sasl_brokers, *as_x(props),
             "--print-config")
@@ -193,6 +193,20 @@ def test_print_config_hides_the_password(broker):
                        timeout=30, env=clean_env())
     assert r.returncode == 0, r.stderr
     assert PASSWORD not in r.stdout + r.stderr and "kafka.sasl.password" in r.stdout
+
+    # from a file named in the environment: the value is read, and hidden too
+    pw = tmp_path / "pw"
+    pw.write_text(PASSWORD + "\n")
+    del props["sasl.password"]
+    env = clean_env(MLOPS_KAFKA_PROP_SASL_PASSWORD_FILE=str(pw))
+    r = ctl("offsets", "t", "--kafka-brokers", broker.sasl_brokers, *as_x(props),
+            "--print-config", env=env)
+    assert r.returncode == 0, r.stderr
+    assert PASSWORD not in r.stdout + r.stderr
+    assert 'kafka.sasl.password = "***"  # env MLOPS_KAFKA_PROP_SASL_PASSWORD_FILE' in r.stdout
+    r = ctl("offsets", "t", "--kafka-brokers", broker.sasl_brokers, *as_x(props),
+            "--print-config", env=clean_env(MLOPS_KAFKA_PROP_SASL_PASSWORD_FILE="/nonexistent"))
+    assert r.returncode == 2 and "cannot read secret file" in r.stderr, r.stderr
 
 
 # ------------------------------------------------------------------------ mlops-ingest
@@ -285,7 +299,13 @@ class Ingest:
 
 
 def test_ingest_end_to_end_over_sasl_ssl(broker, redis, tmp_path):
-    ig = Ingest(broker, redis, tmp_path, sasl_props(broker))
+    # the password from a file (kafka.sasl.password_file), as with systemd credentials
+    pw = tmp_path / "kafka-password"
+    pw.write_text(PASSWORD + "\n")
+    props = sasl_props(broker)
+    del props["sasl.password"]
+    props["sasl.password_file"] = str(pw)
+    ig = Ingest(broker, redis, tmp_path, props)
     try:
         deadline = time.monotonic() + 30
         while not ig.ready():

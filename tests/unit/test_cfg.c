@@ -257,6 +257,46 @@ Test(cfg, kafka_properties_pass_through_with_precedence)
     free(path);
 }
 
+Test(cfg, secret_kafka_properties_read_from_files)
+{
+    char *pw = write_file("pw", "from-a-file\n");
+    char *tok = write_file("tok", "tok-from-env");
+    char *conf_path = write_file("s.conf", "kafka.ssl.key.password_file = /nonexistent/k\n");
+    char *line = xasprintf("kafka.sasl.password_file = %s\n", pw);
+    char *path = write_file("p.conf", line);
+    setenv("MLOPS_KAFKA_PROP_SASL_OAUTHBEARER_CLIENT_SECRET_FILE", tok, 1);
+    /* a name without password/secret/token is passed through as it is */
+    const char *argv[] = {"t", "-c", path, "-X", "ssl.ca.location_file=x"};
+    cr_assert_eq(init_args(5, argv), CFG_OK, "%s", errstr);
+    unsetenv("MLOPS_KAFKA_PROP_SASL_OAUTHBEARER_CLIENT_SECRET_FILE");
+    size_t n;
+    const cfg_kv_t *kv = cfg_kafka_props(cfg, &n);
+    const char *want[][2] = {{"sasl.password", "from-a-file"},
+                             {"sasl.oauthbearer.client.secret", "tok-from-env"},
+                             {"ssl.ca.location_file", "x"}};
+    cr_assert_eq(n, 3);
+    for (size_t w = 0; w < 3; w++) {
+        bool found = false;
+        for (size_t i = 0; i < n; i++)
+            if (!strcmp(kv[i].key, want[w][0])) {
+                cr_assert_str_eq(kv[i].value, want[w][1], "%s", want[w][0]);
+                found = true;
+            }
+        cr_assert(found, "%s missing", want[w][0]);
+    }
+    /* a missing file is an error naming where it was asked for */
+    cfg_destroy(cfg);
+    cfg = cfg_new("test", NULL, items, sizeof(items) / sizeof(items[0]), &conf, sizeof(conf));
+    const char *argv2[] = {"t", "-c", conf_path};
+    cr_assert_eq(init_args(3, argv2), CFG_ERROR);
+    cr_assert(strstr(errstr, "s.conf:1: cannot read secret file: /nonexistent/k"), "%s", errstr);
+    free(pw);
+    free(tok);
+    free(conf_path);
+    free(line);
+    free(path);
+}
+
 Test(cfg, bad_x_option)
 {
     const char *argv[] = {"t", "-X", "noequals"};
