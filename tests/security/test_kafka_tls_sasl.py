@@ -23,7 +23,7 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tlsbroker import TlsBroker, free_ports  # noqa: E402
+from tlsbroker import TlsBroker, die_with_parent, free_ports  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = Path(os.environ.get("MLOPS_BUILD_DIR", ROOT / "build"))
@@ -218,7 +218,8 @@ def redis(tmp_path_factory):
     (port,) = free_ports(1)
     p = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save",
                           "", "--appendonly", "no", "--dir", str(d)],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         preexec_fn=die_with_parent)
     deadline = time.monotonic() + 10
     while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True,
                          text=True).stdout.strip() != "PONG":
@@ -252,7 +253,7 @@ class Ingest:
         self.lines, self.port = [], None
         self.t0 = time.monotonic()
         self.proc = subprocess.Popen(self.args, stderr=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     text=True, env=clean_env())
+                                     text=True, env=clean_env(), preexec_fn=die_with_parent)
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
 

@@ -5,6 +5,7 @@ It runs from the jars deploy/setup.sh downloads ($MLOPS_STATE_DIR/kafka-libs, or
 MLOPS_TEST_KAFKA_LIBS) in the same way deploy/stack.sh runs the local stack's broker
 (StorageTool format, then kafka.Kafka), with its own config, data and certificates in a
 temporary folder; the default stack is not touched."""
+import ctypes
 import os
 import signal
 import socket
@@ -22,6 +23,13 @@ def kafka_libs():
         return Path(env)
     state = Path(os.environ.get("MLOPS_STATE_DIR", ROOT / ".state"))
     return state / "kafka-libs"
+
+
+def die_with_parent():
+    """In the child before exec: SIGTERM when the test process dies (even by SIGKILL,
+    e.g. a CTest timeout), so no broker outlives its test."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_ports(n):
@@ -133,7 +141,7 @@ log.cleaner.io.buffer.size=262144
 """)
         return props
 
-    def java(self, *args, **kw):
+    def java(self, *args):
         return ["java", *args, "-Djava.awt.headless=true",
                 f"-Dlog4j.configuration=file:{ROOT}/deploy/kafka/tools-log4j.properties",
                 "-cp", f"{self.libs}/*"]
@@ -153,7 +161,7 @@ log.cleaner.io.buffer.size=262144
                 [*self.java("-Xms128m", "-Xmx384m", "-XX:TieredStopAtLevel=1",
                             "-XX:+UseSerialGC"), "kafka.Kafka", str(props)],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True)
+                start_new_session=True, preexec_fn=die_with_parent)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
