@@ -69,9 +69,16 @@ void kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *
 }
 
 /* The first broker access failure of the process (TLS handshake, SASL
- * authentication): a configuration error that retrying does not fix. */
+ * authentication): a configuration error that retrying does not fix -- as long as
+ * no client of the process has reached a broker yet. Once one has (a delivery, an
+ * assignment, metadata, init_transactions), the same errors are more likely a broker
+ * restarting or a certificate being rotated, and librdkafka's retries are left to it:
+ * a service must not stop for good (exit 2 is not restarted) on a transient failure. */
 static pthread_mutex_t access_mu = PTHREAD_MUTEX_INITIALIZER;
 static char access_why[768];
+static atomic_bool reached_once;
+
+static void note_reached(void) { atomic_store(&reached_once, true); }
 
 /* What a TLS or SASL failure means and which settings to check; NULL for
  * other errors. */
@@ -112,6 +119,8 @@ rd_kafka_resp_err_t kafka_metadata(rd_kafka_t *rk, rd_kafka_topic_t *rkt,
     for (int waited = 0;; waited += 1000) {
         int step = timeout_ms - waited < 1000 ? timeout_ms - waited : 1000;
         err = rd_kafka_metadata(rk, rkt == NULL, rkt, mdp, step > 0 ? step : 1);
+        if (!err)
+            note_reached();
         if (err != RD_KAFKA_RESP_ERR__TIMED_OUT && err != RD_KAFKA_RESP_ERR__TRANSPORT)
             break;
         rd_kafka_poll(rk, 0);
@@ -128,6 +137,14 @@ rd_kafka_resp_err_t kafka_metadata(rd_kafka_t *rk, rd_kafka_topic_t *rkt,
 bool kafka_log_error(rd_kafka_t *rk, int err, const char *reason)
 {
     const char *hint = access_hint(err);
+    if (hint && atomic_load(&reached_once)) {
+        log_emit(LOG_LVL_ERROR,
+                 LOG_FIELDS(LOG_STR("component", "librdkafka"),
+                            LOG_STR("client", rd_kafka_name(rk)),
+                            LOG_STR("error", rd_kafka_err2name((rd_kafka_resp_err_t)err))),
+                 "%s: %s (brokers were reachable before: retrying)", hint, reason);
+        return false;
+    }
     if (hint) {
         pthread_mutex_lock(&access_mu);
         if (!access_why[0])
@@ -238,6 +255,7 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaqu
                             LOG_STR("error", rd_kafka_err2name(rkm->err))),
                  "delivery failed: %s", rd_kafka_err2str(rkm->err));
     } else {
+        note_reached();
         atomic_fetch_add(&kp->delivered, 1);
         if (kp->m_delivered)
             metric_inc(kp->m_delivered);
@@ -307,6 +325,7 @@ kafka_producer_t *kafka_producer_new(const kafka_opts_t *opts, const char *trans
             err_destroy(ke);
             goto err;
         }
+        note_reached();
     }
     return kp;
 err:
@@ -451,6 +470,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     rd_kafka_error_t *error = NULL;
     rd_kafka_resp_err_t aerr = RD_KAFKA_RESP_ERR_NO_ERROR;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        note_reached();
         log_partitions("partitions assigned", parts);
         if (coop) {
             error = rd_kafka_incremental_assign(rk, parts);

@@ -304,6 +304,10 @@ void kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *
  *   error line naming the settings to check; the first one is kept for
  *   kafka_access_error(). librdkafka would retry these forever, but a wrong CA
  *   or password does not heal: clients stop and say why instead of hanging.
+ *   Only until a client of the process has reached a broker (a delivery, an
+ *   assignment, metadata, init_transactions): after that they are logged as
+ *   errors and retried (returns false), since a broker restarting or a
+ *   certificate rotation must not stop a service for good.
  * Anything else is a warning (returns false: librdkafka recovers by itself).
  */
 bool kafka_log_error(rd_kafka_t *rk, int err, const char *reason);

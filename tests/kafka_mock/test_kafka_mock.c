@@ -347,3 +347,24 @@ Test(kafka_mock, a_backlog_does_not_starve_the_loops_sockets)
     close(c.fds[0]);
     close(c.fds[1]);
 }
+
+/* A TLS or SASL failure stops the clients only while no broker has been reached
+ * (a configuration error); after a delivery it is retried like any other. Each
+ * criterion test runs in its own process, so the process-wide state starts empty. */
+Test(kafka_mock, access_errors_stop_only_before_a_broker_was_reached)
+{
+    kafka_producer_t *kp = producer(NULL, 0);
+    rd_kafka_t *rk = kafka_producer_handle(kp);
+    cr_assert(kafka_log_error(rk, RD_KAFKA_RESP_ERR__SSL, "certificate verify failed"),
+              "before any broker answered, a TLS failure is a configuration error");
+    char why[256];
+    cr_assert(kafka_access_error(why, sizeof(why)));
+    cr_assert(strstr(why, "ssl.ca.location"), "%s", why);
+    produce_n(kp, 1);
+    cr_assert_eq(kafka_producer_flush(kp, 10000), 0);
+    cr_assert_eq(drs_ok, 1);
+    cr_assert_not(kafka_log_error(rk, RD_KAFKA_RESP_ERR__SSL, "handshake reset"),
+                  "after a delivery, a TLS failure is retried");
+    cr_assert_not(kafka_log_error(rk, RD_KAFKA_RESP_ERR__AUTHENTICATION, "invalid credentials"));
+    kafka_producer_destroy(kp);
+}
