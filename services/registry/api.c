@@ -636,10 +636,12 @@ int ctx_parse_input(req_ctx_t *c, size_t limit, const char *query)
             json_t *prev = json_object_get(qobj, kv->key);
             json_t *s = json_string(kv->value);
             if (!s) {
+                /* the message first: clearing the list frees kv */
+                int st = ctx_fail(c, 400, "MALFORMED_REQUEST", "query parameter '%s' is not UTF-8",
+                                  kv->key);
                 json_decref(qobj);
                 evhttp_clear_headers(&q);
-                return ctx_fail(c, 400, "MALFORMED_REQUEST", "query parameter '%s' is not UTF-8",
-                                kv->key);
+                return st;
             }
             if (!prev) {
                 json_object_set_new(qobj, kv->key, s);
