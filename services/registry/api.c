@@ -13,6 +13,7 @@
 
 #include "log.h"
 #include "mjson.h"
+#include "records.h"
 #include "registry.h"
 
 #define MF "/api/2.0/mlflow/"
@@ -136,6 +137,13 @@ int ctx_fail(req_ctx_t *c, int status, const char *code, const char *fmt, ...)
     free(c->err_msg);
     c->err_msg = xvasprintf(fmt, ap);
     va_end(ap);
+    /* the message may quote the request (a raw path, a parameter name) and goes
+     * out in a JSON body, which must be UTF-8, or reply() sends a 500 instead:
+     * a message that is not UTF-8 keeps only its ASCII */
+    if (!rec_is_text(c->err_msg, strlen(c->err_msg)))
+        for (unsigned char *p = (unsigned char *)c->err_msg; *p; p++)
+            if (*p >= 0x80)
+                *p = '?';
     c->err_code = code;
     return status;
 }
