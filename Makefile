@@ -44,11 +44,10 @@ $(BUILD)/build.ninja:
 $(ASAN_BUILD)/build.ninja:
 	cmake -S . -B $(ASAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Sanitize -DMLOPS_WERROR=ON
 
-# clang for libFuzzer; warnings are errors in the gcc builds above, not here (clang's
-# -Wdouble-promotion and -Wcast-align differ from gcc's)
+# clang for libFuzzer (tests/fuzz/README.md)
 $(FUZZ_BUILD)/build.ninja:
 	cmake -S . -B $(FUZZ_BUILD) -G Ninja -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Sanitize \
-	  -DMLOPS_FUZZ=ON
+	  -DMLOPS_FUZZ=ON -DMLOPS_WERROR=ON
 
 build: setup-apt $(BUILD)/build.ninja
 	cmake --build $(BUILD) -j $(JOBS)
