@@ -3,7 +3,8 @@
 #
 #   deploy/setup.sh [all|apt|kafka|venv|promtool|examples]     (default: all)
 #
-#   apt    Debian packages (compilers, C libraries, PostgreSQL 15, Redis, kcat, Java, Maven);
+#   apt    Debian packages (compilers, clang + libFuzzer for make fuzz, C libraries,
+#          PostgreSQL 15, Redis, kcat, Java, Maven);
 #          only missing ones are installed, `apt-get update` only runs when one is missing.
 #   kafka  Apache Kafka 3.9 jars from Maven Central into $STATE/kafka-libs (deploy/kafka/pom.xml).
 #   venv   Python virtualenv $STATE/venv with requirements.txt.
@@ -30,6 +31,7 @@ APT_PACKAGES=(
     libcurl4-openssl-dev libssl-dev ninja-build libcsv-dev
     postgresql postgresql-15 redis-server kcat
     clang-format docker-compose python3-venv
+    clang libclang-rt-14-dev
     maven openjdk-17-jre-headless
     curl ca-certificates procps
     binutils systemd

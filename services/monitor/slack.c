@@ -138,15 +138,16 @@ static bool url_parts(const char *url, char *scheme, size_t ss, char *host, size
     for (char *p = scheme; *p; p++)
         *p = (char)tolower((unsigned char)*p);
     const char *h = sep + 3;
-    const char *at = NULL;
-    for (const char *p = h; *p && *p != '/' && *p != '?' && *p != '#'; p++)
-        if (*p == '@')
-            at = p;
+    const char *at = NULL, *end = h; /* the authority ends at the path, query or fragment */
+    for (; *end && *end != '/' && *end != '?' && *end != '#'; end++)
+        if (*end == '@')
+            at = end;
     if (at)
         h = at + 1; /* user info is never the host */
     const char *e;
     if (*h == '[') {
-        e = strchr(h, ']');
+        /* an IPv6 literal's ']' within the authority: never take the path as the host */
+        e = memchr(h, ']', (size_t)(end - h));
         if (!e)
             return false;
         h++;

@@ -13,6 +13,7 @@
 
 #include "log.h"
 #include "mjson.h"
+#include "records.h"
 #include "registry.h"
 
 #define MF "/api/2.0/mlflow/"
@@ -136,6 +137,13 @@ int ctx_fail(req_ctx_t *c, int status, const char *code, const char *fmt, ...)
     free(c->err_msg);
     c->err_msg = xvasprintf(fmt, ap);
     va_end(ap);
+    /* the message may quote the request (a raw path, a parameter name) and goes
+     * out in a JSON body, which must be UTF-8, or reply() sends a 500 instead:
+     * a message that is not UTF-8 keeps only its ASCII */
+    if (!rec_is_text(c->err_msg, strlen(c->err_msg)))
+        for (unsigned char *p = (unsigned char *)c->err_msg; *p; p++)
+            if (*p >= 0x80)
+                *p = '?';
     c->err_code = code;
     return status;
 }
@@ -314,10 +322,7 @@ static int ratelimit_take(registry_t *rg, int64_t token_id)
 
 /* ---- routing ---------------------------------------------------------------------------- */
 
-#define MAX_SEGS 16
-
-/* Split a raw path into decoded segments (heap copies). -1 on bad encoding. */
-static int split_path(const char *raw, char **segs, int *nsegs)
+int api_split_path(const char *raw, char **segs, int *nsegs)
 {
     *nsegs = 0;
     const char *p = raw;
@@ -329,7 +334,7 @@ static int split_path(const char *raw, char **segs, int *nsegs)
         size_t len = end ? (size_t)(end - p) : strlen(p);
         if (!len && !end)
             break; /* a trailing slash */
-        if (*nsegs == MAX_SEGS)
+        if (*nsegs == API_MAX_SEGS)
             return -1;
         char *enc = xstrndup(p, len);
         size_t n = 0;
@@ -388,6 +393,33 @@ static const char *method_name(int m)
     case EVHTTP_REQ_HEAD: return "HEAD";
     default: return "OTHER";
     }
+}
+
+int api_route(req_ctx_t *c, int method, const char *raw, char **segs, int nsegs, char *allow,
+              size_t allow_size)
+{
+    bool path_known = false;
+    allow[0] = '\0';
+    c->route = NULL;
+    for (size_t i = 0; i < MLOPS_ARRAY_LEN(routes) && !c->route; i++) {
+        if (!match(routes[i].pattern, segs, nsegs, NULL))
+            continue;
+        path_known = true;
+        if (routes[i].method == method) {
+            match(routes[i].pattern, segs, nsegs, c);
+            c->route = &routes[i];
+        } else {
+            size_t used = strlen(allow);
+            snprintf(allow + used, allow_size - used, "%s%s", used ? ", " : "",
+                     method_name(routes[i].method));
+        }
+    }
+    if (c->route)
+        return 0;
+    if (path_known)
+        return ctx_fail(c, 405, "BAD_REQUEST", "%s is not allowed here (allowed: %s)",
+                        method_name(method), allow);
+    return ctx_fail(c, 404, "ENDPOINT_NOT_FOUND", "no such endpoint: %s", raw);
 }
 
 static void reply(req_ctx_t *c, int st)
@@ -582,6 +614,11 @@ static int load_input(req_ctx_t *c, const char *query)
         return ctx_fail(c, 413, "RESOURCE_LIMIT_EXCEEDED", "the body is larger than %zu bytes (%s)",
                         limit, c->route->raw_body ? "max_artifact_bytes" : "max_body_bytes");
     c->body = http_body(c->req, &c->body_len);
+    return ctx_parse_input(c, limit, query);
+}
+
+int ctx_parse_input(req_ctx_t *c, size_t limit, const char *query)
+{
     if (!c->route->raw_body && c->body_len) {
         err_t *e = NULL;
         c->in = mjson_parse_object(c->body, c->body_len, limit, &e);
@@ -607,10 +644,12 @@ static int load_input(req_ctx_t *c, const char *query)
             json_t *prev = json_object_get(qobj, kv->key);
             json_t *s = json_string(kv->value);
             if (!s) {
+                /* the message first: clearing the list frees kv */
+                int st = ctx_fail(c, 400, "MALFORMED_REQUEST", "query parameter '%s' is not UTF-8",
+                                  kv->key);
                 json_decref(qobj);
                 evhttp_clear_headers(&q);
-                return ctx_fail(c, 400, "MALFORMED_REQUEST", "query parameter '%s' is not UTF-8",
-                                kv->key);
+                return st;
             }
             if (!prev) {
                 json_object_set_new(qobj, kv->key, s);
@@ -636,7 +675,7 @@ static int load_input(req_ctx_t *c, const char *query)
     return 0;
 }
 
-static bool query_has_token(const char *query)
+bool api_query_has_token(const char *query)
 {
     if (!query || !*query)
         return false;
@@ -846,39 +885,20 @@ static void on_api(struct evhttp_request *req, void *arg)
     const char *raw = uri ? evhttp_uri_get_path(uri) : NULL;
     const char *query = uri ? evhttp_uri_get_query(uri) : NULL;
     const char *raw_uri = evhttp_request_get_uri(req);
-    char *segs[MAX_SEGS];
+    char *segs[API_MAX_SEGS];
     int nsegs = 0, st = 0;
-    if (!raw || split_path(raw, segs, &nsegs)) {
+    if (!raw || api_split_path(raw, segs, &nsegs)) {
         st = ctx_fail(&c, 400, "MALFORMED_REQUEST", "malformed request path");
         goto out;
     }
-    int method = (int)evhttp_request_get_command(req);
-    bool path_known = false;
     char allow[64] = "";
-    for (size_t i = 0; i < MLOPS_ARRAY_LEN(routes) && !c.route; i++) {
-        if (!match(routes[i].pattern, segs, nsegs, NULL))
-            continue;
-        path_known = true;
-        if (routes[i].method == method) {
-            match(routes[i].pattern, segs, nsegs, &c);
-            c.route = &routes[i];
-        } else {
-            size_t used = strlen(allow);
-            snprintf(allow + used, sizeof(allow) - used, "%s%s", used ? ", " : "",
-                     method_name(routes[i].method));
-        }
-    }
-    if (!c.route) {
-        if (path_known) {
+    if ((st = api_route(&c, (int)evhttp_request_get_command(req), raw, segs, nsegs, allow,
+                        sizeof(allow)))) {
+        if (st == 405)
             evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", allow);
-            st = ctx_fail(&c, 405, "BAD_REQUEST", "%s is not allowed here (allowed: %s)",
-                          method_name(method), allow);
-        } else {
-            st = ctx_fail(&c, 404, "ENDPOINT_NOT_FOUND", "no such endpoint: %s", raw);
-        }
         goto out;
     }
-    if (query_has_token(query)) {
+    if (api_query_has_token(query)) {
         st = ctx_fail(&c, 400, "BAD_REQUEST",
                       "credentials in the query string are refused (they end up in logs): "
                       "send Authorization: Bearer <token>");

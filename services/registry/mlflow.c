@@ -475,7 +475,7 @@ int mf_filter_sql(req_ctx_t *c, bool versions, const char *filter, strbuf_t *whe
     return st;
 }
 
-static int parse_order(req_ctx_t *c, bool versions, strbuf_t *order)
+int mf_order_sql(req_ctx_t *c, bool versions, strbuf_t *order)
 {
     json_t *ob = json_object_get(c->in, "order_by");
     json_t *arr = json_is_array(ob) ? json_incref(ob) : json_array();
@@ -539,7 +539,7 @@ static int run_search(req_ctx_t *c, bool versions)
     strbuf_t order, sql;
     strbuf_init(&order);
     strbuf_init(&sql);
-    if ((st = parse_filter(c, &s, in_str(c, "filter"))) || (st = parse_order(c, versions, &order)))
+    if ((st = parse_filter(c, &s, in_str(c, "filter"))) || (st = mf_order_sql(c, versions, &order)))
         goto out;
     /* one row more than asked tells whether there is a next page */
     s.params[s.np++] = ctx_fmt(c, "%lld", (long long)max + 1);

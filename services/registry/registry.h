@@ -250,6 +250,46 @@ const char *stage_canonical(const char *s);
 int mf_filter_sql(req_ctx_t *c, bool versions, const char *filter, strbuf_t *where,
                   const char **params, int *np);
 
+/* ---- request parsing (api.c): no socket, no database, so tests and the fuzzer
+ * (tests/fuzz/fuzz_registry.c) drive the same code as on_api() ---------------------- */
+
+#define API_MAX_SEGS 16
+
+/**
+ * Split a raw (still %-encoded) path into decoded segments: at most
+ * API_MAX_SEGS heap copies the caller frees (also after a failure: the first
+ * *nsegs are set). Returns 0, or -1 on a path without a leading '/', too many
+ * segments, bad %-encoding or an encoded NUL.
+ */
+int api_split_path(const char *raw, char **segs, int *nsegs) MLOPS_WUR;
+
+/**
+ * Find the route of @p method (EVHTTP_REQ_*) for the segments: sets
+ * c->route and c->params (which borrow @p segs). Returns 0, or 404 / 405
+ * with the reply set; for 405 @p allow lists the methods the path has.
+ * @p raw is the path as received (for the 404 message).
+ */
+int api_route(req_ctx_t *c, int method, const char *raw, char **segs, int nsegs, char *allow,
+              size_t allow_size);
+
+/** True if the query string has a parameter that looks like a credential. */
+bool api_query_has_token(const char *query);
+
+/**
+ * Build c->in for c->route: c->body / c->body_len (a JSON object of at most
+ * @p limit bytes unless the route takes a raw body; may be empty) merged
+ * with the query parameters of @p query (NULL = none; the body's keys win, a
+ * repeated parameter becomes an array). Returns 0, or 400 with the reply set.
+ */
+int ctx_parse_input(req_ctx_t *c, size_t limit, const char *query);
+
+/**
+ * The ORDER BY list of a search from c->in's "order_by" (a string or an array
+ * of "field [ASC|DESC]"), appended to @p order: fixed column names only, with
+ * the default tie-breakers last. Returns 0, or 400 with the reply set.
+ */
+int mf_order_sql(req_ctx_t *c, bool versions, strbuf_t *order);
+
 /** Free what a request context holds (for contexts made outside on_api: tests). */
 void ctx_cleanup(req_ctx_t *c);
 

@@ -127,6 +127,11 @@ Test(slack, redaction_keeps_scheme_and_host_only)
     cr_assert_str_eq(out, "http://127.0.0.1/…");
     slack_url_redact("nonsense SECRET", out, sizeof(out));
     cr_assert_null(strstr(out, "SECRET"));
+    /* found by tests/fuzz: a '[' host took everything up to a ']' in the path */
+    slack_url_redact("https://[x/secret]/hook", out, sizeof(out));
+    cr_assert_null(strstr(out, "secret"), "%s", out);
+    slack_url_redact("https://[::1]:8443/hook/SECRET", out, sizeof(out));
+    cr_assert_str_eq(out, "https://::1/…");
 }
 
 static json_t *alert(int i, const char *state, const char *summary)
