@@ -49,6 +49,7 @@ struct kafka_txn {
     kafka_consumer_t *kc;
     kafka_producer_t *kp;
     size_t pending;
+    bool produce_failed; /* a produce of the open transaction failed: never commit it */
 };
 
 static void tracker_forget(kafka_tracker_t *tr, const rd_kafka_topic_partition_list_t *parts);
@@ -1035,8 +1036,10 @@ rd_kafka_message_t *kafka_txn_poll(kafka_txn_t *txn, int timeout_ms)
 int kafka_txn_produce(kafka_txn_t *txn, const char *topic, int32_t partition, const void *key,
                       size_t keylen, const void *value, size_t valuelen, err_t **errp)
 {
-    if (kafka_produce(txn->kp, topic, partition, key, keylen, value, valuelen, NULL, errp))
+    if (kafka_produce(txn->kp, topic, partition, key, keylen, value, valuelen, NULL, errp)) {
+        txn->produce_failed = true;
         return -1;
+    }
     txn->pending++;
     return 0;
 }
@@ -1078,6 +1081,7 @@ static kafka_txn_result_t txn_abort_and_rewind(kafka_txn_t *txn, err_t **errp)
 {
     rd_kafka_error_t *error = rd_kafka_abort_transaction(txn->kp->c.rk, TXN_OP_TIMEOUT_MS);
     txn->pending = 0;
+    txn->produce_failed = false;
     if (error) {
         err_t *e = kafka_err_from(error, "abort_transaction");
         e->fatal = true;
@@ -1128,9 +1132,21 @@ static rd_kafka_error_t *txn_retry(kafka_txn_t *txn, txn_call_fn *fn, void *arg)
     }
 }
 
-/* Commit the open transaction (no begin). */
+/* Commit the open transaction (no begin). The consumer's position is committed
+ * with it, so a transaction in which a produce failed must never commit: its
+ * failed outputs were never written, and their inputs would be skipped for good.
+ * (librdkafka does not always refuse itself: after rd_kafka_test_fatal_error() the
+ * commit of such a transaction went through and lost the failed inputs.) */
 static kafka_txn_result_t txn_commit0(kafka_txn_t *txn, err_t **errp)
 {
+    if (atomic_load(&txn->kp->c.fatal))
+        return err_set(errp, ERR_D_KAFKA, RD_KAFKA_RESP_ERR__FATAL, false, true,
+                       "the transactional producer had a fatal error: not committing"),
+               KAFKA_TXN_FATAL;
+    if (txn->produce_failed) {
+        log_warn("a produce of this transaction failed: aborting it, the inputs are read again");
+        return txn_abort_and_rewind(txn, errp);
+    }
     rd_kafka_t *crk = txn->kc->c.rk;
     rd_kafka_topic_partition_list_t *offsets = NULL;
     rd_kafka_resp_err_t err = rd_kafka_assignment(crk, &offsets);

@@ -123,7 +123,8 @@ class Pipeline:
 
     def close(self):
         self.services("down", check=False)
-        delete_topics(list(self.topics.values()))
+        if not os.environ.get("MLOPS_TEST_KEEP_TOPICS")  # keep them to look into a failure:
+            delete_topics(list(self.topics.values()))
 
 
 @pytest.fixture
@@ -164,6 +165,10 @@ def verify(p):
             x["entity"], x["event_id"]) != (feats[src(x)]["entity"], feats[src(x)]["event_id"])),
     }
     print("verifier:", json.dumps(report))
+    lost = sorted(inputs - set(placed))[:10]
+    if lost:
+        by_pos = {(m.partition(), m.offset()): m for m in raw}
+        print("lost inputs:", [(pos, by_pos[pos].value()[:120]) for pos in lost])
     return report
 
 
