@@ -200,7 +200,8 @@ class Pipeline:
         self.extra[name] = (proc, port, log)
         deadline = time.monotonic() + 60
         while ready(port) is not True:
-            assert proc.poll() is None, f"{name} exited with {proc.returncode}: {log.read_text()[-2000:]}"
+            assert proc.poll() is None, \
+                f"{name} exited with {proc.returncode}: {log.read_text()[-2000:]}"
             assert time.monotonic() < deadline, f"{name} not ready after 60 s"
             time.sleep(0.2)
         return proc

@@ -28,7 +28,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import SOAK, Pipeline, PrivateKafka, assert_no_loss, metric, ready, verify  # noqa: E402
+from harness import (SOAK, Pipeline, PrivateKafka, assert_no_loss, metric,  # noqa: E402
+                     ready, verify)
 
 EVENTS = 100_000 if SOAK else 10_000
 STREAM_S = 40 if SOAK else 12

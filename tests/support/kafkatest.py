@@ -57,7 +57,8 @@ def consume_all(topic, expect=None, timeout=60, isolation="read_committed", quie
                 brokers=None):
     """Read a topic from the start until `expect` records arrived, or until it
     stayed quiet for `quiet` seconds after the last record."""
-    c = Consumer({"bootstrap.servers": brokers or BROKERS, "group.id": f"it-reader-{uuid.uuid4().hex}",
+    c = Consumer({"bootstrap.servers": brokers or BROKERS,
+                  "group.id": f"it-reader-{uuid.uuid4().hex}",
                   "auto.offset.reset": "earliest", "enable.auto.commit": False,
                   "isolation.level": isolation})
     md = c.list_topics(topic, timeout=10).topics[topic]
