@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -20,6 +21,10 @@
 typedef struct kafka_client {
     rd_kafka_t *rk;
     atomic_bool fatal;
+    /* false while no broker connection is up: set by ALL_BROKERS_DOWN at once,
+     * recomputed from every statistics report (kafka_*_brokers_up) */
+    atomic_bool brokers_up;
+    bool stats; /* statistics.interval.ms > 0: brokers_up is tracked */
     metric_t *m_errors;
 } kafka_client_t;
 
@@ -189,6 +194,40 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
         metric_inc(cl->m_errors);
     if (kafka_log_error(rk, err, reason))
         atomic_store(&cl->fatal, true);
+    if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN && cl->stats)
+        atomic_store(&cl->brokers_up, false);
+}
+
+/* The statistics report (JSON, STATISTICS.md): up when any real broker (a
+ * bootstrap or learned one, not the internal or logical ones) is in state UP.
+ * librdkafka has no "broker back" event, so this is what clears a down. */
+static int stats_cb(rd_kafka_t *rk, char *json, size_t json_len, void *opaque)
+{
+    (void)rk;
+    kafka_client_t *cl = opaque;
+    json_error_t jerr;
+    json_t *st = json_loadb(json, json_len, 0, &jerr);
+    json_t *brokers = st ? json_object_get(st, "brokers") : NULL;
+    if (!json_is_object(brokers)) {
+        json_decref(st);
+        return 0; /* librdkafka frees json */
+    }
+    bool up = false;
+    const char *name;
+    json_t *b;
+    json_object_foreach(brokers, name, b)
+    {
+        const char *src = json_string_value(json_object_get(b, "source"));
+        const char *state = json_string_value(json_object_get(b, "state"));
+        if (src && state && (!strcmp(src, "learned") || !strcmp(src, "configured")) &&
+            !strcmp(state, "UP")) {
+            up = true;
+            break;
+        }
+    }
+    json_decref(st);
+    atomic_store(&cl->brokers_up, up);
+    return 0;
 }
 
 int kafka_conf_set(rd_kafka_conf_t *conf, const char *key, const char *value, char *errstr,
@@ -212,7 +251,9 @@ static rd_kafka_conf_t *conf_new(const kafka_opts_t *o, kafka_client_t *cl,
     if (kafka_conf_set(conf, "bootstrap.servers", o->brokers ? o->brokers : "127.0.0.1:9092",
                        errstr, errstr_size) ||
         kafka_conf_set(conf, "client.id", o->client_id ? o->client_id : "mlops", errstr,
-                       errstr_size))
+                       errstr_size) ||
+        /* a report a second: what tells a service its broker is reachable again */
+        kafka_conf_set(conf, "statistics.interval.ms", "1000", errstr, errstr_size))
         goto err;
     for (const char *const *p = defaults; p && *p; p += 2)
         if (kafka_conf_set(conf, p[0], p[1], errstr, errstr_size))
@@ -225,6 +266,13 @@ static rd_kafka_conf_t *conf_new(const kafka_opts_t *o, kafka_client_t *cl,
             goto err;
     rd_kafka_conf_set_log_cb(conf, kafka_log_cb);
     rd_kafka_conf_set_error_cb(conf, error_cb);
+    char iv[32];
+    size_t ivlen = sizeof(iv);
+    cl->stats = rd_kafka_conf_get(conf, "statistics.interval.ms", iv, &ivlen) == RD_KAFKA_CONF_OK &&
+                atoi(iv) > 0;
+    if (cl->stats)
+        rd_kafka_conf_set_stats_cb(conf, stats_cb);
+    atomic_store(&cl->brokers_up, true);
     rd_kafka_conf_set_opaque(conf, cl);
     return conf;
 err:
@@ -410,6 +458,10 @@ void kafka_producer_destroy(kafka_producer_t *kp)
 
 rd_kafka_t *kafka_producer_handle(kafka_producer_t *kp) { return kp->c.rk; }
 bool kafka_producer_fatal(const kafka_producer_t *kp) { return atomic_load(&kp->c.fatal); }
+bool kafka_producer_brokers_up(const kafka_producer_t *kp)
+{
+    return atomic_load(&kp->c.brokers_up);
+}
 
 void kafka_producer_stats(const kafka_producer_t *kp, kafka_producer_stats_t *st)
 {
@@ -669,6 +721,10 @@ void kafka_consumer_close(kafka_consumer_t *kc)
 
 rd_kafka_t *kafka_consumer_handle(kafka_consumer_t *kc) { return kc->c.rk; }
 bool kafka_consumer_fatal(const kafka_consumer_t *kc) { return atomic_load(&kc->c.fatal); }
+bool kafka_consumer_brokers_up(const kafka_consumer_t *kc)
+{
+    return atomic_load(&kc->c.brokers_up);
+}
 int kafka_consumer_assigned(const kafka_consumer_t *kc) { return kc->assigned; }
 
 int kafka_consumer_lag(kafka_consumer_t *kc, int64_t *lag)

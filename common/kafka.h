@@ -92,6 +92,13 @@ void kafka_producer_destroy(kafka_producer_t *kp);
 rd_kafka_t *kafka_producer_handle(kafka_producer_t *kp);
 /** True once librdkafka raised a fatal error (reason logged). */
 bool kafka_producer_fatal(const kafka_producer_t *kp);
+/**
+ * False while the client has no broker connection up: set at once by
+ * librdkafka's ALL_BROKERS_DOWN error, recomputed from each statistics report
+ * (statistics.interval.ms, 1000 by default; 0 turns the tracking off and this
+ * stays true). For /ready.
+ */
+bool kafka_producer_brokers_up(const kafka_producer_t *kp);
 
 /** Delivery accounting since start. */
 typedef struct kafka_producer_stats {
@@ -157,6 +164,8 @@ void kafka_consumer_close(kafka_consumer_t *kc);
 
 rd_kafka_t *kafka_consumer_handle(kafka_consumer_t *kc);
 bool kafka_consumer_fatal(const kafka_consumer_t *kc);
+/** As kafka_producer_brokers_up(), for a consumer. */
+bool kafka_consumer_brokers_up(const kafka_consumer_t *kc);
 /** Number of partitions currently assigned. */
 int kafka_consumer_assigned(const kafka_consumer_t *kc);
 /**

@@ -16,7 +16,10 @@
 # STATE is ${MLOPS_STATE_DIR:-<repo root>/.state}. Other environment:
 #   MLOPS_KAFKA_PORT (9092), MLOPS_KAFKA_CONTROLLER_PORT (9093), MLOPS_PG_PORT (5433),
 #   MLOPS_REDIS_PORT (6380), MLOPS_STOP_TIMEOUT (30 s before SIGKILL),
-#   MLOPS_START_TIMEOUT (60 s per component), MLOPS_KAFKA_HEAP (-Xms256m -Xmx512m).
+#   MLOPS_START_TIMEOUT (60 s per component), MLOPS_KAFKA_HEAP (-Xms256m -Xmx512m),
+#   MLOPS_KAFKA_LIBS (the jars, $STATE/kafka-libs: a second broker can share another
+#   state folder's), MLOPS_KAFKA_TOPICS (deploy/topics.conf: the topics 'up' creates;
+#   /dev/null for none, as a test's private broker wants).
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 
@@ -46,7 +49,7 @@ init_paths() {
     RUN=$STATE/run
     LOGS=$STATE/logs
     SECRETS=$STATE/secrets
-    KAFKA_LIBS=$STATE/kafka-libs
+    KAFKA_LIBS=${MLOPS_KAFKA_LIBS:-$STATE/kafka-libs}
     KAFKA_DIR=$STATE/kafka
     KAFKA_DATA=$KAFKA_DIR/data
     KAFKA_PROPS=$KAFKA_DIR/server.properties
@@ -319,8 +322,8 @@ kafka_wait() {
 
 # kafka_topics: creates the topics of deploy/topics.conf that the broker does not list yet.
 kafka_topics() {
-    local conf=$DEPLOY_DIR/topics.conf md
-    [[ -f $conf ]] || die "kafka: missing $conf"
+    local conf=${MLOPS_KAFKA_TOPICS:-$DEPLOY_DIR/topics.conf} md
+    [[ -r $conf ]] || die "kafka: missing $conf"
     md=$(kafka_metadata) || fail kafka "no metadata answer from $HOST:$KAFKA_PORT" "$KAFKA_LOG"
     local -A have=()
     local line name parts

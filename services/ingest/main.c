@@ -146,6 +146,14 @@ static void status(json_t *st, void *opaque)
                                   ig->spec->version, "hash", ig->spec->hash));
     json_object_set_new(st, "mode",
                         json_string(ig->conf->exactly_once ? "exactly_once" : "at_least_once"));
+    /* the pipeline's clients: not ready while they reach no broker */
+    bool up = ig->txn ? kafka_producer_brokers_up(kafka_txn_producer(ig->txn)) &&
+                            kafka_consumer_brokers_up(kafka_txn_consumer(ig->txn))
+                      : (!ig->kp || kafka_producer_brokers_up(ig->kp)) &&
+                            (!ig->kc || kafka_consumer_brokers_up(ig->kc));
+    json_object_set_new(st, "kafka", json_string(up ? "up" : "unreachable"));
+    if (!up)
+        json_object_set_new(st, "ready", json_false());
 }
 
 static int setup(service_t *svc, void *opaque)

@@ -195,6 +195,14 @@ static void status(json_t *st, void *opaque)
     json_object_set_new(st, "rollout", json_string(sc->ab ? "ab" : "canary"));
     json_object_set_new(st, "mode",
                         json_string(sc->conf->exactly_once ? "exactly_once" : "at_least_once"));
+    /* the pipeline's clients: not ready while they reach no broker */
+    bool up = sc->txn ? kafka_producer_brokers_up(kafka_txn_producer(sc->txn)) &&
+                            kafka_consumer_brokers_up(kafka_txn_consumer(sc->txn))
+                      : (!sc->kp || kafka_producer_brokers_up(sc->kp)) &&
+                            (!sc->kc || kafka_consumer_brokers_up(sc->kc));
+    json_object_set_new(st, "kafka", json_string(up ? "up" : "unreachable"));
+    if (!up)
+        json_object_set_new(st, "ready", json_false());
     if (sc->rc)
         json_object_set_new(
             st, "redis_breaker",

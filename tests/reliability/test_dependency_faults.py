@@ -22,7 +22,7 @@ import urllib.error
 import urllib.request
 import uuid
 
-from test_pipeline_crash import BUILD, EVENTS, KAFKA_FAST, ROOT, verify
+from harness import BUILD, EVENTS, KAFKA_FAST, ROOT, verify
 import sys
 from pathlib import Path
 
@@ -187,7 +187,7 @@ def test_redis_postgres_and_registry_faults_lose_nothing(tmp_path):
         # --- the figures
         for n, pid in pids.items():
             assert procs[n].alive() and procs[n].proc.pid == pid, f"{n} exited during the faults"
-        r = verify(t)
+        r = verify(t, EVENTS)
         assert r["lost_input"] == 0 and r["lost_predictions"] == 0, r
         assert r["dup_placed"] == 0 and r["dup_predictions"] == 0, r
         assert r["phantom"] == 0 and r["inconsistent"] == 0, r

@@ -4,16 +4,16 @@ test hook, as a broker fencing the producer would) makes the service log the err
 exit non-zero (status 1, not a crash) and be restarted by deploy/services.sh; in
 exactly-once mode nothing is lost and nothing is duplicated in features or predictions.
 Ingest and the scorer each take one fatal error mid-stream (CI and soak alike: 10,000
-events); the verifier is the pipeline crash test's."""
+events); the verifier is harness.verify."""
 import os
 import subprocess
 import time
 
-from test_pipeline_crash import EVENTS, Pipeline, metric, verify
+from harness import BUILD, EVENTS, Pipeline, metric, verify
 
 
 def test_fatal_producer_error_exits_restarts_and_loses_nothing(tmp_path):
-    p = Pipeline(tmp_path, exactly_once=True)
+    p = Pipeline(tmp_path, True, EVENTS)
     try:
         triggers = {}
         for name in ("ingest", "scorer"):
@@ -22,7 +22,7 @@ def test_fatal_producer_error_exits_restarts_and_loses_nothing(tmp_path):
             p.services("up", name)  # the supervisor keeps this environment for restarts
         first = {n: p.child(n) for n in triggers}
         rate = EVENTS / 12
-        gen = subprocess.Popen([str(p_build("cli/mlopsctl")), "datagen", "attrition", "--rows",
+        gen = subprocess.Popen([str(BUILD / "cli/mlopsctl"), "datagen", "attrition", "--rows",
                                 str(EVENTS), "--seed", str(p.seed), "--topic", p.topics["raw"],
                                 "--labels-topic", p.topics["labels"], "--rate", str(rate),
                                 "--bad-fraction", "0.01"], stdout=subprocess.PIPE,
@@ -69,5 +69,4 @@ def test_fatal_producer_error_exits_restarts_and_loses_nothing(tmp_path):
 
 
 def p_build(rel):
-    from test_pipeline_crash import BUILD
     return BUILD / rel

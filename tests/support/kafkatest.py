@@ -1,5 +1,6 @@
 """Kafka helpers shared by the Python test suites (confluent-kafka against the
-local stack's broker): topics, producing, reading a topic back."""
+local stack's broker): topics, producing, reading a topic back. Every helper takes
+`brokers=` for a test's private broker (default: the stack's, BROKERS)."""
 import os
 import time
 import uuid
@@ -10,19 +11,19 @@ from confluent_kafka.admin import AdminClient, NewTopic
 BROKERS = os.environ.get("MLOPS_TEST_KAFKA_BROKERS", "127.0.0.1:9092")
 
 
-def admin():
-    return AdminClient({"bootstrap.servers": BROKERS})
+def admin(brokers=None):
+    return AdminClient({"bootstrap.servers": brokers or BROKERS})
 
 
-def create_topics(names, partitions=3):
-    a = admin()  # keep the client alive until the futures resolve
+def create_topics(names, partitions=3, brokers=None):
+    a = admin(brokers)  # keep the client alive until the futures resolve
     fs = a.create_topics([NewTopic(n, partitions, 1) for n in names])
     for f in fs.values():
         f.result(30)
 
 
-def delete_topics(names):
-    a = admin()
+def delete_topics(names, brokers=None):
+    a = admin(brokers)
     try:
         for f in a.delete_topics(names).values():
             f.result(30)
@@ -30,9 +31,9 @@ def delete_topics(names):
         pass
 
 
-def produce(topic, items, flush=True):
+def produce(topic, items, flush=True, brokers=None):
     """items: (key, value bytes or None) pairs."""
-    p = Producer({"bootstrap.servers": BROKERS, "enable.idempotence": True,
+    p = Producer({"bootstrap.servers": brokers or BROKERS, "enable.idempotence": True,
                   "linger.ms": 5, "message.max.bytes": 8_000_000})
     failed = []
 
@@ -52,10 +53,12 @@ def produce(topic, items, flush=True):
         assert not failed, f"the test could not produce its input: {failed[:3]}"
 
 
-def consume_all(topic, expect=None, timeout=60, isolation="read_committed", quiet=5):
+def consume_all(topic, expect=None, timeout=60, isolation="read_committed", quiet=5,
+                brokers=None):
     """Read a topic from the start until `expect` records arrived, or until it
     stayed quiet for `quiet` seconds after the last record."""
-    c = Consumer({"bootstrap.servers": BROKERS, "group.id": f"it-reader-{uuid.uuid4().hex}",
+    c = Consumer({"bootstrap.servers": brokers or BROKERS,
+                  "group.id": f"it-reader-{uuid.uuid4().hex}",
                   "auto.offset.reset": "earliest", "enable.auto.commit": False,
                   "isolation.level": isolation})
     md = c.list_topics(topic, timeout=10).topics[topic]
@@ -77,11 +80,12 @@ def consume_all(topic, expect=None, timeout=60, isolation="read_committed", quie
     return out
 
 
-def read_to_end(topic, isolation="read_uncommitted", timeout=60):
+def read_to_end(topic, isolation="read_uncommitted", timeout=60, brokers=None):
     """Every record of a topic up to its end now (each partition read until EOF); with
     read_uncommitted also the records of aborted transactions."""
     from confluent_kafka import KafkaError
-    c = Consumer({"bootstrap.servers": BROKERS, "group.id": f"it-reader-{uuid.uuid4().hex}",
+    c = Consumer({"bootstrap.servers": brokers or BROKERS,
+                  "group.id": f"it-reader-{uuid.uuid4().hex}",
                   "enable.auto.commit": False, "isolation.level": isolation,
                   "enable.partition.eof": True})
     md = c.list_topics(topic, timeout=10).topics[topic]
