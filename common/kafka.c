@@ -1204,6 +1204,17 @@ static kafka_txn_result_t txn_commit0(kafka_txn_t *txn, err_t **errp)
         return txn_abort_and_rewind(txn, errp);
     }
     rd_kafka_t *crk = txn->kc->c.rk;
+    /* Never after a fatal error: the consumer's positions may be past inputs whose
+     * outputs were never produced (the batch stopped at the failed produce), and
+     * librdkafka may still accept the offsets of a transaction with no message in it
+     * (seen with rd_kafka_test_fatal_error: 1 to 3 inputs lost on the revoke of the
+     * fatal drain). */
+    char why[256];
+    if (atomic_load(&txn->kp->c.fatal) ||
+        rd_kafka_fatal_error(txn->kp->c.rk, why, sizeof(why)) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return err_set(errp, ERR_D_KAFKA, RD_KAFKA_RESP_ERR__FATAL, false, true,
+                       "not committing after a fatal Kafka error"),
+               KAFKA_TXN_FATAL;
     rd_kafka_topic_partition_list_t *offsets = NULL;
     rd_kafka_resp_err_t err = rd_kafka_assignment(crk, &offsets);
     if (err || !offsets || offsets->cnt == 0) {

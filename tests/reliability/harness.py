@@ -88,7 +88,24 @@ class PrivateKafka:
         return r.stdout
 
     def up(self):
-        return self._stack("up", "kafka")
+        out = self._stack("up", "kafka")
+        if getattr(self, "guard", None) is None:
+            # stack.sh starts the broker in its own session: if this process dies without
+            # its teardown (a CTest timeout kills it), this watcher stops the broker
+            self.guard = subprocess.Popen(
+                ["bash", "-c", f"while kill -0 {os.getpid()} 2>/dev/null; do sleep 2; done; "
+                 f"exec {STACK} down kafka"], env=self.env, start_new_session=True,
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return out
+
+    def close(self):
+        """The fixture's teardown: stop the broker, then its watcher."""
+        try:
+            self.down()
+        finally:
+            if getattr(self, "guard", None) is not None:
+                self.guard.kill()
+                self.guard.wait()
 
     def down(self):
         return self._stack("down", "kafka")

@@ -44,7 +44,7 @@ def kafka(tmp_path):
     k = PrivateKafka(tmp_path)
     k.up()
     yield k
-    k.down()
+    k.close()
 
 
 @pytest.fixture
