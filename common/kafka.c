@@ -1195,14 +1195,6 @@ static rd_kafka_error_t *txn_retry(kafka_txn_t *txn, txn_call_fn *fn, void *arg)
  * commit of such a transaction went through and lost the failed inputs.) */
 static kafka_txn_result_t txn_commit0(kafka_txn_t *txn, err_t **errp)
 {
-    if (atomic_load(&txn->kp->c.fatal))
-        return err_set(errp, ERR_D_KAFKA, RD_KAFKA_RESP_ERR__FATAL, false, true,
-                       "the transactional producer had a fatal error: not committing"),
-               KAFKA_TXN_FATAL;
-    if (txn->produce_failed) {
-        log_warn("a produce of this transaction failed: aborting it, the inputs are read again");
-        return txn_abort_and_rewind(txn, errp);
-    }
     rd_kafka_t *crk = txn->kc->c.rk;
     /* Never after a fatal error: the consumer's positions may be past inputs whose
      * outputs were never produced (the batch stopped at the failed produce), and
@@ -1215,6 +1207,10 @@ static kafka_txn_result_t txn_commit0(kafka_txn_t *txn, err_t **errp)
         return err_set(errp, ERR_D_KAFKA, RD_KAFKA_RESP_ERR__FATAL, false, true,
                        "not committing after a fatal Kafka error"),
                KAFKA_TXN_FATAL;
+    if (txn->produce_failed) {
+        log_warn("a produce of this transaction failed: aborting it, the inputs are read again");
+        return txn_abort_and_rewind(txn, errp);
+    }
     rd_kafka_topic_partition_list_t *offsets = NULL;
     rd_kafka_resp_err_t err = rd_kafka_assignment(crk, &offsets);
     if (err || !offsets || offsets->cnt == 0) {
