@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
 from kafkatest import consume_all, create_topics, delete_topics  # noqa: E402
+from proctest import free_port  # noqa: E402,F401 (the tests import it from here)
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = Path(os.environ.get("MLOPS_BUILD_DIR", ROOT / "build"))
@@ -29,12 +30,6 @@ EVENTS = 100_000 if SOAK else 10_000  # the suite's stream size (CI, soak)
 # fast failure detection, so a killed member's partitions move on within seconds
 KAFKA_FAST = {"kafka.session.timeout.ms": 6000, "kafka.heartbeat.interval.ms": 2000,
               "kafka.transaction.timeout.ms": 15000}
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def metric(port, name):
