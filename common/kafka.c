@@ -354,12 +354,17 @@ kafka_producer_t *kafka_producer_new(const kafka_opts_t *opts, const char *trans
         /* in one-second steps (a timed-out call resumes), serving error_cb in
          * between: a TLS or SASL failure ends the wait at once, with its cause */
         rd_kafka_error_t *error = NULL;
-        for (int waited = 0;; waited += 1000) {
+        int64_t deadline = mono_ms() + TXN_OP_TIMEOUT_MS;
+        for (;;) {
             error = rd_kafka_init_transactions(kp->c.rk, 1000);
-            if (!error || rd_kafka_error_code(error) != RD_KAFKA_RESP_ERR__TIMED_OUT ||
-                waited + 1000 >= TXN_OP_TIMEOUT_MS)
+            /* a timed-out step resumes; a retriable error (a fresh broker's coordinator
+             * still loading: COORDINATOR_LOAD_IN_PROGRESS) is retried after a pause, as
+             * the one long call did inside librdkafka */
+            bool timed_out = error && rd_kafka_error_code(error) == RD_KAFKA_RESP_ERR__TIMED_OUT;
+            if (!error || (!timed_out && !rd_kafka_error_is_retriable(error)) ||
+                mono_ms() >= deadline)
                 break;
-            rd_kafka_poll(kp->c.rk, 0);
+            rd_kafka_poll(kp->c.rk, timed_out ? 0 : 200);
             char why[768];
             if (kafka_access_error(why, sizeof(why))) {
                 rd_kafka_error_destroy(error);
