@@ -346,7 +346,13 @@ char *slack_render(json_t *const *in, size_t n, size_t budget, size_t *shown)
     if (model && one_model)
         strbuf_appendf(&head, " (model %s)", model);
     if (head.len > SLACK_HEADER_MAX) {
-        head.len = SLACK_HEADER_MAX;
+        /* cut on a UTF-8 boundary: never inside a multi-byte character
+         * (a model name of such characters made the header invalid UTF-8,
+         * json_pack refused it and no message was made at all) */
+        size_t cut = SLACK_HEADER_MAX;
+        while (cut > 0 && ((unsigned char)head.data[cut] & 0xC0) == 0x80)
+            cut--;
+        head.len = cut;
         head.data[head.len] = 0;
     }
     json_t *blocks = json_array();

@@ -269,3 +269,31 @@ Test(slack, digests_put_critical_and_firing_first)
     for (int i = 0; i < 4; i++)
         json_decref(as[i]);
 }
+
+/* Found by the fuzzer: a model name of multi-byte characters pushed the
+ * header past 150 bytes and the cut fell inside a character, so the header
+ * was not UTF-8, jansson refused it and no message was made at all. */
+Test(slack, a_long_header_is_cut_between_characters)
+{
+    char model[301] = "";
+    for (int i = 0; i < 100; i++)
+        strcat(model, "\xc3\xa9"); /* é, 2 bytes */
+    json_t *a = alert(1, "firing", "s");
+    json_object_set_new(a, "model", json_string(model));
+    size_t shown = 0;
+    char *s = slack_render(&a, 1, SLACK_BUDGET_DEFAULT, &shown);
+    cr_assert(s, "no message");
+    json_t *msg = json_loads(s, 0, NULL);
+    cr_assert(msg);
+    const char *head = json_string_value(json_object_get(
+        json_object_get(json_array_get(json_object_get(msg, "blocks"), 0), "text"), "text"));
+    cr_assert(head);
+    cr_assert_leq(strlen(head), SLACK_HEADER_MAX);
+    cr_assert_geq(strlen(head), SLACK_HEADER_MAX - 1, "cut at most one byte early: %zu",
+                  strlen(head));
+    cr_assert(strstr(head, "1 alert: 1 firing (model \xc3\xa9"), "%s", head);
+    cr_assert_eq(shown, 1);
+    json_decref(msg);
+    free(s);
+    json_decref(a);
+}
