@@ -162,3 +162,53 @@ lifecycle_t *service_lifecycle(service_t *svc) { return svc->lc; }
 http_server_t *service_http(service_t *svc) { return svc->http; }
 cfg_t *service_cfg(service_t *svc) { return svc->cfg; }
 void service_set_opaque(service_t *svc, void *opaque) { svc->def.opaque = opaque; }
+
+/* ---- the Kafka clients of a pipeline service ------------------------------------- */
+
+void service_kafka_fatal_check(service_t *svc, const service_kafka_t *k)
+{
+    bool fatal =
+        k->txn ? kafka_producer_fatal(kafka_txn_producer(k->txn)) ||
+                     kafka_consumer_fatal(kafka_txn_consumer(k->txn))
+               : (k->kp && kafka_producer_fatal(k->kp)) || (k->kc && kafka_consumer_fatal(k->kc));
+    if (!fatal)
+        return;
+    char why[768];
+    if (kafka_fatal_cause(why, sizeof(why)) == MLOPS_EXIT_USAGE)
+        lifecycle_fail(service_lifecycle(svc), MLOPS_EXIT_USAGE, "%s", why);
+    else
+        lifecycle_fail(service_lifecycle(svc), MLOPS_EXIT_FAILURE,
+                       "fatal Kafka error: exiting to be restarted (uncommitted input is "
+                       "re-read)");
+}
+
+void service_kafka_status(json_t *st, const service_kafka_t *k)
+{
+    bool up = k->txn ? kafka_producer_brokers_up(kafka_txn_producer(k->txn)) &&
+                           kafka_consumer_brokers_up(kafka_txn_consumer(k->txn))
+                     : (!k->kp || kafka_producer_brokers_up(k->kp)) &&
+                           (!k->kc || kafka_consumer_brokers_up(k->kc));
+    json_object_set_new(st, "kafka", json_string(up ? "up" : "unreachable"));
+    if (!up)
+        json_object_set_new(st, "ready", json_false());
+}
+
+void service_txn_commit(service_t *svc, kafka_txn_t *txn, int64_t *last_commit_ms,
+                        metric_t *commits, metric_t *aborts)
+{
+    if (!txn || kafka_txn_pending(txn) == 0)
+        return;
+    err_t *e = NULL;
+    kafka_txn_result_t r = kafka_txn_commit(txn, &e);
+    *last_commit_ms = mono_ms();
+    if (r == KAFKA_TXN_COMMITTED) {
+        metric_inc(commits);
+    } else if (r == KAFKA_TXN_ABORTED) {
+        metric_inc(aborts);
+        log_warn("transaction aborted and rewound: its inputs are processed again");
+    } else {
+        lifecycle_fail(service_lifecycle(svc), MLOPS_EXIT_FAILURE, "transaction failed: %s",
+                       e ? e->msg : "?");
+    }
+    err_destroy(e);
+}

@@ -97,4 +97,44 @@ cfg_t *service_cfg(service_t *svc);
 /** Set the opaque passed to the callbacks (when it is created after start). */
 void service_set_opaque(service_t *svc, void *opaque);
 
+struct kafka_txn;
+struct kafka_producer;
+struct kafka_consumer;
+struct json_t;
+
+/**
+ * The Kafka clients of a consume-transform-produce service: a
+ * transactional pair (exactly-once) or a plain producer and consumer
+ * (either may be NULL).
+ */
+typedef struct service_kafka {
+    struct kafka_txn *txn;
+    struct kafka_producer *kp;
+    struct kafka_consumer *kc;
+} service_kafka_t;
+
+/**
+ * After a fatal error of one of @p k's clients, fail the life cycle: with
+ * MLOPS_EXIT_USAGE and the cause when the configuration is wrong (TLS,
+ * SASL: a restart fails the same way), otherwise MLOPS_EXIT_FAILURE so the
+ * supervisor restarts the process and the uncommitted input is re-read.
+ * Nothing happens while no client is fatal.
+ */
+void service_kafka_fatal_check(service_t *svc, const service_kafka_t *k);
+
+/**
+ * Status fields of @p k for /health: "kafka" is "up" or "unreachable",
+ * and "ready" false while the clients reach no broker.
+ */
+void service_kafka_status(struct json_t *st, const service_kafka_t *k);
+
+/**
+ * Commit @p txn's open transaction if it has anything in it, set
+ * *last_commit_ms, count it in @p commits or (aborted and rewound: the
+ * inputs are processed again) in @p aborts, and fail the life cycle if the
+ * transaction could be neither committed nor aborted.
+ */
+void service_txn_commit(service_t *svc, struct kafka_txn *txn, int64_t *last_commit_ms,
+                        metric_t *commits, metric_t *aborts);
+
 #endif

@@ -47,37 +47,13 @@ static const cfg_item_t ingest_items[] = {
 
 static void fatal_check(ingest_t *ig)
 {
-    bool fatal = ig->txn ? kafka_producer_fatal(kafka_txn_producer(ig->txn)) ||
-                               kafka_consumer_fatal(kafka_txn_consumer(ig->txn))
-                         : kafka_producer_fatal(ig->kp) || kafka_consumer_fatal(ig->kc);
-    if (fatal) {
-        char why[768];
-        if (kafka_fatal_cause(why, sizeof(why)) == MLOPS_EXIT_USAGE)
-            lifecycle_fail(service_lifecycle(ig->svc), MLOPS_EXIT_USAGE, "%s", why);
-        else
-            lifecycle_fail(service_lifecycle(ig->svc), MLOPS_EXIT_FAILURE,
-                           "fatal Kafka error: exiting to be restarted (uncommitted input is "
-                           "re-read)");
-    }
+    service_kafka_t k = {ig->txn, ig->kp, ig->kc};
+    service_kafka_fatal_check(ig->svc, &k);
 }
 
 static void commit_txn(ingest_t *ig)
 {
-    if (!ig->txn || kafka_txn_pending(ig->txn) == 0)
-        return;
-    err_t *e = NULL;
-    kafka_txn_result_t r = kafka_txn_commit(ig->txn, &e);
-    ig->last_commit_ms = mono_ms();
-    if (r == KAFKA_TXN_COMMITTED) {
-        metric_inc(ig->m_txn_commits);
-    } else if (r == KAFKA_TXN_ABORTED) {
-        metric_inc(ig->m_txn_aborts);
-        log_warn("transaction aborted and rewound: the inputs are processed again");
-    } else {
-        lifecycle_fail(service_lifecycle(ig->svc), MLOPS_EXIT_FAILURE, "transaction failed: %s",
-                       e ? e->msg : "?");
-    }
-    err_destroy(e);
+    service_txn_commit(ig->svc, ig->txn, &ig->last_commit_ms, ig->m_txn_commits, ig->m_txn_aborts);
 }
 
 /* The input callback, plus the exactly-once commit cadence. */
@@ -147,13 +123,8 @@ static void status(json_t *st, void *opaque)
     json_object_set_new(st, "mode",
                         json_string(ig->conf->exactly_once ? "exactly_once" : "at_least_once"));
     /* the pipeline's clients: not ready while they reach no broker */
-    bool up = ig->txn ? kafka_producer_brokers_up(kafka_txn_producer(ig->txn)) &&
-                            kafka_consumer_brokers_up(kafka_txn_consumer(ig->txn))
-                      : (!ig->kp || kafka_producer_brokers_up(ig->kp)) &&
-                            (!ig->kc || kafka_consumer_brokers_up(ig->kc));
-    json_object_set_new(st, "kafka", json_string(up ? "up" : "unreachable"));
-    if (!up)
-        json_object_set_new(st, "ready", json_false());
+    service_kafka_t k = {ig->txn, ig->kp, ig->kc};
+    service_kafka_status(st, &k);
 }
 
 static int setup(service_t *svc, void *opaque)

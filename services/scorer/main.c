@@ -79,37 +79,13 @@ static const cfg_item_t scorer_items[] = {
 
 static void fatal_check(scorer_t *sc)
 {
-    bool fatal = sc->txn ? kafka_producer_fatal(kafka_txn_producer(sc->txn)) ||
-                               kafka_consumer_fatal(kafka_txn_consumer(sc->txn))
-                         : kafka_producer_fatal(sc->kp) || kafka_consumer_fatal(sc->kc);
-    if (fatal) {
-        char why[768];
-        if (kafka_fatal_cause(why, sizeof(why)) == MLOPS_EXIT_USAGE)
-            lifecycle_fail(service_lifecycle(sc->svc), MLOPS_EXIT_USAGE, "%s", why);
-        else
-            lifecycle_fail(service_lifecycle(sc->svc), MLOPS_EXIT_FAILURE,
-                           "fatal Kafka error: exiting to be restarted (uncommitted input is "
-                           "re-read)");
-    }
+    service_kafka_t k = {sc->txn, sc->kp, sc->kc};
+    service_kafka_fatal_check(sc->svc, &k);
 }
 
 static void commit_txn(scorer_t *sc)
 {
-    if (!sc->txn || kafka_txn_pending(sc->txn) == 0)
-        return;
-    err_t *e = NULL;
-    kafka_txn_result_t r = kafka_txn_commit(sc->txn, &e);
-    sc->last_commit_ms = mono_ms();
-    if (r == KAFKA_TXN_COMMITTED) {
-        metric_inc(sc->m_txn_commits);
-    } else if (r == KAFKA_TXN_ABORTED) {
-        metric_inc(sc->m_txn_aborts);
-        log_warn("transaction aborted and rewound: the inputs are scored again");
-    } else {
-        lifecycle_fail(service_lifecycle(sc->svc), MLOPS_EXIT_FAILURE, "transaction failed: %s",
-                       e ? e->msg : "?");
-    }
-    err_destroy(e);
+    service_txn_commit(sc->svc, sc->txn, &sc->last_commit_ms, sc->m_txn_commits, sc->m_txn_aborts);
 }
 
 static void on_input(void *opaque)
@@ -196,13 +172,8 @@ static void status(json_t *st, void *opaque)
     json_object_set_new(st, "mode",
                         json_string(sc->conf->exactly_once ? "exactly_once" : "at_least_once"));
     /* the pipeline's clients: not ready while they reach no broker */
-    bool up = sc->txn ? kafka_producer_brokers_up(kafka_txn_producer(sc->txn)) &&
-                            kafka_consumer_brokers_up(kafka_txn_consumer(sc->txn))
-                      : (!sc->kp || kafka_producer_brokers_up(sc->kp)) &&
-                            (!sc->kc || kafka_consumer_brokers_up(sc->kc));
-    json_object_set_new(st, "kafka", json_string(up ? "up" : "unreachable"));
-    if (!up)
-        json_object_set_new(st, "ready", json_false());
+    service_kafka_t k = {sc->txn, sc->kp, sc->kc};
+    service_kafka_status(st, &k);
     if (sc->rc)
         json_object_set_new(
             st, "redis_breaker",
