@@ -212,3 +212,56 @@ void service_txn_commit(service_t *svc, kafka_txn_t *txn, int64_t *last_commit_m
     }
     err_destroy(e);
 }
+
+int service_pipe_open(service_t *svc, const service_pipe_opts_t *o, service_pipe_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    const service_common_conf_t *c = svc->def.conf;
+    char errstr[1024];
+    size_t nprops;
+    const cfg_kv_t *props = cfg_kafka_props(service_cfg(svc), &nprops);
+    kafka_opts_t ko = {.brokers = c->kafka_brokers,
+                       .client_id = o->client_id,
+                       .props = props,
+                       .nprops = nprops,
+                       .metrics = service_metrics(svc)};
+    const char *topics[] = {o->input_topic};
+    kafka_consumer_opts_t co = {.group_id = o->group_id,
+                                .topics = topics,
+                                .ntopics = 1,
+                                .auto_commit = true,
+                                .on_revoke = o->on_revoke,
+                                .opaque = o->opaque};
+    kafka_consumer_t *kc;
+    if (o->transactional_id) {
+        out->k.txn = kafka_txn_new(&ko, &co, o->transactional_id, errstr, sizeof(errstr));
+        if (!out->k.txn)
+            goto kafka_failed;
+        kc = kafka_txn_consumer(out->k.txn);
+        out->pwatch = kafka_producer_watch(kafka_txn_producer(out->k.txn), service_base(svc),
+                                           errstr, sizeof(errstr));
+    } else {
+        out->k.kp =
+            kafka_producer_new(&ko, NULL, o->on_delivery, o->opaque, errstr, sizeof(errstr));
+        if (!out->k.kp)
+            goto kafka_failed;
+        kc = out->k.kc = kafka_consumer_new(&ko, &co, errstr, sizeof(errstr));
+        if (!kc)
+            goto kafka_failed;
+        out->tracker = kafka_tracker_new(kc);
+        out->pwatch = kafka_producer_watch(out->k.kp, service_base(svc), errstr, sizeof(errstr));
+    }
+    if (!out->pwatch)
+        goto failed;
+    out->watch =
+        kafka_consumer_watch(kc, service_base(svc), o->on_input, o->opaque, errstr, sizeof(errstr));
+    if (!out->watch)
+        goto failed;
+    return 0;
+kafka_failed:
+    log_fatal("Kafka: %s", errstr);
+    return -1;
+failed:
+    log_fatal("%s", errstr);
+    return -1;
+}

@@ -12,6 +12,7 @@
 #ifndef MLOPS_SERVICE_H
 #define MLOPS_SERVICE_H
 
+#include <librdkafka/rdkafka.h>
 #include <stdint.h>
 
 #include "cfg.h"
@@ -100,6 +101,8 @@ void service_set_opaque(service_t *svc, void *opaque);
 struct kafka_txn;
 struct kafka_producer;
 struct kafka_consumer;
+struct kafka_tracker;
+struct kafka_watch;
 struct json_t;
 
 /**
@@ -112,6 +115,37 @@ typedef struct service_kafka {
     struct kafka_producer *kp;
     struct kafka_consumer *kc;
 } service_kafka_t;
+
+/** How a consume-transform-produce service reads its input and writes its outputs. */
+typedef struct service_pipe_opts {
+    const char *client_id;        /**< "mlops-ingest", ... */
+    const char *group_id;         /**< consumer group */
+    const char *input_topic;      /**< the one topic consumed */
+    const char *transactional_id; /**< exactly-once: a transactional pair; NULL: idempotent */
+    /** at-least-once: the producer's delivery report hook (with @p opaque) */
+    void (*on_delivery)(const rd_kafka_message_t *rkm, void *msg_opaque, void *opaque);
+    /** partitions revoked (with @p opaque); may be NULL */
+    void (*on_revoke)(struct kafka_consumer *kc, const rd_kafka_topic_partition_list_t *parts,
+                      void *opaque);
+    void (*on_input)(void *opaque); /**< input is waiting (with @p opaque) */
+    void *opaque;
+} service_pipe_opts_t;
+
+/** The clients and loop wake-ups service_pipe_open() made; the service frees them. */
+typedef struct service_pipe {
+    service_kafka_t k;
+    struct kafka_tracker *tracker; /**< at-least-once only: offsets of delivered inputs */
+    struct kafka_watch *pwatch;    /**< serves the producer's events in the loop */
+    struct kafka_watch *watch;     /**< calls on_input when the consumer has input */
+} service_pipe_t;
+
+/**
+ * Create the clients of @p o on the service's brokers, Kafka properties and
+ * metrics (a transactional pair, or an idempotent producer, a consumer and a
+ * tracker), and their watches on the service's loop. Returns 0, or -1 after
+ * logging why (what was made is left in @p out for the service's teardown).
+ */
+int service_pipe_open(service_t *svc, const service_pipe_opts_t *o, service_pipe_t *out);
 
 /**
  * After a fatal error of one of @p k's clients, fail the life cycle: with

@@ -98,7 +98,6 @@ struct ingest {
     service_t *svc;
     spec_t *spec;
     store_t *store;
-    kafka_opts_t kopts;
     kafka_consumer_t *kc; /* at-least-once */
     kafka_producer_t *kp; /* at-least-once */
     kafka_tracker_t *tracker;

@@ -176,57 +176,27 @@ static int setup(service_t *svc, void *opaque)
     ig->transactional_id = c->transactional_id ? xstrdup(c->transactional_id)
                                                : xasprintf("mlops-ingest-%s-%lld", ig->spec->name,
                                                            (long long)c->instance);
-    size_t nprops;
-    const cfg_kv_t *props = cfg_kafka_props(service_cfg(svc), &nprops);
-    ig->kopts = (kafka_opts_t){.brokers = c->kafka_brokers,
-                               .client_id = "mlops-ingest",
-                               .props = props,
-                               .nprops = nprops,
-                               .metrics = m};
-    const char *topics[] = {c->input_topic};
-    kafka_consumer_opts_t co = {.group_id = ig->group_id,
-                                .topics = topics,
-                                .ntopics = 1,
-                                .auto_commit = true,
-                                .on_revoke = on_revoke,
-                                .opaque = ig};
-    kafka_consumer_t *kc;
-    if (c->exactly_once) {
-        ig->txn = kafka_txn_new(&ig->kopts, &co, ig->transactional_id, errstr, sizeof(errstr));
-        if (!ig->txn) {
-            log_fatal("Kafka: %s", errstr);
-            return -1;
-        }
-        kc = kafka_txn_consumer(ig->txn);
-        ig->pwatch = kafka_producer_watch(kafka_txn_producer(ig->txn), service_base(svc), errstr,
-                                          sizeof(errstr));
-    } else {
-        ig->kp =
-            kafka_producer_new(&ig->kopts, NULL, pipeline_on_delivery, ig, errstr, sizeof(errstr));
-        if (!ig->kp) {
-            log_fatal("Kafka: %s", errstr);
-            return -1;
-        }
-        kc = ig->kc = kafka_consumer_new(&ig->kopts, &co, errstr, sizeof(errstr));
-        if (!kc) {
-            log_fatal("Kafka: %s", errstr);
-            return -1;
-        }
-        ig->tracker = kafka_tracker_new(kc);
-        ig->pwatch = kafka_producer_watch(ig->kp, service_base(svc), errstr, sizeof(errstr));
-    }
-    if (!ig->pwatch) {
-        log_fatal("%s", errstr);
+    service_pipe_opts_t po = {.client_id = "mlops-ingest",
+                              .group_id = ig->group_id,
+                              .input_topic = c->input_topic,
+                              .transactional_id = c->exactly_once ? ig->transactional_id : NULL,
+                              .on_delivery = pipeline_on_delivery,
+                              .on_revoke = on_revoke,
+                              .on_input = on_input,
+                              .opaque = ig};
+    service_pipe_t pipe;
+    int rc = service_pipe_open(svc, &po, &pipe);
+    ig->txn = pipe.k.txn;
+    ig->kp = pipe.k.kp;
+    ig->kc = pipe.k.kc;
+    ig->tracker = pipe.tracker;
+    ig->pwatch = pipe.pwatch;
+    ig->watch = pipe.watch;
+    if (rc)
         return -1;
-    }
-    /* 5. the loop's wake-ups and timers */
+    /* 5. the loop's timers */
     ig->watchdog = watchdog_new(c->watchdog_ms, "ingest batch");
     ig->last_commit_ms = mono_ms();
-    ig->watch = kafka_consumer_watch(kc, service_base(svc), on_input, ig, errstr, sizeof(errstr));
-    if (!ig->watch) {
-        log_fatal("%s", errstr);
-        return -1;
-    }
     struct timeval commit_tv = {c->commit_interval_ms / 1000,
                                 (c->commit_interval_ms % 1000) * 1000};
     struct timeval lag_tv = {5, 0};

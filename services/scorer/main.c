@@ -285,57 +285,27 @@ static int setup(service_t *svc, void *opaque)
     sc->transactional_id = c->transactional_id
                                ? xstrdup(c->transactional_id)
                                : xasprintf("mlops-scorer-%s-%lld", mname, (long long)c->instance);
-    size_t nprops;
-    const cfg_kv_t *props = cfg_kafka_props(service_cfg(svc), &nprops);
-    sc->kopts = (kafka_opts_t){.brokers = c->kafka_brokers,
-                               .client_id = "mlops-scorer",
-                               .props = props,
-                               .nprops = nprops,
-                               .metrics = m};
-    const char *topics[] = {c->input_topic};
-    kafka_consumer_opts_t co = {.group_id = sc->group_id,
-                                .topics = topics,
-                                .ntopics = 1,
-                                .auto_commit = true,
-                                .on_revoke = on_revoke,
-                                .opaque = sc};
-    kafka_consumer_t *kc;
-    if (c->exactly_once) {
-        sc->txn = kafka_txn_new(&sc->kopts, &co, sc->transactional_id, errstr, sizeof(errstr));
-        if (!sc->txn) {
-            log_fatal("Kafka: %s", errstr);
-            return -1;
-        }
-        kc = kafka_txn_consumer(sc->txn);
-        sc->pwatch = kafka_producer_watch(kafka_txn_producer(sc->txn), service_base(svc), errstr,
-                                          sizeof(errstr));
-    } else {
-        sc->kp =
-            kafka_producer_new(&sc->kopts, NULL, pipeline_on_delivery, sc, errstr, sizeof(errstr));
-        if (!sc->kp) {
-            log_fatal("Kafka: %s", errstr);
-            return -1;
-        }
-        kc = sc->kc = kafka_consumer_new(&sc->kopts, &co, errstr, sizeof(errstr));
-        if (!kc) {
-            log_fatal("Kafka: %s", errstr);
-            return -1;
-        }
-        sc->tracker = kafka_tracker_new(kc);
-        sc->pwatch = kafka_producer_watch(sc->kp, service_base(svc), errstr, sizeof(errstr));
-    }
-    if (!sc->pwatch) {
-        log_fatal("%s", errstr);
+    service_pipe_opts_t po = {.client_id = "mlops-scorer",
+                              .group_id = sc->group_id,
+                              .input_topic = c->input_topic,
+                              .transactional_id = c->exactly_once ? sc->transactional_id : NULL,
+                              .on_delivery = pipeline_on_delivery,
+                              .on_revoke = on_revoke,
+                              .on_input = on_input,
+                              .opaque = sc};
+    service_pipe_t pipe;
+    int rc = service_pipe_open(svc, &po, &pipe);
+    sc->txn = pipe.k.txn;
+    sc->kp = pipe.k.kp;
+    sc->kc = pipe.k.kc;
+    sc->tracker = pipe.tracker;
+    sc->pwatch = pipe.pwatch;
+    sc->watch = pipe.watch;
+    if (rc)
         return -1;
-    }
-    /* 6. the loop's wake-ups and timers */
+    /* 6. the loop's timers */
     sc->watchdog = watchdog_new(c->watchdog_ms, "scorer batch");
     sc->last_commit_ms = mono_ms();
-    sc->watch = kafka_consumer_watch(kc, service_base(svc), on_input, sc, errstr, sizeof(errstr));
-    if (!sc->watch) {
-        log_fatal("%s", errstr);
-        return -1;
-    }
     struct timeval commit_tv = {c->commit_interval_ms / 1000,
                                 (c->commit_interval_ms % 1000) * 1000};
     struct timeval lag_tv = {1, 0};

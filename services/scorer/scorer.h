@@ -130,7 +130,6 @@ struct scorer {
     redis_client_t *rc;
     ocache_t *cache;
     ab_t *ab; /* A/B by Thompson sampling (rollout = ab) */
-    kafka_opts_t kopts;
     kafka_consumer_t *kc; /* at-least-once */
     kafka_producer_t *kp; /* at-least-once */
     kafka_tracker_t *tracker;
