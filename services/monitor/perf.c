@@ -97,6 +97,7 @@ perf_t *perf_new(const dstate_win_t *wins, size_t nwins, const double *edges, co
         pw->lring = xmalloc((wins[w].size + 1) * sizeof(lab_t));
         pw->sd.js = pw->sd.psi = NAN;
         pw->pm.auc = pw->pm.accuracy = pw->pm.log_loss = pw->pm.brier = pw->pm.auc_drop = NAN;
+        pw->pm.ece = pw->pm.mce = NAN;
         if (wins[w].size > maxw)
             maxw = wins[w].size;
     }
@@ -329,6 +330,44 @@ double perf_adwin_mean(const perf_t *p)
 }
 uint64_t perf_adwin_drifts(const perf_t *p) { return p->adw_drifts; }
 
+/* The bin of score @p s: how many of the inner edges k * 0.1 (k = 1..9,
+ * computed as numpy's linspace does) lie below it. */
+static size_t cal_bin(double s)
+{
+    const double step = 1.0 / PERF_CAL_BINS;
+    size_t b = 0;
+    while (b < PERF_CAL_BINS - 1 && (double)(b + 1) * step < s)
+        b++;
+    return b;
+}
+
+static void calibration(const double *score, const int *y, size_t n, perf_metrics_t *pm)
+{
+    double sum[PERF_CAL_BINS] = {0}, pos[PERF_CAL_BINS] = {0};
+    memset(pm->cal_n, 0, sizeof(pm->cal_n));
+    for (size_t i = 0; i < n; i++) {
+        size_t b = cal_bin(score[i]);
+        pm->cal_n[b]++;
+        sum[b] += score[i];
+        pos[b] += y[i] ? 1 : 0;
+    }
+    double ece = 0, mce = 0;
+    for (size_t b = 0; b < PERF_CAL_BINS; b++) {
+        if (!pm->cal_n[b]) {
+            pm->cal_score[b] = pm->cal_rate[b] = NAN;
+            continue;
+        }
+        pm->cal_score[b] = sum[b] / (double)pm->cal_n[b];
+        pm->cal_rate[b] = pos[b] / (double)pm->cal_n[b];
+        double gap = fabs(pm->cal_rate[b] - pm->cal_score[b]);
+        ece += (double)pm->cal_n[b] / (double)n * gap;
+        if (gap > mce)
+            mce = gap;
+    }
+    pm->ece = n ? ece : (double)NAN;
+    pm->mce = n ? mce : (double)NAN;
+}
+
 size_t perf_add_labelled(perf_t *p, double score, bool decision, int y, size_t *ticked)
 {
     if (!isfinite(score))
@@ -373,6 +412,7 @@ size_t perf_add_labelled(perf_t *p, double score, bool decision, int y, size_t *
         pm->log_loss = ll / (double)m;
         pm->brier = brier / (double)m;
         pm->auc_drop = p->ref_auc - pm->auc;
+        calibration(p->sbuf, p->ybuf, m, pm);
         pw->lticks++;
         ticked[n++] = w;
     }

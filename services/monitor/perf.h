@@ -15,7 +15,12 @@
  * count windows; on a tick, ROC AUC (ties counted half), accuracy of the
  * decisions, log loss (scores clipped to [1e-15, 1 - 1e-15]), Brier score,
  * and auc_drop = reference AUC (the artifact's held-out metrics.auc) -
- * window AUC. DDM (Gama et al. 2004) runs on the stream of decision errors:
+ * window AUC; calibration: the scores in PERF_CAL_BINS uniform bins (bin b
+ * holds the scores s with edges[b] < s <= edges[b + 1], edges k * 0.1,
+ * score 0 in the first: scikit-learn's calibration_curve with
+ * strategy="uniform"), per non-empty bin the mean score and the positive
+ * rate; ECE = sum over bins of n_b / n * |rate_b - score_b|, MCE = the
+ * largest |rate_b - score_b|. DDM (Gama et al. 2004) runs on the stream of decision errors:
  * after at least 30 labelled predictions, with p the error rate so far and
  * s = sqrt(p (1 - p) / n), it keeps the minimum of p + s (taken only while
  * p > 0: from an error-free start any error would be a drift); warning
@@ -52,9 +57,17 @@
 
 typedef struct perf perf_t;
 
+/** Bins of the calibration (reliability) curve: uniform over [0, 1]. */
+#define PERF_CAL_BINS 10
+
 /** Metrics of one window's latest tick. */
 typedef struct perf_metrics {
     double auc, accuracy, log_loss, brier, auc_drop;
+    /** expected and maximum calibration error over the bins below (NaN: no tick yet) */
+    double ece, mce;
+    /** per bin: labelled predictions, their mean score and their positive rate */
+    size_t cal_n[PERF_CAL_BINS];
+    double cal_score[PERF_CAL_BINS], cal_rate[PERF_CAL_BINS];
     size_t n, npos;
 } perf_metrics_t;
 

@@ -470,9 +470,14 @@ static void publish_perf(pipeline_t *p, const mon_model_t *mm, const char *role,
                pm->auc_drop);
     metric_set(metrics_gauge(m, "mlops_monitor_labelled", "Labelled predictions in the window.", l),
                (double)pm->n);
+    metric_set(metrics_gauge(m, "mlops_monitor_calibration_error",
+                             "Expected calibration error (10 uniform score bins) in the window.",
+                             l),
+               pm->ece);
     json_t *al = json_pack("{s:s, s:s, s:s, s:s}", "model", model, "version", version, "role", role,
                            "window", wname);
     alert_engine_observe(p->engine, "auc_drop", al, pm->auc_drop, wall_ms());
+    alert_engine_observe(p->engine, "calibration_error", al, pm->ece, wall_ms());
     json_decref(al);
 }
 
@@ -630,8 +635,10 @@ static void retire_model(pipeline_t *p, mon_model_t *mm)
                                    "role", role, "window", wname);
             if (perf_score_ticks(v, w))
                 alert_engine_observe(p->engine, "prediction_drifted", al, NAN, now);
-            if (perf_label_ticks(v, w))
+            if (perf_label_ticks(v, w)) {
                 alert_engine_observe(p->engine, "auc_drop", al, NAN, now);
+                alert_engine_observe(p->engine, "calibration_error", al, NAN, now);
+            }
             json_decref(al);
         }
     }
@@ -901,10 +908,19 @@ static json_t *model_json(const mon_model_t *mm)
                 continue; /* predictions and labels: count windows only */
             const perf_score_drift_t *sd = perf_score_drift(pf, w);
             const perf_metrics_t *pm = perf_metrics(pf, w);
+            json_t *cal = json_array();
+            for (size_t b = 0; pm->n && b < PERF_CAL_BINS; b++)
+                if (pm->cal_n[b])
+                    json_array_append_new(cal, json_pack("{s:f, s:f, s:I, s:f, s:f}", "lo",
+                                                         (double)b * (1.0 / PERF_CAL_BINS), "hi",
+                                                         (double)(b + 1) * (1.0 / PERF_CAL_BINS),
+                                                         "n", (json_int_t)pm->cal_n[b],
+                                                         "mean_score", pm->cal_score[b],
+                                                         "positive_rate", pm->cal_rate[b]));
             json_array_append_new(
                 ws,
                 json_pack("{s:s, s:{s:I, s:I, s:o, s:o, s:b}, s:{s:I, s:I, s:I, s:o, s:o, "
-                          "s:o, s:o, s:o}}",
+                          "s:o, s:o, s:o, s:o, s:o, s:o}}",
                           "window", dstate_window_name(mm->ds, w), "prediction_drift", "ticks",
                           (json_int_t)perf_score_ticks(pf, w), "n", (json_int_t)sd->n,
                           "jensenshannon", num_or_null(sd->js), "psi", num_or_null(sd->psi),
@@ -912,7 +928,8 @@ static json_t *model_json(const mon_model_t *mm)
                           (json_int_t)perf_label_ticks(pf, w), "n", (json_int_t)pm->n, "positives",
                           (json_int_t)pm->npos, "auc", num_or_null(pm->auc), "accuracy",
                           num_or_null(pm->accuracy), "log_loss", num_or_null(pm->log_loss), "brier",
-                          num_or_null(pm->brier), "auc_drop", num_or_null(pm->auc_drop)));
+                          num_or_null(pm->brier), "auc_drop", num_or_null(pm->auc_drop), "ece",
+                          num_or_null(pm->ece), "mce", num_or_null(pm->mce), "calibration", cal));
         }
         static const char *const ddm[] = {"ok", "warning", "drift"};
         json_t *adw = json_pack("{s:I, s:o, s:I}", "width", (json_int_t)perf_adwin_width(pf),

@@ -602,6 +602,7 @@ def psi_evidently(p, q):
 
 
 def test_prediction_drift_and_performance_agree_with_sklearn(stack):
+    from sklearn.calibration import calibration_curve
     from sklearn.metrics import accuracy_score, brier_score_loss, roc_auc_score
     work, mon, topics = stack["work"], stack["monitor"], stack["topics"]
     doc = stack["models"]["attrition-mon"]
@@ -670,6 +671,11 @@ def test_prediction_drift_and_performance_agree_with_sklearn(stack):
     c = np.clip(s, 1e-15, 1 - 1e-15)
     ll = float(-np.mean(y * np.log(c) + (1 - y) * np.log1p(-c)))
     auc = roc_auc_score(y, s)
+    cal_true, cal_pred = calibration_curve(y, s, n_bins=10, strategy="uniform")
+    cal_n = np.bincount(np.searchsorted(np.linspace(0, 1, 11)[1:-1], s), minlength=10)
+    cal_n = cal_n[cal_n > 0]
+    ece = float(np.sum(cal_n / len(s) * np.abs(cal_true - cal_pred)))
+    mce = float(np.max(np.abs(cal_true - cal_pred)))
     metrics = parse_metrics(mon.get("/metrics"))
     for w in var[0]["windows"]:
         pd_, pf = w["prediction_drift"], w["performance"]
@@ -682,6 +688,16 @@ def test_prediction_drift_and_performance_agree_with_sklearn(stack):
         assert close(pf["log_loss"], ll)
         assert close(pf["brier"], brier_score_loss(y, s))
         assert close(pf["auc_drop"], doc["metrics"]["auc"] - auc)
+        # calibration: the reliability curve of scikit-learn, its bins' sizes as it
+        # assigns them, and ECE / MCE from those
+        got = pf["calibration"]
+        assert len(got) == len(cal_true) and [b["n"] for b in got] == cal_n.tolist()
+        for b, t, pr in zip(got, cal_true, cal_pred):
+            assert close(b["positive_rate"], t) and close(b["mean_score"], pr), (b, t, pr)
+        assert close(pf["ece"], ece) and close(pf["mce"], mce), (pf["ece"], ece)
+        g = [v for lab, v in metrics["mlops_monitor_calibration_error"]
+             if lab["model"] == "attrition-mon" and lab["window"] == w["window"]]
+        assert len(g) == 1 and close(g[0], ece)
         g = [v for lab, v in metrics["mlops_monitor_auc"]
              if lab["model"] == "attrition-mon" and lab["window"] == w["window"]
              and lab["role"] == "champion"]

@@ -293,3 +293,31 @@ Test(perf, adwin_keeps_a_steady_stream_and_cuts_at_a_change)
     cr_assert_eq(perf_adwin_width(p), PERF_ADWIN_MAX);
     perf_destroy(p);
 }
+
+/* The calibration bins follow scikit-learn's calibration_curve(strategy=
+ * "uniform"): np.searchsorted(edges[1:-1], s) with side "left", so a score
+ * on an inner edge belongs to the bin below it and 0 to the first bin. */
+Test(perf, calibration_bins_put_an_edge_score_in_the_bin_below)
+{
+    dstate_win_t w[1] = {{.size = 5, .step = 5}};
+    char err[256];
+    perf_t *p = perf_new(w, 1, EDGES, COUNTS, 4, 0.9, err, sizeof(err));
+    cr_assert(p, "%s", err);
+    const double s[5] = {0.0, 0.1, 0.10000001, 0.7, 1.0};
+    const int y[5] = {0, 1, 1, 0, 1};
+    size_t ticked[1];
+    for (size_t i = 0; i < 5; i++)
+        perf_add_labelled(p, s[i], s[i] >= 0.5, y[i], ticked);
+    const perf_metrics_t *pm = perf_metrics(p, 0);
+    const size_t want_n[PERF_CAL_BINS] = {2, 1, 0, 0, 0, 0, 1, 0, 0, 1};
+    for (size_t b = 0; b < PERF_CAL_BINS; b++)
+        cr_assert_eq(pm->cal_n[b], want_n[b], "bin %zu: %zu", b, pm->cal_n[b]);
+    cr_assert_float_eq(pm->cal_score[0], 0.05, 1e-15);
+    cr_assert_float_eq(pm->cal_rate[0], 0.5, 1e-15);
+    cr_assert(isnan(pm->cal_score[2]));
+    /* gaps: bin 0 |0.5 - 0.05|, bin 1 |1 - 0.10000001|, bin 6 |0 - 0.7|, bin 9 0 */
+    double ece = (2 * 0.45 + (1 - 0.10000001) + 0.7) / 5.0;
+    cr_assert_float_eq(pm->ece, ece, 1e-12);
+    cr_assert_float_eq(pm->mce, 1 - 0.10000001, 1e-12);
+    perf_destroy(p);
+}
