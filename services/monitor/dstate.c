@@ -32,6 +32,9 @@ typedef struct dwin {
     dstate_win_t spec;
     bucket_t open[DSTATE_MAX_OPEN]; /* ascending by start */
     size_t nopen;
+    bucket_t closed[DSTATE_MAX_PANES]; /* sliding: closed panes a later window overlaps */
+    size_t nclosed;
+    int64_t first_pane;  /* sliding: start of the first pane closed (INT64_MIN: none yet) */
     int64_t max_ms;      /* largest event time seen */
     int64_t closed_upto; /* windows starting before this are closed */
     int64_t tick_start;
@@ -84,15 +87,28 @@ int dstate_parse_windows(const char *s, dstate_win_t *out, char *err, size_t err
             char *plus = strchr(item, '+');
             if (plus)
                 *plus = 0;
+            char *slash = strchr(item, '/');
+            if (slash)
+                *slash = 0;
             int64_t span = alert_duration_ms(item), late = plus ? alert_duration_ms(plus + 1) : 0;
-            if (span < 1 || late < 0 || strspn(item, "0123456789") == 0) {
+            int64_t hop = slash ? alert_duration_ms(slash + 1) : 0;
+            if (span < 1 || late < 0 || strspn(item, "0123456789") == 0 ||
+                (slash && (hop < 1 || strspn(slash + 1, "0123456789") == 0))) {
                 snprintf(err, err_size,
                          "windows: item %d ('%.*s'): expected a duration such as 1h or 30m, "
-                         "optionally +LATENESS (1h+5m)",
+                         "optionally /HOP (1h/15m) and +LATENESS (1h+5m)",
                          n + 1, (int)len, p);
                 return -1;
             }
+            if (slash && (hop > span || span % hop || span / hop > DSTATE_MAX_PANES)) {
+                snprintf(err, err_size,
+                         "windows: item %d ('%.*s'): the span must be a multiple of the hop, "
+                         "at most %d hops",
+                         n + 1, (int)len, p, DSTATE_MAX_PANES);
+                return -1;
+            }
             out[n].span_ms = span;
+            out[n].hop_ms = hop == span ? 0 : hop;
             out[n].lateness_ms = late;
             n++;
             if (!end)
@@ -267,8 +283,14 @@ dstate_t *dstate_new(const json_t *doc, const char *version, const dstate_win_t 
         dw->spec = wins[w];
         dw->closed_upto = INT64_MIN;
         dw->max_ms = INT64_MIN;
+        dw->first_pane = INT64_MIN;
         if (wins[w].span_ms) {
             fmt_span(wins[w].span_ms, dw->name, sizeof(dw->name));
+            if (wins[w].hop_ms) {
+                size_t l = strlen(dw->name);
+                dw->name[l++] = '/';
+                fmt_span(wins[w].hop_ms, dw->name + l, sizeof(dw->name) - l);
+            }
             if (wins[w].lateness_ms) {
                 size_t l = strlen(dw->name);
                 dw->name[l++] = '+';
@@ -308,6 +330,8 @@ void dstate_destroy(dstate_t *d)
     for (size_t w = 0; w < d->nwin; w++) {
         for (size_t b = 0; b < d->win[w].nopen; b++)
             bucket_cleanup(&d->win[w].open[b], d->nfeat);
+        for (size_t b = 0; b < d->win[w].nclosed; b++)
+            bucket_cleanup(&d->win[w].closed[b], d->nfeat);
         if (d->win[w].w)
             for (size_t f = 0; f < d->nfeat; f++)
                 window_destroy(d->win[w].w[f]);
@@ -424,24 +448,76 @@ static void add_tick(size_t *ticked, size_t *n, size_t w)
     ticked[(*n)++] = w;
 }
 
-/* Close the oldest open bucket of an event-time window: test it. */
-static void close_oldest(dstate_t *d, size_t w)
+/* The pane width of an event-time window: the hop, or the span when tumbling. */
+static int64_t pane_ms(const dstate_win_t *s) { return s->hop_ms ? s->hop_ms : s->span_ms; }
+
+/* Close the oldest open pane of an event-time window and test the window
+ * that ends with it; false if that window was not tested. */
+static bool close_oldest(dstate_t *d, size_t w)
 {
     dwin_t *dw = &d->win[w];
     bucket_t b = dw->open[0];
     memmove(&dw->open[0], &dw->open[1], (dw->nopen - 1) * sizeof(bucket_t));
     dw->nopen--;
     memset(&dw->open[dw->nopen], 0, sizeof(bucket_t));
-    dw->closed_upto = b.start + dw->spec.span_ms;
-    tick(d, w, &b);
-    bucket_cleanup(&b, d->nfeat);
+    int64_t end = b.start + pane_ms(&dw->spec);
+    dw->closed_upto = end;
+    if (!dw->spec.hop_ms) {
+        tick(d, w, &b);
+        bucket_cleanup(&b, d->nfeat);
+        return true;
+    }
+    /* sliding: drop the kept panes that end at or before this window's start */
+    int64_t start = end - dw->spec.span_ms;
+    size_t keep = 0;
+    for (size_t i = 0; i < dw->nclosed; i++) {
+        if (dw->closed[i].start >= start)
+            dw->closed[keep++] = dw->closed[i];
+        else
+            bucket_cleanup(&dw->closed[i], d->nfeat);
+    }
+    dw->nclosed = keep;
+    if (dw->first_pane == INT64_MIN)
+        dw->first_pane = b.start;
+    if (start < dw->first_pane) {
+        /* the stream does not cover this window yet: it would hold a fraction
+         * of a window's records (a small sample drifts by chance); keep the
+         * pane for the windows after it */
+        dw->closed[dw->nclosed++] = b;
+        return false;
+    }
+    /* the window: the kept panes (ascending) and this one, values in time-pane order */
+    bucket_t u = {.start = start};
+    u.vals = xcalloc(d->nfeat, sizeof(double *));
+    u.n = xcalloc(d->nfeat, sizeof(size_t));
+    u.cap = xcalloc(d->nfeat, sizeof(size_t));
+    for (size_t f = 0; f < d->nfeat; f++) {
+        size_t tot = b.n[f];
+        for (size_t i = 0; i < dw->nclosed; i++)
+            tot += dw->closed[i].n[f];
+        u.vals[f] = xmalloc((tot ? tot : 1) * sizeof(double));
+        u.cap[f] = tot;
+        for (size_t i = 0; i <= dw->nclosed; i++) {
+            const bucket_t *src = i < dw->nclosed ? &dw->closed[i] : &b;
+            if (src->n[f])
+                memcpy(u.vals[f] + u.n[f], src->vals[f], src->n[f] * sizeof(double));
+            u.n[f] += src->n[f];
+        }
+    }
+    tick(d, w, &u);
+    bucket_cleanup(&u, d->nfeat);
+    /* keep this pane for the later windows that overlap it (the next one
+     * starts at end + hop - span < end); the next close drops what no longer
+     * overlaps, so at most span / hop panes are kept */
+    dw->closed[dw->nclosed++] = b;
+    return true;
 }
 
 /* The open bucket for event time @p t, created if needed; NULL if late. */
 static bucket_t *bucket_for(dstate_t *d, size_t w, int64_t t, size_t *ticked, size_t *nticked)
 {
     dwin_t *dw = &d->win[w];
-    int64_t span = dw->spec.span_ms;
+    int64_t span = pane_ms(&dw->spec);
     int64_t start = (t >= 0 ? t / span : -((-t - 1) / span) - 1) * span;
     if (dw->closed_upto != INT64_MIN && start < dw->closed_upto)
         return NULL;
@@ -453,8 +529,8 @@ static bucket_t *bucket_for(dstate_t *d, size_t w, int64_t t, size_t *ticked, si
     if (dw->nopen == DSTATE_MAX_OPEN) {
         if (i == 0)
             return NULL; /* older than every open one and no room: late */
-        close_oldest(d, w);
-        add_tick(ticked, nticked, w);
+        if (close_oldest(d, w))
+            add_tick(ticked, nticked, w);
         i--;
     }
     memmove(&dw->open[i + 1], &dw->open[i], (dw->nopen - i) * sizeof(bucket_t));
@@ -547,9 +623,9 @@ size_t dstate_add(dstate_t *d, const json_t *values, int64_t event_ms, size_t *t
             if (event_ms > dw->max_ms)
                 dw->max_ms = event_ms;
             /* close what the watermark (max time - lateness) has passed */
-            while (dw->nopen && dw->open[0].start + s->span_ms <= dw->max_ms - s->lateness_ms) {
-                close_oldest(d, w);
-                add_tick(ticked, &n, w);
+            while (dw->nopen && dw->open[0].start + pane_ms(s) <= dw->max_ms - s->lateness_ms) {
+                if (close_oldest(d, w))
+                    add_tick(ticked, &n, w);
             }
         } else if (d->events >= s->size && (d->events - s->size) % s->step == 0) {
             tick(d, w, NULL);
@@ -597,6 +673,7 @@ json_t *dstate_json(const dstate_t *d)
         }
         if (dw->spec.span_ms) {
             json_object_set_new(jw, "span_ms", json_integer((json_int_t)dw->spec.span_ms));
+            json_object_set_new(jw, "hop_ms", json_integer((json_int_t)pane_ms(&dw->spec)));
             json_object_set_new(jw, "lateness_ms", json_integer((json_int_t)dw->spec.lateness_ms));
             json_object_set_new(jw, "tick_start_ms", json_integer((json_int_t)dw->tick_start));
             json_object_set_new(jw, "open", json_integer((json_int_t)dw->nopen));

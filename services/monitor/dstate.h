@@ -44,26 +44,36 @@
 
 /**
  * One window: by count (@p size records, ticking every @p step), or, when
- * @p span_ms > 0, tumbling by event time: [k span, (k+1) span) by the
- * record's event_time, closed (and tested) once the largest event time seen
- * minus @p lateness_ms passes its end; a record for a closed window is late
- * (counted in dstate_late(), not used). At most DSTATE_MAX_OPEN windows are
- * open at once (the oldest is closed early beyond that), and each keeps at
- * most DSTATE_MAX_TIME_VALUES values per input (later ones are counted and
- * dropped).
+ * @p span_ms > 0, by event time. The records are kept in panes of @p hop_ms
+ * (0: tumbling, one pane is the window): [k hop, (k+1) hop) by the record's
+ * event_time. A pane is closed once the largest event time seen minus
+ * @p lateness_ms passes its end, and the window ending there, [end - span,
+ * end), is tested: the closed pane and the earlier panes it overlaps (a
+ * sliding window is tested each time one of its panes that has records
+ * closes; windows ending at a pane without records are not tested, nor
+ * windows that start before the first pane closed: the stream does not cover
+ * them whole, and a fraction of a window's records drifts by chance). A
+ * record for a closed pane is late (counted in dstate_late(), not used). At
+ * most DSTATE_MAX_OPEN panes are open at once (the oldest is closed early
+ * beyond that), and each keeps at most DSTATE_MAX_TIME_VALUES values per
+ * input (later ones are counted and dropped).
  */
 typedef struct dstate_win {
     size_t size, step;
-    int64_t span_ms, lateness_ms;
+    int64_t span_ms, hop_ms, lateness_ms;
 } dstate_win_t;
 
 #define DSTATE_MAX_OPEN 16
+/** Most panes in one sliding event-time window (span / hop). */
+#define DSTATE_MAX_PANES 64
 #define DSTATE_MAX_TIME_VALUES 1000000
 
 /**
  * Parse a window list: "1000" (tumbling), "1000/250" (sliding, step 250),
  * "1h" (tumbling by event time; units ms, s, m, h, d), "1h+5m" (with 5
- * minutes of allowed lateness), several separated by commas. Returns the
+ * minutes of allowed lateness), "1h/15m" or "1h/15m+5m" (sliding by event
+ * time: a window of an hour every 15 minutes; the span a multiple of the
+ * hop, at most DSTATE_MAX_PANES of them), several separated by commas. Returns the
  * count (1..DSTATE_MAX_WINDOWS), or -1 with a message naming the item.
  */
 int dstate_parse_windows(const char *s, dstate_win_t *out, char *err, size_t err_size) MLOPS_WUR;
@@ -99,7 +109,7 @@ size_t dstate_ref_count(const dstate_t *d, size_t f);
 size_t dstate_nwindows(const dstate_t *d);
 /** Span of an event-time window in ms; 0 for a count window. */
 int64_t dstate_window_span(const dstate_t *d, size_t w);
-/** "1000", "1000/250" or "1h+5m", as the alert and gauge label `window`. */
+/** "1000", "1000/250", "1h+5m" or "1h/15m+5m", as the alert and gauge label `window`. */
 const char *dstate_window_name(const dstate_t *d, size_t w);
 
 /**

@@ -63,7 +63,8 @@ static const cfg_item_t monitor_items[] = {
     CFG_ITEM(monitor_conf_t, train_requests_topic, CFG_T_STR, "train.requests", 0,
              "where train_request/1 records go"),
     CFG_ITEM(monitor_conf_t, windows, CFG_T_STR, "1000", 0,
-             "count windows: SIZE (tumbling) or SIZE/STEP (sliding), comma-separated"),
+             "windows, comma-separated: by count SIZE or SIZE/STEP, by event time SPAN, "
+             "SPAN/HOP, with +LATENESS (1000,5000/1000,1h/15m+5m)"),
     CFG_ITEM_RANGE(monitor_conf_t, drift_share, CFG_T_DBL, "0.5", 0,
                    "dataset drift when this share of the inputs drifted", 0.0001, 1),
     CFG_ITEM(monitor_conf_t, model, CFG_T_STR, NULL, 0,

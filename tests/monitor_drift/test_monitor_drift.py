@@ -46,6 +46,7 @@ SPEC = ROOT / "examples" / "attrition" / "spec.json"
 ROWS, DRIFT_AT, WIN, STEP = 6000, 3000, 1000, 500
 DRIFT_SHARE = 0.25
 TWIN = "1000d+30d"  # an event-time window: about 1,000 events (datagen steps one day)
+SWIN = "1000d/250d+30d"  # the same, sliding: a window every 250 days
 REL = 1e-9
 
 
@@ -158,7 +159,7 @@ class Monitor:
                      "--labels-topic", topics.get("labels", ""),
                      "--train-requests-topic", topics["train"], "--group-id", group,
                      "--model", ",".join(str(m) for m in models),
-                     "--windows", f"{WIN},{WIN}/{STEP},{TWIN}", "--drift-share", DRIFT_SHARE,
+                     "--windows", f"{WIN},{WIN}/{STEP},{TWIN},{SWIN}", "--drift-share", DRIFT_SHARE,
                      "--alert-state-key", state_key, "--redis-url", REDIS,
                      "--kafka-brokers", BROKERS, "--retrain-latest", 5000,
                      "--registry-url", registry_url, "--registry-token", "tok-test", *extra]
@@ -254,7 +255,8 @@ def test_no_dataset_drift_before_the_drift_point(stack):
     stack["produce"](0, DRIFT_AT)
     stack["monitor"].wait_events(DRIFT_AT)
     alerts = stack["alerts"].drain()
-    assert not dataset_firing(alerts, "attrition-mon")
+    assert not dataset_firing(alerts, "attrition-mon"), [
+        (a["labels"], a.get("value")) for a in dataset_firing(alerts, "attrition-mon")]
     st = stack["monitor"].drift("attrition-mon")["models"][0]
     w = {x["window"]: x for x in st["windows"]}
     assert w[str(WIN)]["ticks"] == DRIFT_AT // WIN
@@ -317,7 +319,9 @@ def test_statistics_agree_with_scipy(stack, model):
     for w in st["windows"]:
         if "span_ms" in w:  # the event-time window: the records of its last closed span
             lo, hi = w["tick_start_ms"], w["tick_start_ms"] + w["span_ms"]
-            assert w["ticks"] >= 4 and w["window"] == TWIN
+            assert w["window"] in (TWIN, SWIN)
+            assert w["ticks"] >= (4 if w["window"] == TWIN else 16), w["ticks"]
+            assert w["hop_ms"] == (w["span_ms"] if w["window"] == TWIN else w["span_ms"] // 4)
             win_feats = [r for r in feats if lo <= event_ms(r["event_time"]) < hi]
             assert 500 < len(win_feats) < 1500
         else:

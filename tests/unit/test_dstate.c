@@ -297,12 +297,12 @@ Test(dstate, parse_event_time_windows)
  * window: records jittered by up to 10 ms are never late, so each window tests
  * exactly the stream's values whose time falls in it; records for a closed
  * window and records without a time are late (the count window keeps them). */
-Test(dstate, event_time_windows_test_their_own_records)
+static void run_event_time(const char *spec, int64_t span, int64_t hop)
 {
     json_t *doc = doc_new(300);
     dstate_win_t w[2];
     char err[256];
-    cr_assert_eq(dstate_parse_windows("100ms+30ms,50", w, err, sizeof(err)), 2);
+    cr_assert_eq(dstate_parse_windows(spec, w, err, sizeof(err)), 2, "%s", err);
     dstate_t *d = dstate_new(doc, "1", w, 2, 0.5, err, sizeof(err));
     cr_assert(d, "%s", err);
     enum { N = 2000 };
@@ -329,10 +329,10 @@ Test(dstate, event_time_windows_test_their_own_records)
                 continue;
             ticks++;
             int64_t start = dstate_tick_start(d, 0);
-            cr_assert_eq(start % 100, 0);
+            cr_assert_eq(start % hop, 0);
             size_t n = 0;
             for (size_t j = 0; j <= i; j++)
-                if (used[j] && ts[j] >= start && ts[j] < start + 100)
+                if (used[j] && ts[j] >= start && ts[j] < start + span)
                     buf[n++] = xs[j];
             drift_result_t want;
             char e2[160];
@@ -365,13 +365,49 @@ Test(dstate, event_time_windows_test_their_own_records)
     json_decref(v);
     cr_assert_eq(dstate_late(d), late0 + 2);
     late += 2;
-    /* about 1000 ms of stream: windows [-100, 0) .. up to the watermark */
-    cr_assert_geq(ticks, 8);
+    /* about 1000 ms of stream: a window ending at each closed pane, from
+     * [-span, hop) up to the watermark */
+    cr_assert_geq(ticks, (size_t)(800 / hop));
     cr_assert_eq(dstate_ticks(d, 0), ticks);
     cr_assert_eq(dstate_late(d), late);
     cr_assert_eq(dstate_ticks(d, 1), N / 50); /* the count window sees every record */
     cr_assert_eq(dstate_events(d), N + 2);
     free(buf);
+    dstate_destroy(d);
+    json_decref(doc);
+}
+
+Test(dstate, event_time_windows_test_their_own_records)
+{
+    run_event_time("100ms+30ms,50", 100, 100);
+}
+
+/* Sliding: a 100 ms window every 25 ms tests the records of its four panes. */
+Test(dstate, sliding_event_time_windows_test_their_own_records)
+{
+    run_event_time("100ms/25ms+30ms,50", 100, 25);
+}
+
+Test(dstate, parse_sliding_event_time_windows)
+{
+    dstate_win_t w[DSTATE_MAX_WINDOWS];
+    char err[256];
+    cr_assert_eq(dstate_parse_windows("1h/15m+5m,2h/2h,1000/100", w, err, sizeof(err)), 3, "%s",
+                 err);
+    cr_assert(w[0].span_ms == 3600000 && w[0].hop_ms == 900000 && w[0].lateness_ms == 300000);
+    cr_assert(w[1].span_ms == 7200000 && w[1].hop_ms == 0, "a hop of the span is tumbling");
+    cr_assert(w[2].span_ms == 0 && w[2].size == 1000 && w[2].step == 100);
+    const char *bad[] = {"1h/", "1h/x", "1h/0s", "1h/2h", "1h/7m", "1h/10s", "1h/15m+"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        cr_assert_eq(dstate_parse_windows(bad[i], w, err, sizeof(err)), -1, "'%s'", bad[i]);
+        cr_assert(strstr(err, "item 1"), "%s", err);
+    }
+    json_t *doc = doc_new(50);
+    cr_assert_eq(dstate_parse_windows("1h/15m+5m,90s/30s", w, err, sizeof(err)), 2);
+    dstate_t *d = dstate_new(doc, "1", w, 2, 0.5, err, sizeof(err));
+    cr_assert(d, "%s", err);
+    cr_assert_str_eq(dstate_window_name(d, 0), "1h/15m+5m");
+    cr_assert_str_eq(dstate_window_name(d, 1), "90s/30s");
     dstate_destroy(d);
     json_decref(doc);
 }
