@@ -228,6 +228,8 @@ static void find_split(const ctx_t *c, const double *hist, const lnode_t *nd, si
  * derives the siblings' (parent minus built sibling), then finds each
  * node's best split. Threads touch disjoint slots, so no locking; the sums
  * do not depend on the number of threads. */
+#define HIST_PREFETCH 16
+
 static void *level_run(void *arg)
 {
     worker_t *w = arg;
@@ -254,6 +256,15 @@ static void *level_run(void *arg)
         size_t p = c->p, nj = j1 - j0;
         for (size_t k = nd->start; k < nd->end; k++) {
             size_t r = rows[k];
+            /* below the root the rows are a sparse, increasing subset: fetch the
+             * codes and gradients of a later row while this one is summed (the
+             * loop waits on these loads, not on the adds) */
+            if (k + HIST_PREFETCH < nd->end) {
+                size_t rp = rows[k + HIST_PREFETCH];
+                __builtin_prefetch(codes + rp * p + j0);
+                __builtin_prefetch(codes + rp * p + j1 - 1);
+                __builtin_prefetch(gh + 2 * rp);
+            }
             const uint8_t *cr = codes + r * p + j0;
             double g = gh[2 * r], h = gh[2 * r + 1];
             for (size_t j = 0; j < nj; j++) {
@@ -607,6 +618,38 @@ static void *bin_run(void *arg)
     return NULL;
 }
 
+/* The gradient and hessian of every row, rows split across the threads
+ * (each row's values do not depend on the split). */
+static void *gh_run(void *arg)
+{
+    worker_t *w = arg;
+    ctx_t *c = w->c;
+    size_t i0 = c->n * (size_t)w->t / (size_t)c->nthreads,
+           i1 = c->n * (size_t)(w->t + 1) / (size_t)c->nthreads;
+    const int *y = c->train->y;
+    for (size_t i = i0; i < i1; i++) {
+        double pr = 1.0 / (1.0 + exp(-c->margin[i]));
+        c->gh[2 * i] = pr - y[i];
+        c->gh[2 * i + 1] = pr * (1 - pr);
+    }
+    return NULL;
+}
+
+static void gh_all(ctx_t *c, worker_t *ws)
+{
+    pthread_t tid[MAX_THREADS];
+    bool started[MAX_THREADS] = {false};
+    for (int t = 1; t < c->nthreads; t++)
+        started[t] = pthread_create(&tid[t], NULL, gh_run, &ws[t]) == 0;
+    for (int t = 1; t < c->nthreads; t++)
+        if (!started[t])
+            gh_run(&ws[t]);
+    gh_run(&ws[0]);
+    for (int t = 1; t < c->nthreads; t++)
+        if (started[t])
+            pthread_join(tid[t], NULL);
+}
+
 int gbdt_fit(const gbdt_data_t *tr, const gbdt_data_t *va, const bool *is_cat, const size_t *ncats,
              const gbdt_params_t *prm, gbdt_result_t *out, char *errstr, size_t errstr_size)
 {
@@ -693,11 +736,7 @@ int gbdt_fit(const gbdt_data_t *tr, const gbdt_data_t *va, const bool *is_cat, c
     size_t va_done = 0; /* trees applied to the held-out margins */
     int best_round = 0;
     for (int it = 0; it < prm->n_trees; it++) {
-        for (size_t i = 0; i < n; i++) {
-            double pr = 1.0 / (1.0 + exp(-mtr[i]));
-            c.gh[2 * i] = pr - tr->y[i];
-            c.gh[2 * i + 1] = pr * (1 - pr);
-        }
+        gh_all(&c, ws);
         size_t nrows = 0;
         for (size_t i = 0; i < n; i++)
             if (prm->subsample >= 1 || rng_unit(&rng) < prm->subsample)

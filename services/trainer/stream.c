@@ -26,6 +26,7 @@
 #include <librdkafka/rdkafka.h>
 #include <math.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -1006,6 +1007,20 @@ static int resolve_spec(job_t *j)
     return 0;
 }
 
+/* Test hook for the crash drill (tests/trainer_stream/test_trainer_crash.py): with
+ * MLOPS_TEST_TRAINER_CRASH_AFTER=train (the artifact kept, not registered) or =register
+ * (the version registered, the record and the offset not yet written), the service
+ * kills itself with SIGKILL at that point, as kill -9 would. Unset, it does nothing. */
+static void test_crash_point(const char *point)
+{
+    const char *at = getenv("MLOPS_TEST_TRAINER_CRASH_AFTER");
+    if (!at || strcmp(at, point))
+        return;
+    log_warn("test hook: MLOPS_TEST_TRAINER_CRASH_AFTER=%s, killing the trainer", point);
+    raise(SIGKILL);
+    _exit(137);
+}
+
 static void run_job(job_t *j)
 {
     trainer_t *t = j->t;
@@ -1115,6 +1130,7 @@ static void run_job(job_t *j)
             job_fail(j, JOB_RETRY, "%s: %s", j->where, err);
             goto out;
         }
+        test_crash_point("train");
     }
     if (atomic_load(&t->cancel)) {
         job_fail(j, JOB_RETRY, "%s: stopped by the drain before registering", j->where);
@@ -1123,6 +1139,7 @@ static void run_job(job_t *j)
     job_stage(j, "registering");
     if (register_version(j, artifact, alen))
         goto out;
+    test_crash_point("register");
     j->outcome = JOB_REGISTERED;
     unlink(j->model_path);
 out:

@@ -47,16 +47,18 @@ def run(*cmd, timeout=300, check=True):
 
 
 class Trainer:
-    def __init__(self, tmp, topics, registry_url, token, extra=()):
+    def __init__(self, tmp, topics, registry_url, token, extra=(), group=None, env=None,
+                 state="state"):
         self.tmp = tmp
         self.args = [str(TRAINER), "--kafka-brokers", BROKERS, "--metrics-port", "0",
                      "--requests-topic", topics["req"], "--features-topic", topics["feat"],
                      "--labels-topic", topics["lab"], "--registry-url", registry_url,
-                     "--state-dir", str(tmp / "state"), "--spec", str(SPEC),
-                     "--group-id", f"trainer-{uuid.uuid4().hex[:8]}", "--retry-ms", "300",
+                     "--state-dir", str(tmp / state), "--spec", str(SPEC),
+                     "--group-id", group or f"trainer-{uuid.uuid4().hex[:8]}", "--retry-ms", "300",
                      "--drain-timeout-ms", "20000", *extra]
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
         self.env["MLOPS_REGISTRY_TOKEN"] = token
+        self.env.update(env or {})
         self.logs = []
         self.port = None
         self.proc = subprocess.Popen(self.args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
