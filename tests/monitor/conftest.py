@@ -19,6 +19,7 @@ import sys
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
 import kafkatest  # noqa: E402
 from kafkatest import BROKERS, create_topics, delete_topics, produce  # noqa: E402,F401
+from proctest import ServiceProc  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = Path(os.environ.get("MLOPS_BUILD_DIR", ROOT / "build"))
@@ -181,7 +182,7 @@ def consume_all(topic, expect, timeout=30):
     return kafkatest.consume_all(topic, expect=expect, timeout=timeout)
 
 
-class Notify:
+class Notify(ServiceProc):
     """One mlops-notify process with its own alerts / alerts.dlq topics and group."""
 
     def __init__(self, urls, ca=None, extra=(), topics=None):
@@ -198,55 +199,12 @@ class Notify:
                      "--silences-key", self.silences_key, "--silence-refresh-ms", "200",
                      "-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=2000",
                      *(["--slack-ca-file", str(ca)] if ca else []), *extra]
-        self.raw = []
-        self.lines = []
-        self.proc = None
+        # secrets by env, not argv
+        super().__init__("notify", self.args, env={"MLOPS_SLACK_WEBHOOK_URLS": ",".join(urls)},
+                         up_timeout=20)
 
-    def start(self, wait_up=True):
-        self.raw, self.lines = [], []
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
-        env["MLOPS_SLACK_WEBHOOK_URLS"] = ",".join(self.urls)  # secrets by env, not argv
-        self.proc = subprocess.Popen(self.args, stderr=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     text=True, env=env)
-        threading.Thread(target=self._read, daemon=True).start()
-        if wait_up:
-            self.wait_log(lambda ln: ln.get("msg") == "mlops-notify up", 20)
-        return self
-
-    def _read(self):
-        for line in self.proc.stderr:
-            self.raw.append(line)
-            try:
-                self.lines.append(json.loads(line))
-            except ValueError:
-                self.lines.append({"msg": line})
-
-    def wait_log(self, pred, timeout=10):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for ln in list(self.lines):
-                if pred(ln):
-                    return ln
-            if self.proc.poll() is not None:
-                time.sleep(0.2)
-                for ln in list(self.lines):
-                    if pred(ln):
-                        return ln
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"no matching log line; got {self.raw[-20:]}")
-
-    @property
-    def port(self):
-        return self.wait_log(lambda ln: ln.get("msg") == "mlops-notify up")["metrics_port"]
-
-    def metric(self, name, labels=""):
-        want = f"{name}{{{labels}}}" if labels else name
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
-            for line in r.read().decode().splitlines():
-                if line.startswith(want + " "):
-                    return float(line.split()[-1])
-        return 0.0
+    def metric(self, name, labels="", default=0.0):
+        return super().metric(name, labels, default)
 
     def wait_metric(self, name, labels, at_least, timeout):
         deadline = time.monotonic() + timeout
@@ -263,19 +221,7 @@ class Notify:
                               for a in alerts])
 
     def stop(self, sig=signal.SIGTERM, timeout=40):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            return self.proc.wait(timeout=timeout)
-        return self.proc.returncode if self.proc else None
-
-    def kill9(self):
-        self.proc.kill()
-        self.proc.wait()
-
-    def close(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        return super().stop(sig, timeout)
 
 
 @pytest.fixture

@@ -7,9 +7,7 @@ import os
 import signal
 import socket
 import subprocess
-import threading
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
 from kafkatest import (BROKERS, consume_all, create_topics,  # noqa: E402,F401
                        delete_topics, produce)
+from proctest import ServiceProc  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = Path(os.environ.get("MLOPS_BUILD_DIR", ROOT / "build"))
@@ -93,48 +92,12 @@ class RedisServer:
             self.proc.wait()
 
 
-class Scorer:
+class Scorer(ServiceProc):
     """One mlops-scorer process."""
 
     def __init__(self, args, name="scorer"):
-        self.args = [str(SCORER), "--metrics-port", "0", *map(str, args)]
-        self.proc = None
-        self.logs = []
+        super().__init__("scorer", [SCORER, "--metrics-port", "0", *args])
         self.start()
-
-    def start(self):
-        self.logs = []
-        self.port = None
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
-        self.proc = subprocess.Popen(self.args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                     text=True, env=env)
-        threading.Thread(target=self._read, args=(self.proc, self.logs), daemon=True).start()
-        deadline = time.monotonic() + 30
-        while self.port is None and time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"scorer exited: {self.logs[-8:]}"
-            time.sleep(0.05)
-        assert self.port, f"scorer did not start: {self.logs[-8:]}"
-
-    def _read(self, proc, logs):
-        for line in proc.stderr:
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                obj = {"level": "raw", "msg": line}
-            logs.append(obj)
-            if obj.get("msg") == "mlops-scorer up":
-                self.port = obj["metrics_port"]
-
-    def metrics(self):
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
-            return r.read().decode()
-
-    def metric(self, name, labels=""):
-        want = f"{name}{{{labels}}}" if labels else name
-        for line in self.metrics().splitlines():
-            if line.startswith(want + " "):
-                return float(line.split()[-1])
-        return None
 
     def wait_events(self, n, timeout=60):
         deadline = time.monotonic() + timeout
@@ -144,26 +107,6 @@ class Scorer:
                 return
             time.sleep(0.1)
         raise AssertionError(f"scorer did not score {n} events: {self.metric('mlops_scorer_events_total')}")
-
-    def stop(self, sig=signal.SIGTERM, timeout=60):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            rc = self.proc.wait(timeout=timeout)
-        else:
-            rc = self.proc.returncode
-        time.sleep(0.05)
-        bad = [x for x in self.logs if "Sanitizer" in x.get("msg", "") or "runtime error" in x.get("msg", "")]
-        assert not bad, bad[:3]
-        return rc
-
-    def kill9(self):
-        self.proc.kill()
-        self.proc.wait()
-
-    def close(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def validator():

@@ -1,9 +1,12 @@
 """Helpers for tests that run the suite's real binaries as processes: free ports, the
-HTTP endpoints, waiting, a service process with its log in a file, a private Redis."""
+HTTP endpoints, waiting, a service process with its log in a file or read as it comes,
+a private Redis."""
+import json
 import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -86,6 +89,100 @@ class Proc:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+class ServiceProc:
+    """A service binary whose JSON log (stderr) is read as it comes: `raw` has the lines,
+    `lines` (also `logs`) the parsed objects (a line that is not JSON as {"level": "raw",
+    "msg": line}); its metrics port is the one of its "mlops-NAME up" line. The
+    environment is the caller's without MLOPS_*, plus `env`."""
+
+    def __init__(self, name, argv, env=None, up_timeout=30):
+        self.name = name
+        self.args = self.argv = [str(a) for a in argv]  # one list: edit before start()
+        self.env = env or {}
+        self.up_timeout = up_timeout
+        self.proc, self.port = None, None
+        self.raw, self.lines = [], []
+
+    @property
+    def logs(self):
+        return self.lines
+
+    def start(self, wait_up=True):
+        self.raw, self.lines, self.port = [], [], None
+        self.proc = subprocess.Popen(self.argv, stderr=subprocess.PIPE,
+                                     stdout=subprocess.DEVNULL, text=True,
+                                     env=clean_env(**self.env))
+        self._reader = threading.Thread(target=self._read, args=(self.proc, self.raw,
+                                                                 self.lines), daemon=True)
+        self._reader.start()
+        if wait_up:
+            deadline = time.monotonic() + self.up_timeout
+            while self.port is None and time.monotonic() < deadline:
+                assert self.proc.poll() is None or self._reader.is_alive(), \
+                    f"{self.name} exited: {self.raw[-8:]}"
+                time.sleep(0.05)
+            assert self.port, f"{self.name} did not start: {self.raw[-8:]}"
+        return self
+
+    def _read(self, proc, raw, lines):
+        for line in proc.stderr:
+            raw.append(line)
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                obj = {"level": "raw", "msg": line}
+            lines.append(obj)
+            if obj.get("msg") == f"mlops-{self.name} up" and proc is self.proc:
+                self.port = obj["metrics_port"]
+
+    def wait_log(self, pred, timeout=10):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for ln in list(self.lines):
+                if pred(ln):
+                    return ln
+            if self.proc.poll() is not None and not self._reader.is_alive():
+                for ln in list(self.lines):
+                    if pred(ln):
+                        return ln
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"{self.name}: no matching log line; got {self.raw[-20:]}")
+
+    def metrics(self):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
+            return r.read().decode()
+
+    def metric(self, name, labels="", default=None):
+        """The value of one series (name{labels} exactly), or default."""
+        want = f"{name}{{{labels}}}" if labels else name
+        for line in self.metrics().splitlines():
+            if line.startswith(want + " "):
+                return float(line.split()[-1])
+        return default
+
+    def stop(self, sig=signal.SIGTERM, timeout=60):
+        """Signal it and wait; returns the exit code. Fails on a sanitizer report."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            rc = self.proc.wait(timeout=timeout)
+        else:
+            rc = self.proc.returncode if self.proc else None
+        time.sleep(0.05)
+        bad = [x for x in self.raw if "Sanitizer" in x or "runtime error:" in x]
+        assert not bad, bad[:3]
+        return rc
+
+    def kill9(self):
+        self.proc.kill()
+        self.proc.wait()
+
+    def close(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
 
 class PrivateRedis:
