@@ -26,7 +26,7 @@ fi
 STATE=${MLOPS_STATE_DIR:-$ROOT/.state}
 NAME=bench_payments_$(date -u +%Y%m%d%H%M%S)_$$
 SPEC=$STATE/bench/$NAME.spec.json
-REDIS_PORT=${BENCH_REDIS_PORT:-6380}
+REDIS_PORT=${BENCH_REDIS_PORT:-${MLOPS_REDIS_PORT:-6380}}
 mkdir -p -- "$STATE/bench"
 sed "s/\"bench_payments\"/\"$NAME\"/g" "$ROOT/bench/ingest_spec.json" >"$SPEC"
 cleanup() {

@@ -58,13 +58,18 @@ store_t *store_new(const ingest_conf_t *conf, const spec_t *spec, metrics_t *met
                    size_t errstr_size);
 void store_destroy(store_t *st);
 
-/** Dedup verdicts for @p n events (one pipelined round trip). */
-void store_dedup(store_t *st, const char *const *event_ids, const int32_t *partitions,
-                 const int64_t *offsets, size_t n, dedup_verdict_t *out);
+/**
+ * Dedup verdicts for @p n events, and the rolling states of their entities
+ * that are not cached loaded into the cache (started empty when Redis has
+ * none or cannot be read): one pipelined round trip for both.
+ */
+void store_lookup(store_t *st, const char *const *event_ids, const char *const *entities,
+                  const int32_t *partitions, const int64_t *offsets, size_t n,
+                  dedup_verdict_t *out);
 
 /**
- * The rolling state of each entity (cache, else Redis in one round trip,
- * else empty). Borrowed pointers, valid until store_flush().
+ * The rolling state of each entity (cache, normally filled by
+ * store_lookup(); else Redis in one round trip, else empty). Borrowed pointers, valid until store_flush().
  */
 void store_states(store_t *st, const char *const *entities, const int32_t *partitions, size_t n,
                   rolling_state_t **out);

@@ -3,7 +3,8 @@
  * `features` or `events.dlq`.
  *
  *   1. parse (size cap, duplicate keys, depth) and clean with the spec
- *   2. dedup by event id (a redelivered offset is a replay, not a duplicate)
+ *   2. dedup by event id (a redelivered offset is a replay, not a duplicate),
+ *      in the same Redis round trip as the reads of uncached rolling states
  *   3. rolling features as of each event, per entity, replay-safe
  *   4. render features/1 or dlq/1
  *   5. write rolling states and online rows to Redis (never blocks the stream)
@@ -234,11 +235,12 @@ void pipeline_on_input(void *opaque)
         if (!it->ok)
             continue;
         b->ids[k] = it->row.event_id;
+        b->entities[k] = it->row.entity;
         b->partitions[k] = it->rkm->partition;
         b->offsets[k] = it->rkm->offset;
         b->idx[k++] = i;
     }
-    store_dedup(ig->store, b->ids, b->partitions, b->offsets, k, b->verdicts);
+    store_lookup(ig->store, b->ids, b->entities, b->partitions, b->offsets, k, b->verdicts);
     for (size_t j = 0; j < k; j++) {
         item_t *it = &b->items[b->idx[j]];
         if (b->verdicts[j] == DEDUP_DUPLICATE) {

@@ -43,6 +43,8 @@ typedef struct entry {
      * succeeded): later rows need no check in Redis */
     bool online_known;
     bool online_dirty;
+    bool loading;               /* its state is being read in store_lookup() */
+    bool fresh;                 /* state loaded (or started empty) this batch: a miss */
     bool listed;                /* on the store's dirty list */
     bool inflight;              /* in the writer's current job */
     bool job_state, job_online; /* what the job writes for it */
@@ -264,61 +266,6 @@ static const char *key_of(store_t *st, const char *prefix, const char *name)
     return st->key.data;
 }
 
-void store_dedup(store_t *st, const char *const *event_ids, const int32_t *partitions,
-                 const int64_t *offsets, size_t n, dedup_verdict_t *out)
-{
-    if (st->spec->dedup_window_s == 0 || n == 0) {
-        for (size_t i = 0; i < n; i++)
-            out[i] = DEDUP_NEW;
-        return;
-    }
-    char window[32];
-    snprintf(window, sizeof(window), "%" PRId64, st->spec->dedup_window_s);
-    strbuf_t kb, vb;
-    strbuf_init(&kb);
-    strbuf_init(&vb);
-    for (size_t i = 0; i < n; i++) {
-        strbuf_reset(&kb);
-        strbuf_appendf(&kb, "%s:dedup:%s", st->prefix, event_ids[i]);
-        strbuf_reset(&vb);
-        strbuf_appendf(&vb, "%s:%d:%" PRId64, st->conf->input_topic, partitions[i], offsets[i]);
-        /* set if absent, and say what was there (Redis >= 7.0): nil = new,
-         * our own position = a replay of this very message, else a duplicate */
-        const char *argv[] = {"SET", kb.data, vb.data, "NX", "EX", window, "GET"};
-        redis_append_argv(st->rc, 7, argv, NULL);
-    }
-    strbuf_cleanup(&kb);
-    strbuf_cleanup(&vb);
-    redisReply **replies = xcalloc(n, sizeof(redisReply *));
-    err_t *e = NULL;
-    if (redis_pipeline_exec(st->rc, replies, n, &e)) {
-        log_emit(LOG_LVL_WARN, LOG_FIELDS(LOG_INT("events", (long long)n)),
-                 "dedup unavailable, events pass unchecked: %s", e->msg);
-        err_destroy(e);
-        for (size_t i = 0; i < n; i++)
-            out[i] = DEDUP_UNKNOWN;
-        metric_add(st->m_dedup_unknown, (double)n);
-    } else {
-        for (size_t i = 0; i < n; i++) {
-            redisReply *r = replies[i];
-            if (r->type == REDIS_REPLY_NIL) {
-                out[i] = DEDUP_NEW;
-            } else if (r->type == REDIS_REPLY_STRING) {
-                char pos[320];
-                int len = snprintf(pos, sizeof(pos), "%s:%d:%" PRId64, st->conf->input_topic,
-                                   partitions[i], offsets[i]);
-                out[i] = (size_t)len == r->len && !memcmp(pos, r->str, r->len) ? DEDUP_REPLAY
-                                                                               : DEDUP_DUPLICATE;
-            } else {
-                out[i] = DEDUP_UNKNOWN;
-                metric_inc(st->m_dedup_unknown);
-            }
-            freeReplyObject(replies[i]);
-        }
-    }
-    free(replies);
-}
-
 static entry_t *entry_get(store_t *st, const char *entity, int32_t partition)
 {
     entry_t *e = hmap_get(st->cache, entity);
@@ -355,6 +302,114 @@ static void evict(store_t *st)
     free(victims);
 }
 
+/* The dedup verdict of one SET NX GET reply for the event at (partition, offset). */
+static dedup_verdict_t dedup_reply(store_t *st, const redisReply *r, int32_t partition,
+                                   int64_t offset)
+{
+    if (r->type == REDIS_REPLY_NIL)
+        return DEDUP_NEW;
+    if (r->type != REDIS_REPLY_STRING) {
+        metric_inc(st->m_dedup_unknown);
+        return DEDUP_UNKNOWN;
+    }
+    char pos[320];
+    int len =
+        snprintf(pos, sizeof(pos), "%s:%d:%" PRId64, st->conf->input_topic, partition, offset);
+    return (size_t)len == r->len && !memcmp(pos, r->str, r->len) ? DEDUP_REPLAY : DEDUP_DUPLICATE;
+}
+
+void store_lookup(store_t *st, const char *const *event_ids, const char *const *entities,
+                  const int32_t *partitions, const int64_t *offsets, size_t n, dedup_verdict_t *out)
+{
+    bool dedup = st->spec->dedup_window_s != 0;
+    for (size_t i = 0; i < n; i++)
+        out[i] = DEDUP_NEW;
+    /* entities whose state is neither cached nor loaded, each once */
+    size_t *miss = xcalloc(n ? n : 1, sizeof(size_t));
+    size_t nmiss = 0;
+    for (size_t i = 0; st->spec->nrolling && i < n; i++) {
+        entry_t *e = entry_get(st, entities[i], partitions[i]);
+        if (e->state || e->loading)
+            continue;
+        e->loading = true;
+        miss[nmiss++] = i;
+    }
+    size_t ncmd = (dedup ? n : 0) + nmiss;
+    if (ncmd == 0) {
+        free(miss);
+        return;
+    }
+    char window[32];
+    snprintf(window, sizeof(window), "%" PRId64, st->spec->dedup_window_s);
+    strbuf_t kb, vb;
+    strbuf_init(&kb);
+    strbuf_init(&vb);
+    for (size_t i = 0; dedup && i < n; i++) {
+        strbuf_reset(&kb);
+        strbuf_puts(&kb, st->prefix);
+        strbuf_puts(&kb, ":dedup:");
+        strbuf_puts(&kb, event_ids[i]);
+        strbuf_reset(&vb);
+        strbuf_appendf(&vb, "%s:%d:%" PRId64, st->conf->input_topic, partitions[i], offsets[i]);
+        /* set if absent, and say what was there (Redis >= 7.0): nil = new,
+         * our own position = a replay of this very message, else a duplicate */
+        const char *argv[] = {"SET", kb.data, vb.data, "NX", "EX", window, "GET"};
+        size_t lens[] = {3, kb.len, vb.len, 2, 2, strlen(window), 3};
+        redis_append_argv(st->rc, 7, argv, lens);
+    }
+    for (size_t k = 0; k < nmiss; k++) {
+        const char *key = key_of(st, st->roll_prefix, entities[miss[k]]);
+        const char *argv[] = {"GET", key};
+        size_t lens[] = {3, st->key.len};
+        redis_append_argv(st->rc, 2, argv, lens);
+    }
+    strbuf_cleanup(&kb);
+    strbuf_cleanup(&vb);
+    /* dedup and the state reads share one pipelined round trip */
+    redisReply **replies = xcalloc(ncmd, sizeof(redisReply *));
+    err_t *e = NULL;
+    bool ok = redis_pipeline_exec(st->rc, replies, ncmd, &e) == 0;
+    if (!ok) {
+        if (dedup) {
+            log_emit(LOG_LVL_WARN, LOG_FIELDS(LOG_INT("events", (long long)n)),
+                     "dedup unavailable, events pass unchecked: %s", e ? e->msg : "?");
+            for (size_t i = 0; i < n; i++)
+                out[i] = DEDUP_UNKNOWN;
+            metric_add(st->m_dedup_unknown, (double)n);
+        }
+        if (nmiss) {
+            log_warn("rolling state unavailable, %zu entities start empty: %s", nmiss,
+                     e ? e->msg : "?");
+            metric_add(st->m_cold, (double)nmiss);
+        }
+        err_destroy(e);
+    }
+    size_t r0 = dedup ? n : 0;
+    for (size_t i = 0; ok && dedup && i < n; i++)
+        out[i] = dedup_reply(st, replies[i], partitions[i], offsets[i]);
+    for (size_t k = 0; k < nmiss; k++) {
+        entry_t *en = hmap_get(st->cache, entities[miss[k]]);
+        redisReply *r = replies[r0 + k];
+        en->loading = false;
+        if (ok && r->type == REDIS_REPLY_STRING) {
+            char err[256];
+            en->state = rolling_decode(st->spec, r->str, r->len, err, sizeof(err));
+            if (!en->state)
+                log_emit(LOG_LVL_WARN, LOG_FIELDS(LOG_STR("entity", entities[miss[k]])),
+                         "ignoring a stored state: %s", err);
+        }
+        if (!en->state)
+            en->state = rolling_new(st->spec);
+        en->fresh = true; /* counted as a miss here, not as a hit in store_states() */
+        metric_inc(st->m_cache_misses);
+    }
+    for (size_t i = 0; i < ncmd; i++)
+        if (replies[i])
+            freeReplyObject(replies[i]);
+    free(replies);
+    free(miss);
+}
+
 void store_states(store_t *st, const char *const *entities, const int32_t *partitions, size_t n,
                   rolling_state_t **out)
 {
@@ -364,7 +419,10 @@ void store_states(store_t *st, const char *const *entities, const int32_t *parti
     for (size_t i = 0; i < n; i++) {
         entry_t *e = entry_get(st, entities[i], partitions[i]);
         if (e->state) {
-            metric_inc(st->m_cache_hits);
+            if (e->fresh)
+                e->fresh = false; /* loaded by store_lookup() this batch */
+            else
+                metric_inc(st->m_cache_hits);
             continue;
         }
         bool dup = false;

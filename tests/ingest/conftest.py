@@ -19,6 +19,8 @@ from kafkatest import (BROKERS, admin, consume_all, create_topics,  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = Path(os.environ.get("MLOPS_BUILD_DIR", ROOT / "build"))
+# the stack's Redis (MLOPS_* is kept out of the process's environment, so name it)
+REDIS_URL = os.environ.get("MLOPS_TEST_REDIS_URL", "redis://127.0.0.1:6380")
 SCALE = 10 if os.environ.get("MLOPS_TEST_SCALE") == "soak" else 1
 SCHEMAS = ROOT / "schemas"
 
@@ -45,6 +47,7 @@ class Ingest:
         self.args = [str(BUILD / "services/ingest/mlops-ingest"), "--spec", str(self.spec_path),
                      "--input-topic", self.input, "--features-topic", self.features,
                      "--dlq-topic", self.dlq, "--group-id", self.group, "--metrics-port", "0",
+                     "--kafka-brokers", BROKERS, "--redis-url", REDIS_URL,
                      "--exactly-once" if exactly_once else "--no-exactly-once",
                      "-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=2000",
                      "-X", "transaction.timeout.ms=15000", *extra]
