@@ -2,11 +2,6 @@
 with unique topics, group and spec name (so Redis keys are private too)."""
 import json
 import os
-import signal
-import subprocess
-import threading
-import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -16,6 +11,7 @@ import sys
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
 from kafkatest import (BROKERS, admin, consume_all, create_topics,  # noqa: E402,F401
                        delete_topics, produce)
+from proctest import ServiceProc  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = Path(os.environ.get("MLOPS_BUILD_DIR", ROOT / "build"))
@@ -25,7 +21,7 @@ SCALE = 10 if os.environ.get("MLOPS_TEST_SCALE") == "soak" else 1
 SCHEMAS = ROOT / "schemas"
 
 
-class Ingest:
+class Ingest(ServiceProc):
     """One mlops-ingest process and its topics."""
 
     def __init__(self, tmp_path, exactly_once=True, extra=(), spec_patch=None, partitions=3):
@@ -52,58 +48,11 @@ class Ingest:
                      "-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=2000",
                      "-X", "transaction.timeout.ms=15000", *extra]
         self.exactly_once = exactly_once
-        self.proc = None
-        self.logs = []
-        self.port = None
+        super().__init__("ingest", self.args, up_timeout=20)
         self.start()
 
-    def start(self):
-        self.logs = []
-        self.port = None
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
-        self.proc = subprocess.Popen(self.args, stderr=subprocess.PIPE, text=True, env=env)
-        threading.Thread(target=self._read, daemon=True).start()
-        deadline = time.monotonic() + 20
-        while self.port is None and time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"ingest exited: {self.logs[-5:]}"
-            time.sleep(0.05)
-        assert self.port, "ingest did not start"
-
-    def _read(self):
-        for line in self.proc.stderr:
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                obj = {"level": "raw", "msg": line}
-            self.logs.append(obj)
-            if obj.get("msg") == "mlops-ingest up":
-                self.port = obj["metrics_port"]
-
-    def metrics(self):
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
-            return r.read().decode()
-
-    def metric(self, name, labels=""):
-        want = f"{name}{{{labels}}}" if labels else name
-        for line in self.metrics().splitlines():
-            if line.startswith(want + " "):
-                return float(line.split()[-1])
-        return None
-
-    def stop(self, sig=signal.SIGTERM, timeout=60):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            return self.proc.wait(timeout=timeout)
-        return self.proc.returncode if self.proc else None
-
-    def kill9(self):
-        self.proc.kill()
-        self.proc.wait()
-
     def close(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        super().close()
         delete_topics([self.input, self.features, self.dlq])
 
 
