@@ -129,7 +129,7 @@ struct scorer {
     models_t *models;
     redis_client_t *rc;
     ocache_t *cache;
-    ab_t *ab; /* A/B by Thompson sampling (rollout = ab) */
+    ab_t *ab;             /* A/B by Thompson sampling (rollout = ab) */
     kafka_consumer_t *kc; /* at-least-once */
     kafka_producer_t *kp; /* at-least-once */
     kafka_tracker_t *tracker;
