@@ -12,7 +12,8 @@
 #          prometheus package (downloaded, not installed: no server, no service); the
 #          tests check deploy/prometheus/ rules and the Grafana dashboard's queries with it.
 #   examples  R and the R packages with the example datasets (r-base-core, r-cran-cardata,
-#          r-cran-aer) for examples/*/make_data.sh; only when asked, not part of `all`.
+#          r-cran-aer) for examples/*/make_data.sh (part of `all`: the spec and trainer
+#          tests train on those datasets; about 25 s the first time).
 #
 # STATE is ${MLOPS_STATE_DIR:-<repo root>/.state}. A step whose stamp under $STATE/stamps
 # matches its input (pom / requirements sha256) is skipped, so a second run takes about a second.
@@ -37,7 +38,7 @@ APT_PACKAGES=(
     binutils systemd
 )
 
-# Only for `deploy/setup.sh examples`: Rscript and the packages examples/*/make_data.sh export.
+# Rscript and the packages examples/*/make_data.sh export (step examples, part of all).
 EXAMPLE_APT_PACKAGES=(r-base-core r-cran-cardata r-cran-aer)
 
 usage() {
@@ -222,6 +223,7 @@ main() {
     case $what in
         all)
             step_apt
+            step_examples
             step_kafka
             step_venv
             step_promtool

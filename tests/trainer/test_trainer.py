@@ -2,10 +2,12 @@
 
 Data: the synthetic attrition set (`mlopsctl datagen attrition`, with the
 committed examples/attrition/spec.json: categoricals, missing values, derived
-and rolling features) and two real public data sets bundled with
-scikit-learn (breast_cancer; diabetes with the target split at its median),
-written to CSV with an entity, an event id and an event time column, their
-spec inferred by the trainer itself (no --spec).
+and rolling features), two real public data sets bundled with scikit-learn
+(breast_cancer; diabetes with the target split at its median), written to CSV
+with an entity, an event id and an event time column, their spec inferred by
+the trainer itself (no --spec), and the two real example sets with
+categoricals and missing values (examples/titanic, examples/creditcard: R's
+carData and AER, exported by their make_data.sh, with their committed specs).
 
 Checks, per data set:
 - the encoded design (`--dump-matrix`) of a numeric-only set equals pandas'
@@ -123,10 +125,18 @@ def data(tmp_path_factory):
     r = run(MLOPSCTL, "datagen", "attrition", "--rows", 12000, "--seed", 11, "--out", att)
     assert r.returncode == 0, r.stderr
     sets["attrition"] = (att, ["--spec", ROOT / "examples" / "attrition" / "spec.json"])
+    # the real example datasets with categoricals and missing values (R's carData and AER,
+    # exported by their make_data.sh; deploy/setup.sh installs R with `all`)
+    for name in ("titanic", "creditcard"):
+        out = tmp / f"{name}.csv"
+        r = run(ROOT / "examples" / name / "make_data.sh", out, timeout=300)
+        assert r.returncode == 0, r.stderr
+        sets[name] = (out, ["--spec", ROOT / "examples" / name / "spec.json"])
     return tmp, sets
 
 
-DATASETS = ["breast_cancer", "diabetes", "attrition"]
+DATASETS = ["breast_cancer", "diabetes", "attrition", "titanic", "creditcard"]
+SKLEARN_SETS = ("breast_cancer", "diabetes")
 
 
 # ---- logistic regression vs scikit-learn ------------------------------------------------------
@@ -145,7 +155,7 @@ def test_logreg_matches_sklearn(data, name):
     coef = np.array(model["logreg"]["coef"])
     assert np.allclose(coef, sk.coef_[0], atol=2e-3, rtol=1e-3), np.abs(coef - sk.coef_[0]).max()
     assert model["logreg"]["intercept"] == pytest.approx(sk.intercept_[0], abs=2e-3)
-    if name != "attrition":
+    if name in SKLEARN_SETS:
         # the design itself: pandas' standardisation of the raw training rows
         raw = pd.read_csv(csv)
         feats = [c for c in raw.columns if c not in ("event_id", "entity_id", "event_time", "label")]
@@ -237,7 +247,7 @@ def py_score(model, x):
 
 
 @pytest.mark.parametrize("algo", ["logreg", "gbdt"])
-@pytest.mark.parametrize("name", ["attrition", "breast_cancer"])
+@pytest.mark.parametrize("name", ["attrition", "breast_cancer", "titanic"])
 def test_predict_equals_python_scoring(data, name, algo):
     tmp, sets = data
     csv, flags = sets[name]
