@@ -32,7 +32,7 @@
 
 #define TRAINER_VERSION MLOPS_VERSION
 #define MLOPS_EXIT_GATES 3 /* --strict-gates and a gate failed */
-#define STOP_FRACTION 0.1  /* share of the training split watched by early stopping */
+#define STOP_FRACTION 0.1  /* share of the training split kept for validation */
 #define RESERVOIR_MAX 10000
 #define PROFILE_BINS 10
 #define SCORE_BINS 20
@@ -992,11 +992,14 @@ int fit_run(fit_conf_t *conf, fit_input_t *in, json_t **doc_out, bool *gates_ok_
     }
     json_t *slots = json_object_get(doc, "slots");
     int64_t t_encoded = mono_us();
-    /* GBDT early stopping watches its own rows, carved (stratified, seeded)
-     * out of the training split, so the held-out metrics stay unbiased */
+    /* The validation split, carved (stratified, seeded) out of the training
+     * split: the decision threshold is chosen on it, and GBDT's early
+     * stopping watches it; the model is fitted on the rest. So the held-out
+     * metrics stay unbiased. (The preprocessing is fitted on the whole
+     * training split, validation rows included.) */
     stop = xcalloc(ntr + 1, sizeof(bool));
     size_t nstop = 0;
-    if (!logreg && conf->early_stopping > 0) {
+    {
         uint64_t srng = (uint64_t)conf->seed ^ 0x51D0ull;
         for (int cls = 0; cls < 2; cls++) {
             size_t *idx = xmalloc((ntr + 1) * sizeof(size_t)), m2 = 0;
@@ -1059,12 +1062,18 @@ int fit_run(fit_conf_t *conf, fit_input_t *in, json_t **doc_out, bool *gates_ok_
     json_object_set_new(params, "seed", json_integer(conf->seed));
     json_object_set_new(params, "valid_fraction", json_real(conf->valid_fraction));
     json_object_set_new(params, "threads", json_integer(conf->threads));
-    size_t ntrpos = 0;
-    for (size_t i = 0; i < ntr; i++)
+    /* balanced class weights from the rows the model is fitted on */
+    size_t ntrpos = 0, nfitall = 0, nfitpos = 0;
+    for (size_t i = 0; i < ntr; i++) {
         ntrpos += y[i] != 0;
+        if (!stop[i]) {
+            nfitpos += y[i] != 0;
+            nfitall++;
+        }
+    }
     if (balanced) {
-        w_pos = (double)ntr / (2.0 * (double)ntrpos);
-        w_neg = (double)ntr / (2.0 * (double)(ntr - ntrpos));
+        w_pos = (double)nfitall / (2.0 * (double)nfitpos);
+        w_neg = (double)nfitall / (2.0 * (double)(nfitall - nfitpos));
     }
     if (logreg) {
         logreg_params_t lp;
@@ -1078,7 +1087,19 @@ int fit_run(fit_conf_t *conf, fit_input_t *in, json_t **doc_out, bool *gates_ok_
         logreg_info_t info;
         progress("logreg: %s, C=%g, class weights %s", l1 ? "L1, proximal Newton" : "L2, Newton",
                  lp.C, conf->class_weight);
-        if (logreg_fit(X, y, ntr, p, &lp, coef, &b0, &info, errstr, sizeof(errstr))) {
+        /* the fitting rows: the training split without the validation rows */
+        size_t nfit = 0;
+        double *Xf = xmalloc(((ntr - nstop) * p + 1) * sizeof(double));
+        int *yf = xmalloc((ntr - nstop + 1) * sizeof(int));
+        for (size_t i = 0; i < ntr; i++)
+            if (!stop[i]) {
+                memcpy(Xf + nfit * p, X + i * p, p * sizeof(double));
+                yf[nfit++] = y[i];
+            }
+        progress("logreg: %zu training rows fit, %zu for the threshold", nfit, nstop);
+        int lrc = logreg_fit(Xf, yf, nfit, p, &lp, coef, &b0, &info, errstr, sizeof(errstr));
+        free(Xf), free(yf);
+        if (lrc) {
             free(coef);
             json_decref(params);
             goto done;
@@ -1138,12 +1159,12 @@ int fit_run(fit_conf_t *conf, fit_input_t *in, json_t **doc_out, bool *gates_ok_
             }
         }
         gbdt_data_t dtr = {nfit, p, Xf, yf}, dva = {nstop, p, Xs, ys};
-        if (nstop)
-            progress("gbdt: %zu training rows fit, %zu watched for early stopping", nfit, nstop);
+        progress("gbdt: %zu training rows fit, %zu for the threshold%s", nfit, nstop,
+                 gp.early_stopping > 0 ? " and early stopping" : "");
         progress("gbdt: up to %d trees, depth %d, rate %g, lambda %g, %d bins, %d threads",
                  gp.n_trees, gp.max_depth, gp.learning_rate, gp.lambda, gp.max_bins, gp.threads);
-        int frc =
-            gbdt_fit(&dtr, nstop ? &dva : NULL, is_cat, ncats, &gp, &gres, errstr, sizeof(errstr));
+        int frc = gbdt_fit(&dtr, nstop && gp.early_stopping > 0 ? &dva : NULL, is_cat, ncats, &gp,
+                           &gres, errstr, sizeof(errstr));
         free(Xf), free(Xs), free(yf), free(ys);
         free(is_cat);
         free(ncats);
@@ -1184,25 +1205,39 @@ int fit_run(fit_conf_t *conf, fit_input_t *in, json_t **doc_out, bool *gates_ok_
         goto done;
     }
 
-    /* 8. threshold and metrics on the held-out rows, by the scorer's code */
-    sv = xmalloc(nva * sizeof(double));
-    for (size_t i = 0; i < nva; i++)
-        sv[i] = model_predict(m, Xv + i * p);
-    double thr = model_best_f1_threshold(sv, yv, nva);
-    model_metrics_t mv, mt;
-    model_metrics(sv, yv, nva, thr, &mv);
+    /* 8. the threshold on the validation rows, metrics on the held-out rows,
+     * by the scorer's code */
     score = xmalloc(ntr * sizeof(double));
     for (size_t i = 0; i < ntr; i++)
         score[i] = model_predict(m, X + i * p);
+    double thr;
+    {
+        double *ss = xmalloc((nstop + 1) * sizeof(double));
+        int *ys = xmalloc((nstop + 1) * sizeof(int));
+        size_t k = 0;
+        for (size_t i = 0; i < ntr; i++)
+            if (stop[i]) {
+                ss[k] = score[i];
+                ys[k++] = y[i];
+            }
+        thr = model_best_f1_threshold(ss, ys, k);
+        free(ss), free(ys);
+    }
+    sv = xmalloc(nva * sizeof(double));
+    for (size_t i = 0; i < nva; i++)
+        sv[i] = model_predict(m, Xv + i * p);
+    model_metrics_t mv, mt;
+    model_metrics(sv, yv, nva, thr, &mv);
     model_metrics(score, y, ntr, thr, &mt);
     json_object_set_new(doc, "threshold", json_real(thr));
-    json_object_set_new(doc, "threshold_rule", json_string("max F1 on the held-out split"));
+    json_object_set_new(doc, "threshold_rule", json_string("max F1 on the validation split"));
     json_t *jm = model_metrics_json(&mv);
     json_object_set_new(jm, "split", json_string("held_out"));
     json_object_set_new(jm, "train", model_metrics_json(&mt));
     json_object_set_new(jm, "rows_total", json_integer((json_int_t)n));
     json_object_set_new(jm, "rows_train", json_integer((json_int_t)ntr));
     json_object_set_new(jm, "rows_held_out", json_integer((json_int_t)nva));
+    json_object_set_new(jm, "rows_validation", json_integer((json_int_t)nstop));
     json_object_set_new(doc, "metrics", jm);
     progress("held out: AUC %.6f, log loss %.6f, F1 %.4f at threshold %.4f", mv.auc, mv.log_loss,
              mv.f1, thr);

@@ -148,6 +148,8 @@ def test_logreg_matches_sklearn(data, name):
     model, dump, _ = fit(tmp, csv, "logreg", *flags, name=name)
     X, y, Xv, yv, tr, _ = split(dump)
     sk = LogisticRegression(C=1.0, solver="lbfgs", tol=1e-12, max_iter=100000).fit(X, y)
+    # fitted on the training rows only: the validation rows are kept for the threshold
+    assert model["metrics"]["rows_validation"] == (dump.split == "stop").sum() > 0
     ours_auc = model["metrics"]["auc"]
     sk_auc = roc_auc_score(yv, sk.predict_proba(Xv)[:, 1])
     print(f"{name}: logreg AUC ours {ours_auc:.6f} sklearn {sk_auc:.6f}")
@@ -160,9 +162,38 @@ def test_logreg_matches_sklearn(data, name):
         raw = pd.read_csv(csv)
         feats = [c for c in raw.columns if c not in ("event_id", "entity_id", "event_time", "label")]
         assert list(dump.columns[3:]) == feats
+        # the preprocessing is fitted on the whole training split (validation rows too)
+        whole = dump[dump.split.isin(["train", "stop"])]
+        rw = raw.iloc[whole.row.to_numpy()][feats].to_numpy(float)
+        mu, sd = rw.mean(axis=0), rw.std(axis=0)
         rtr = raw.iloc[tr.row.to_numpy()][feats].to_numpy(float)
-        mu, sd = rtr.mean(axis=0), rtr.std(axis=0)
         np.testing.assert_allclose(X, (rtr - mu) / sd, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("algo", ["logreg", "gbdt"])
+@pytest.mark.parametrize("name", ["breast_cancer", "titanic"])
+def test_threshold_maximises_f1_on_the_validation_rows(data, name, algo):
+    """The decision threshold is chosen on the validation rows (kept out of the fit), not
+    on the held-out rows the metrics are computed on: our threshold's F1 on the validation
+    rows is scikit-learn's best F1 over every cut there."""
+    tmp, sets = data
+    csv, flags = sets[name]
+    model, dump, path = fit(tmp, csv, algo, *flags, *(gbdt_flags() if algo == "gbdt" else []),
+                            name=f"thr-{name}")
+    r = run(MLOPSCTL, "predict", "--model", path, "--data", csv)
+    assert r.returncode == 0, r.stderr
+    scores = np.array([float(x) for x in r.stdout.split()[1:]])
+    val = dump[dump.split == "stop"]
+    sv, yv = scores[val.row.to_numpy()], val.label.to_numpy(int)
+    thr = model["threshold"]
+    best = max(f1_score(yv, (sv >= t).astype(int)) for t in np.unique(sv))
+    assert f1_score(yv, (sv >= thr).astype(int)) == pytest.approx(best, abs=1e-12)
+    assert model["threshold_rule"] == "max F1 on the validation split"
+    # the held-out metrics are at that threshold
+    ho = dump[dump.split == "valid"]
+    sh, yh = scores[ho.row.to_numpy()], ho.label.to_numpy(int)
+    assert model["metrics"]["f1"] == pytest.approx(f1_score(yh, (sh >= thr).astype(int)),
+                                                   abs=1e-12)
 
 
 # ---- GBDT vs XGBoost hist ---------------------------------------------------------------------
@@ -293,9 +324,8 @@ def test_predict_equals_python_scoring(data, name, algo):
     assert mt["precision"] == pytest.approx(precision_score(yv, pred, zero_division=0))
     assert mt["recall"] == pytest.approx(recall_score(yv, pred))
     assert mt["f1"] == pytest.approx(f1_score(yv, pred))
-    # the threshold maximises F1 over the held-out scores
-    best = max(f1_score(yv, (s >= t).astype(int)) for t in np.unique(s))
-    assert mt["f1"] == pytest.approx(best)
+    # (the threshold is chosen on the validation rows, not on these: see
+    # test_threshold_maximises_f1_on_the_validation_rows)
     assert mt["confusion"]["tp"] == int(((pred == 1) & (yv == 1)).sum())
     # profile: label rate and reservoir sample of the training rows
     trn = dump[dump.split != "valid"]  # the training split, early-stopping rows included
@@ -465,7 +495,8 @@ def test_quality_gates(data):
     assert g["passed"] is True and [r["gate"] for r in g["results"]] == [
         "min_auc", "max_log_loss", "min_rows"]
     assert g["results"][0]["value"] == model["metrics"]["auc"]
-    assert g["results"][2]["value"] == (dump.split == "train").sum()
+    # the training split's rows (validation rows included)
+    assert g["results"][2]["value"] == (dump.split != "valid").sum()
     # an impossible gate: recorded as failed; the artifact is still written,
     # and --strict-gates makes the exit status say so
     out = tmp / "gates-fail.json"
@@ -475,7 +506,7 @@ def test_quality_gates(data):
     VALIDATOR.validate(failed)
     assert failed["gates"]["passed"] is False
     assert failed["gates"]["results"][0] == {"gate": "min_rows", "limit": 100000.0,
-                                             "value": float((dump.split == "train").sum()),
+                                             "value": float((dump.split != "valid").sum()),
                                              "passed": False}
     r = run(TRAINER, "fit", "--data", csv, *flags, "--min-rows", "100000", "--strict-gates",
             "--out", out)
@@ -502,9 +533,10 @@ def test_algo_auto_picks_the_best_cv_candidate(data):
         assert len(c["cv_auc"]) == sel["folds"] == 3
         assert c["mean_auc"] == pytest.approx(np.mean(c["cv_auc"]))
     # the logistic candidates' CV AUC is close to scikit-learn's own 3-fold CV
-    # on the same training rows (other folds, so only roughly)
+    # on the same rows, the whole training split (other folds, so only roughly)
     lr_model, lr_dump, _ = fit(tmp, csv, "logreg", *flags, name="auto-lr")
-    X, y, _, _, _, _ = split(lr_dump)
+    whole = lr_dump[lr_dump.split != "valid"]
+    X, y = whole[list(lr_dump.columns[3:])].to_numpy(float), whole.label.to_numpy(int)
     for c in sel["candidates"]:
         if c["algo"] != "logreg":
             continue
