@@ -10,7 +10,6 @@ The crash points come from the test hook MLOPS_TEST_TRAINER_CRASH_AFTER
 offset not yet written) and `train` (the artifact kept, nothing registered). What
 is checked is what the registry's database, the registry's API, the trainer's
 request record and the consumer group's committed offset say."""
-import csv
 import hashlib
 import json
 import signal
@@ -35,19 +34,7 @@ def crashworld(tmp_path_factory):
     u = uuid.uuid4().hex[:8]
     topics = {k: f"tc-{k}-{u}" for k in ("feat", "lab")}
     create_topics(list(topics.values()), partitions=1)
-    data = tmp / "data.csv"
-    ts.run(ts.MLOPSCTL, "datagen", "attrition", "--rows", ROWS, "--seed", 7, "--out", data)
-    feats = tmp / "feats.jsonl"
-    ts.run(ts.MLOPSCTL, "features", "--spec", ts.SPEC, "--csv", data, "--out", feats)
-    records = [json.loads(x) for x in feats.read_text().splitlines()]
-    with open(data) as f:
-        rows = list(csv.DictReader(f))
-    produce(topics["feat"], [(r["entity"].encode(), json.dumps(r).encode()) for r in records])
-    produce(topics["lab"], [(r["event_id"].encode(),
-                             json.dumps({"schema": "label/1", "event_id": r["event_id"],
-                                         "entity": "e", "label": r["left"],
-                                         "label_time": "2026-12-01T00:00:00Z"}).encode())
-                            for r in rows])
+    ts.produce_dataset(tmp, topics, seed=7, n=ROWS)
     db = ts.reg.Database()
     with socket.socket() as so:
         so.bind(("127.0.0.1", 0))

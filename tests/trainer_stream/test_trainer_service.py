@@ -128,18 +128,17 @@ def request(rid, model, dataset, params=None):
                        "reason": {"kind": "manual"}}).encode()
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("trainer-stream")
-    u = uuid.uuid4().hex[:8]
-    topics = {k: f"ts-{k}-{u}" for k in ("feat", "lab", "req")}
-    create_topics(list(topics.values()), partitions=1)
+def produce_dataset(tmp, topics, seed, n=None):
+    """Synthetic attrition rows: their features/1 records (mlopsctl features) to
+    topics["feat"] and their labels to topics["lab"]. Returns the CSV, the records, the
+    CSV rows."""
+    n = n or ROWS
     data = tmp / "data.csv"
-    run(MLOPSCTL, "datagen", "attrition", "--rows", ROWS, "--seed", 5, "--out", data)
+    run(MLOPSCTL, "datagen", "attrition", "--rows", n, "--seed", seed, "--out", data)
     feats = tmp / "feats.jsonl"
     run(MLOPSCTL, "features", "--spec", SPEC, "--csv", data, "--out", feats)
     records = [json.loads(x) for x in feats.read_text().splitlines()]
-    assert len(records) == ROWS
+    assert len(records) == n
     with open(data) as f:
         rows = list(csv.DictReader(f))
     produce(topics["feat"], [(r["entity"].encode(), json.dumps(r).encode()) for r in records])
@@ -148,6 +147,16 @@ def world(tmp_path_factory):
                                          "entity": "e", "label": r["left"],
                                          "label_time": "2026-12-01T00:00:00Z"}).encode())
                             for r in rows])
+    return data, records, rows
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("trainer-stream")
+    u = uuid.uuid4().hex[:8]
+    topics = {k: f"ts-{k}-{u}" for k in ("feat", "lab", "req")}
+    create_topics(list(topics.values()), partitions=1)
+    data, records, rows = produce_dataset(tmp, topics, seed=5)
     db = reg.Database()
     # a fixed port, so the registry comes back where the trainer looks after a restart
     with socket.socket() as so:
