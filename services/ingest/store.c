@@ -318,6 +318,20 @@ static dedup_verdict_t dedup_reply(store_t *st, const redisReply *r, int32_t par
     return (size_t)len == r->len && !memcmp(pos, r->str, r->len) ? DEDUP_REPLAY : DEDUP_DUPLICATE;
 }
 
+/* An entity's rolling state from its GET reply (NULL when there is none, or the
+ * stored bytes do not decode: logged, and the entity starts empty). */
+static rolling_state_t *state_from_reply(store_t *st, const redisReply *r, const char *entity)
+{
+    if (!r || r->type != REDIS_REPLY_STRING)
+        return NULL;
+    char err[256];
+    rolling_state_t *state = rolling_decode(st->spec, r->str, r->len, err, sizeof(err));
+    if (!state)
+        log_emit(LOG_LVL_WARN, LOG_FIELDS(LOG_STR("entity", entity)), "ignoring a stored state: %s",
+                 err);
+    return state;
+}
+
 void store_lookup(store_t *st, const char *const *event_ids, const char *const *entities,
                   const int32_t *partitions, const int64_t *offsets, size_t n, dedup_verdict_t *out)
 {
@@ -391,13 +405,8 @@ void store_lookup(store_t *st, const char *const *event_ids, const char *const *
         entry_t *en = hmap_get(st->cache, entities[miss[k]]);
         redisReply *r = replies[r0 + k];
         en->loading = false;
-        if (ok && r->type == REDIS_REPLY_STRING) {
-            char err[256];
-            en->state = rolling_decode(st->spec, r->str, r->len, err, sizeof(err));
-            if (!en->state)
-                log_emit(LOG_LVL_WARN, LOG_FIELDS(LOG_STR("entity", entities[miss[k]])),
-                         "ignoring a stored state: %s", err);
-        }
+        if (ok)
+            en->state = state_from_reply(st, r, entities[miss[k]]);
         if (!en->state)
             en->state = rolling_new(st->spec);
         en->fresh = true; /* counted as a miss here, not as a hit in store_states() */
@@ -447,13 +456,8 @@ void store_states(store_t *st, const char *const *entities, const int32_t *parti
         for (size_t k = 0; k < nmiss; k++) {
             entry_t *en = hmap_get(st->cache, entities[miss[k]]);
             redisReply *r = replies[k];
-            if (ok && r->type == REDIS_REPLY_STRING) {
-                char err[256];
-                en->state = rolling_decode(st->spec, r->str, r->len, err, sizeof(err));
-                if (!en->state)
-                    log_emit(LOG_LVL_WARN, LOG_FIELDS(LOG_STR("entity", entities[miss[k]])),
-                             "ignoring a stored state: %s", err);
-            }
+            if (ok)
+                en->state = state_from_reply(st, r, entities[miss[k]]);
             if (r)
                 freeReplyObject(r);
         }
