@@ -57,7 +57,7 @@ def test_sighup_reloads_reloadable_keys_only(run, tmp_path):
     p = run("ingest", "--config", str(conf))  # --spec comes from REQUIRED_ARGS
     p.wait_log(lambda ln: ln.get("msg") == "mlops-ingest up")
     conf.write_text("log_level = debug\nmetrics_port = 0\nbind_address = 0.0.0.0\n")
-    p.p.send_signal(signal.SIGHUP)
+    p.proc.send_signal(signal.SIGHUP)
     p.wait_log(lambda ln: ln.get("msg") == "reloaded log_level")
     warn = p.wait_log(lambda ln: ln.get("key") == "bind_address")
     assert warn["level"] == "warn" and "not reloadable" in warn["msg"]
@@ -72,7 +72,7 @@ def test_sighup_with_broken_config_keeps_running(run, tmp_path):
     p = run("monitor", "--config", str(conf))
     p.wait_log(lambda ln: ln.get("msg") == "mlops-monitor up")
     conf.write_text("metrics_port = 0\nlog_level = info\ndrain_timeout_ms = soon\n")
-    p.p.send_signal(signal.SIGHUP)
+    p.proc.send_signal(signal.SIGHUP)
     err = p.wait_log(lambda ln: "reload failed" in ln.get("msg", ""))
     assert f"{conf}:3: drain_timeout_ms: 'soon' is not an integer" in err["msg"]
     assert p.get("/health")[0] == 200, "still serving after a bad reload"
@@ -106,7 +106,7 @@ def test_port_in_use_is_a_fatal_error_naming_the_port(run):
         s.listen()
         port = s.getsockname()[1]
         p = run("registry", "--metrics-port", str(port))
-        assert p.p.wait(timeout=10) == EXIT_FAILURE
+        assert p.proc.wait(timeout=10) == EXIT_FAILURE
         p._reader.join(timeout=5)
         fatal = [ln for ln in p.lines if ln["level"] == "fatal"]
         assert fatal and f"127.0.0.1:{port}" in fatal[0]["msg"]
