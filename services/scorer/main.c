@@ -75,6 +75,21 @@ static const cfg_item_t scorer_items[] = {
     CFG_ITEM_RANGE(scorer_conf_t, watchdog_ms, CFG_T_INT, "60000", 0,
                    "a batch running longer than this is stuck: exit so the supervisor restarts",
                    1000, 3600000),
+    CFG_ITEM_RANGE(scorer_conf_t, http_port, CFG_T_INT, "8090", 0,
+                   "port of the HTTP scoring endpoint (KServe V1, Open Inference Protocol); 0 = "
+                   "any free port, -1 = none",
+                   -1, 65535),
+    CFG_ITEM_RANGE(scorer_conf_t, http_max_body_bytes, CFG_T_INT, "1048576", 0,
+                   "largest HTTP request body (413 above)", 256, 268435456),
+    CFG_ITEM_RANGE(scorer_conf_t, http_max_header_bytes, CFG_T_INT, "16384", 0,
+                   "largest HTTP request header block", 1024, 1048576),
+    CFG_ITEM_RANGE(scorer_conf_t, http_max_batch, CFG_T_INT, "1000", 0,
+                   "most instances in one HTTP request (413 above)", 1, 100000),
+    CFG_ITEM_RANGE(scorer_conf_t, http_timeout_s, CFG_T_INT, "30", 0,
+                   "HTTP read/write timeout of a connection", 1, 3600),
+    CFG_ITEM(scorer_conf_t, http_log_predictions, CFG_T_BOOL, "true", 0,
+             "write HTTP predictions to predictions_topic too (source http + request id; "
+             "idempotent producer, outside the stream's transactions)"),
 };
 
 static void fatal_check(scorer_t *sc)
@@ -133,10 +148,27 @@ static void on_revoke(kafka_consumer_t *kc, const rd_kafka_topic_partition_list_
         log_warn("revoke: outputs not all delivered; their inputs will be consumed again");
 }
 
+static void on_http_delivery(const rd_kafka_message_t *rkm, void *msg_opaque, void *opaque)
+{
+    scorer_t *sc = opaque;
+    (void)msg_opaque;
+    if (!rkm->err)
+        return;
+    static int64_t last_log_ms;
+    metric_inc(sc->m_http_log_errors);
+    if (mono_ms() - last_log_ms >= 1000) {
+        last_log_ms = mono_ms();
+        log_warn("an HTTP prediction was not written to %s: %s", rd_kafka_topic_name(rkm->rkt),
+                 rd_kafka_err2str(rkm->err));
+    }
+}
+
 static void on_drain(lifecycle_t *lc, void *opaque)
 {
     scorer_t *sc = opaque;
     sc->draining = true;
+    if (sc->hkp && kafka_producer_flush(sc->hkp, 10000))
+        log_warn("drain: some HTTP predictions were not written to the predictions topic");
     kafka_watch_destroy(sc->watch);
     sc->watch = NULL;
     if (sc->txn) {
@@ -199,7 +231,13 @@ static int setup(service_t *svc, void *opaque)
             m, "mlops_scorer_stage_seconds", "Time per stage (redis: per batch round trip).",
             metrics_labels(l, sizeof(l), "stage", stages[i], NULL), NULL, 0);
     }
-    sc->m_events = metrics_counter(m, "mlops_scorer_events_total", "Input records scored.", NULL);
+    for (int t = 0; t < 2; t++)
+        sc->m_events[t] = metrics_counter(m, "mlops_scorer_events_total",
+                                          "Inputs scored: stream records and HTTP instances.",
+                                          t ? "transport=\"http\"" : "transport=\"stream\"");
+    sc->m_http_log_errors = metrics_counter(
+        m, "mlops_scorer_http_log_errors_total",
+        "HTTP predictions that could not be written to the predictions topic.", NULL);
     sc->m_decode_fast = metrics_counter(m, "mlops_scorer_decoded_total",
                                         "Input records decoded, by path.", "path=\"fast\"");
     sc->m_decode_tree = metrics_counter(m, "mlops_scorer_decoded_total",
@@ -303,7 +341,30 @@ static int setup(service_t *svc, void *opaque)
     sc->watch = pipe.watch;
     if (rc)
         return -1;
-    /* 6. the loop's timers */
+    /* 6. the HTTP endpoint and its prediction log (an idempotent producer of its own: the
+     * answer is given before the record is written, so no transaction can cover it) */
+    if (c->http_port >= 0 && c->http_log_predictions) {
+        size_t nprops;
+        const cfg_kv_t *props = cfg_kafka_props(service_cfg(svc), &nprops);
+        kafka_opts_t ko = {.brokers = c->kafka_brokers,
+                           .client_id = "mlops-scorer-http",
+                           .props = props,
+                           .nprops = nprops,
+                           .metrics = m};
+        sc->hkp = kafka_producer_new(&ko, NULL, on_http_delivery, sc, errstr, sizeof(errstr));
+        if (!sc->hkp) {
+            log_fatal("Kafka (HTTP predictions): %s", errstr);
+            return -1;
+        }
+        sc->hwatch = kafka_producer_watch(sc->hkp, service_base(svc), errstr, sizeof(errstr));
+        if (!sc->hwatch) {
+            log_fatal("%s", errstr);
+            return -1;
+        }
+    }
+    if (serve_start(sc))
+        return -1;
+    /* 7. the loop's timers */
     sc->watchdog = watchdog_new(c->watchdog_ms, "scorer batch");
     sc->last_commit_ms = mono_ms();
     struct timeval commit_tv = {c->commit_interval_ms / 1000,
@@ -328,6 +389,9 @@ static void teardown(service_t *svc, void *opaque)
         event_free(sc->ev_commit);
     if (sc->ev_lag)
         event_free(sc->ev_lag);
+    serve_stop(sc);
+    kafka_watch_destroy(sc->hwatch);
+    kafka_producer_destroy(sc->hkp);
     kafka_watch_destroy(sc->watch);
     kafka_watch_destroy(sc->pwatch);
     watchdog_destroy(sc->watchdog);

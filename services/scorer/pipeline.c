@@ -61,6 +61,8 @@ typedef struct item {
     size_t hint; /* where the last value lookup found its field (fast path) */
     int lookup;  /* index in batch->lookups, -1 none */
     int64_t decode_us, redis_us;
+    const char *request_id; /* HTTP: the request's id (no rkm); NULL on the stream */
+    bool force_lookup;      /* HTTP: read the online row before cleaning */
 } item_t;
 
 typedef struct batch {
@@ -76,15 +78,13 @@ typedef struct batch {
     strbuf_t imputed;
     int64_t now_us;     /* the batch's scoring time */
     char scored_at[40]; /* ... as RFC 3339 */
+    double last_score;  /* of the last score_one() */
+    bool last_degraded;
 } batch_t;
 
-static batch_t *batch_get(scorer_t *sc)
+static batch_t *batch_new(size_t cap)
 {
-    if (sc->batch)
-        return sc->batch;
-    size_t cap = (size_t)sc->conf->batch_size;
     batch_t *b = xcalloc(1, sizeof(*b));
-    sc->batch = b;
     b->cap = cap;
     b->items = xcalloc(cap, sizeof(item_t));
     for (size_t i = 0; i < cap; i++) {
@@ -103,9 +103,15 @@ static batch_t *batch_get(scorer_t *sc)
     return b;
 }
 
-void pipeline_destroy(scorer_t *sc)
+static batch_t *batch_get(scorer_t *sc)
 {
-    batch_t *b = sc->batch;
+    if (!sc->batch)
+        sc->batch = batch_new((size_t)sc->conf->batch_size);
+    return sc->batch;
+}
+
+static void batch_destroy(batch_t *b)
+{
     if (!b)
         return;
     for (size_t i = 0; i < b->cap; i++) {
@@ -125,7 +131,14 @@ void pipeline_destroy(scorer_t *sc)
     free(b->replies);
     free(b->fetch);
     free(b);
+}
+
+void pipeline_destroy(scorer_t *sc)
+{
+    batch_destroy(sc->batch);
     sc->batch = NULL;
+    batch_destroy(sc->hbatch);
+    sc->hbatch = NULL;
 }
 
 /* ---- 1. decode --------------------------------------------------------------------- */
@@ -540,7 +553,7 @@ static void enrich(scorer_t *sc, const modelset_t *ms, batch_t *b, size_t n)
     int64_t now = mono_ms();
     for (size_t i = 0; i < n; i++) {
         item_t *it = &b->items[i];
-        if (!it->ok || !needs_lookup(ms, it))
+        if (!it->ok || !(it->force_lookup || needs_lookup(ms, it)))
             continue;
         uintptr_t idx = (uintptr_t)hmap_get(b->seen, it->entity);
         if (idx) {
@@ -641,14 +654,17 @@ static void enrich(scorer_t *sc, const modelset_t *ms, batch_t *b, size_t n)
 
 static void variant_metrics(scorer_t *sc, smodel_t *sm)
 {
-    if (sm->m_count)
+    if (sm->m_count[0])
         return;
     char l[256], v[32];
     snprintf(v, sizeof(v), "%" PRId64, sm->version);
     metrics_t *m = service_metrics(sc->svc);
-    sm->m_count = metrics_counter(
-        m, "mlops_scorer_predictions_total", "Predictions produced, by role and version.",
-        metrics_labels(l, sizeof(l), "role", smodel_role_name(sm->role), "version", v, NULL));
+    for (int t = 0; t < 2; t++)
+        sm->m_count[t] = metrics_counter(
+            m, "mlops_scorer_predictions_total",
+            "Predictions produced, by role, version and transport (stream or http).",
+            metrics_labels(l, sizeof(l), "role", smodel_role_name(sm->role), "version", v,
+                           "transport", t ? "http" : "stream", NULL));
     static const double bounds[] = {0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95};
     sm->m_hist =
         metrics_histogram(m, "mlops_scorer_score", "Scores, by role.",
@@ -747,13 +763,15 @@ static bool score_one(scorer_t *sc, batch_t *b, item_t *it, smodel_t *sm, bool s
     model_encode(sm->m, sm->vals, sm->x);
     double score = model_predict(sm->m, sm->x);
     double thr = model_threshold(sm->m);
+    b->last_score = score;
     int64_t t1 = mono_us();
     metric_observe(sc->m_stage[STAGE_PREDICT], (double)(t1 - t0) / 1e6);
     variant_metrics(sc, sm);
-    metric_inc(sm->m_count);
+    metric_inc(sm->m_count[it->rkm ? 0 : 1]);
     if (isfinite(score))
         metric_observe(sm->m_hist, score);
     bool degraded = nimputed > 0;
+    b->last_degraded = degraded;
     if (degraded && served) {
         metric_inc(sc->m_degraded);
         metric_add(sc->m_imputed, (double)nimputed);
@@ -806,12 +824,17 @@ static bool score_one(scorer_t *sc, batch_t *b, item_t *it, smodel_t *sm, bool s
                    : lk->state == LK_HIT   ? "\"cache\""
                    : lk->state == LK_FETCH ? "\"redis\""
                                            : "\"unavailable\"");
-    strbuf_puts(o, "},\"source\":{\"topic\":");
-    put_str(o, rd_kafka_topic_name(m->rkt));
-    strbuf_puts(o, ",\"partition\":");
-    put_i64(o, m->partition);
-    strbuf_puts(o, ",\"offset\":");
-    put_i64(o, m->offset);
+    if (m) {
+        strbuf_puts(o, "},\"source\":{\"topic\":");
+        put_str(o, rd_kafka_topic_name(m->rkt));
+        strbuf_puts(o, ",\"partition\":");
+        put_i64(o, m->partition);
+        strbuf_puts(o, ",\"offset\":");
+        put_i64(o, m->offset);
+    } else {
+        strbuf_puts(o, "},\"source\":{\"transport\":\"http\",\"request_id\":");
+        put_str(o, it->request_id);
+    }
     strbuf_puts(o, "},\"scored_at\":\"");
     strbuf_puts(o, b->scored_at);
     int64_t t2 = mono_us();
@@ -907,6 +930,8 @@ void pipeline_on_input(void *opaque)
         b->items[n].rkm = m;
         b->items[n].handle = NULL;
         b->items[n].doc = NULL;
+        b->items[n].request_id = NULL;
+        b->items[n].force_lookup = false;
         n++;
     }
     if (n == 0)
@@ -953,7 +978,7 @@ void pipeline_on_input(void *opaque)
                 (shadow && produce(sc, it, b->out.data + first_len, b->out.len - first_len)))
                 failed = true;
             metric_observe(sc->m_stage[STAGE_PRODUCE], (double)(mono_us() - tp) / 1e6);
-            metric_inc(sc->m_events);
+            metric_inc(sc->m_events[0]);
         }
         if (it->rkm->partition >= 0 &&
             it->rkm->partition < (int32_t)MLOPS_ARRAY_LEN(sc->last_offset))
@@ -974,4 +999,205 @@ void pipeline_on_input(void *opaque)
         return;
     if (n == b->cap)
         kafka_watch_again(sc->watch);
+}
+
+/* ---- HTTP (serve.c): request instances through the same stages ----------------------- */
+
+/* The entity of an instance as text (trimmed string or integer), or NULL. */
+static bool entity_text(const json_t *v, strbuf_t *out)
+{
+    if (json_is_integer(v)) {
+        strbuf_appendf(out, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        return true;
+    }
+    const char *s = json_string_value(v);
+    if (!s)
+        return false;
+    size_t n = strlen(s);
+    while (n && (*s == ' ' || *s == '\t'))
+        s++, n--;
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+        n--;
+    strbuf_append(out, s, n);
+    return n > 0;
+}
+
+static bool json_missing(const json_t *v)
+{
+    if (!v || json_is_null(v))
+        return true;
+    const char *s = json_string_value(v);
+    if (!s)
+        return false;
+    while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r')
+        s++;
+    return !*s;
+}
+
+static void http_log(scorer_t *sc, item_t *it, const char *data, size_t len)
+{
+    if (!sc->hkp)
+        return;
+    err_t *e = NULL;
+    if (kafka_produce(sc->hkp, sc->conf->predictions_topic, RD_KAFKA_PARTITION_UA, it->entity,
+                      strlen(it->entity), data, len, NULL, &e)) {
+        static int64_t last_log_ms;
+        metric_inc(sc->m_http_log_errors);
+        if (mono_ms() - last_log_ms >= 1000) {
+            last_log_ms = mono_ms();
+            log_warn("HTTP prediction not logged to %s: %s", sc->conf->predictions_topic,
+                     e ? e->msg : "?");
+        }
+        err_destroy(e);
+    }
+}
+
+int pipeline_http(scorer_t *sc, json_t *const *inst, size_t n, const char *request_id, json_t *out,
+                  char *err, size_t errsize)
+{
+    if (models_swap(sc->models))
+        log_swap(sc, models_current(sc->models));
+    modelset_t *ms = models_current(sc->models);
+    const spec_t *spec = ms->role[ROLE_CHAMPION]->spec;
+    if (!sc->hbatch)
+        sc->hbatch = batch_new((size_t)sc->conf->http_max_batch);
+    batch_t *b = sc->hbatch;
+    if (n > b->cap) {
+        snprintf(err, errsize, "%zu instances, the most one request may carry is %zu", n, b->cap);
+        return -1;
+    }
+    b->now_us = wall_us();
+    fmt_rfc3339(b->now_us, b->scored_at, sizeof(b->scored_at));
+    int64_t t0 = mono_us();
+    /* 1. ids: the event id defaults to <request id>-<index>, the event time to now, the
+     * entity to the event id (then there is no online row to read) */
+    for (size_t i = 0; i < n; i++) {
+        item_t *it = &b->items[i];
+        it->rkm = NULL;
+        it->handle = NULL;
+        it->request_id = request_id;
+        it->fast = false;
+        it->lookup = -1;
+        it->redis_us = 0;
+        it->decode_us = 0;
+        json_t *ev = json_copy(inst[i]);
+        it->doc = ev;
+        if (json_missing(json_object_get(ev, spec->event_id))) {
+            char id[200];
+            snprintf(id, sizeof(id), "%s-%zu", request_id, i);
+            json_object_set_new(ev, spec->event_id, json_string(id));
+        }
+        if (json_missing(json_object_get(ev, spec->event_time)))
+            json_object_set_new(ev, spec->event_time, json_string(b->scored_at));
+        strbuf_reset(&it->text);
+        it->force_lookup = false;
+        if (json_missing(json_object_get(ev, spec->entity)))
+            json_object_set(ev, spec->entity, json_object_get(ev, spec->event_id));
+        else if (entity_text(json_object_get(ev, spec->entity), &it->text))
+            it->force_lookup = sc->conf->enrich;
+        strbuf_putc(&it->text, '\0');
+        it->entity = it->text.data;
+        it->values = ev;
+        it->ok = it->force_lookup; /* enrich() reads the rows of these */
+    }
+    /* 2. the online rows of the named entities (cache, then one Redis round trip) */
+    if (sc->conf->enrich)
+        enrich(sc, ms, b, n);
+    /* 3. absent fields from the online row, then the spec's cleaning and features */
+    spec_row_t row;
+    spec_row_init(&row, spec);
+    int rc = 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        item_t *it = &b->items[i];
+        json_t *ev = it->doc;
+        const lookup_t *lk = it->lookup >= 0 ? &b->lookups[it->lookup] : NULL;
+        for (size_t f = 0;
+             lk && (lk->state == LK_HIT || lk->state == LK_FETCH) && f < spec->nfields; f++) {
+            const char *name = spec->fields[f].name;
+            const char *v = json_missing(json_object_get(ev, name)) ? lookup_field(lk, name) : NULL;
+            if (v)
+                json_object_set_new(ev, name, json_string(v));
+        }
+        spec_error_t se;
+        json_t *values = NULL;
+        if (spec_clean(spec, ev, &row, &se)) {
+            snprintf(err, errsize, "instances[%zu]: %s (%s)", i, se.detail, spec_reason_name(&se));
+            rc = -1;
+            break;
+        }
+        values = json_object();
+        for (size_t c = 0; c < spec->ncolumns && !rc; c++)
+            if (spec_value_to_json(&row.values[c], values, spec->columns[c])) {
+                snprintf(err, errsize, "instances[%zu]: '%s' is not a finite number", i,
+                         spec->columns[c]);
+                rc = -1;
+            }
+        const json_t *et = json_object_get(ev, spec->event_time);
+        char etbuf[40];
+        const char *ets = json_is_string(et)
+                              ? json_string_value(et)
+                              : fmt_rfc3339(row.event_time_ms * 1000, etbuf, sizeof(etbuf));
+        strbuf_t *t = &it->text;
+        strbuf_reset(t);
+        size_t off_id = t->len;
+        strbuf_puts(t, row.event_id);
+        strbuf_putc(t, '\0');
+        size_t off_ent = t->len;
+        strbuf_puts(t, row.entity);
+        strbuf_putc(t, '\0');
+        size_t off_et = t->len;
+        strbuf_puts(t, ets);
+        strbuf_putc(t, '\0');
+        it->event_id = t->data + off_id;
+        it->entity = t->data + off_ent;
+        it->event_time = t->data + off_et;
+        it->event_time_ms = row.event_time_ms;
+        json_decref(ev);
+        it->doc = values;
+        it->values = values;
+        it->ok = true;
+    }
+    spec_row_cleanup(&row);
+    int64_t t1 = mono_us();
+    /* 4. route, predict, render; log the prediction (the answer is given either way) */
+    smodel_t *champ = ms->role[ROLE_CHAMPION], *chall = ms->role[ROLE_CHALLENGER],
+             *shadow = ms->role[ROLE_SHADOW];
+    ab_t *ab = chall ? sc->ab : NULL;
+    if (ab)
+        ab_set_pair(ab, champ->sha256, chall->sha256);
+    for (size_t i = 0; i < n && !rc; i++) {
+        item_t *it = &b->items[i];
+        it->decode_us = (t1 - t0) / (int64_t)n;
+        strbuf_reset(&b->out);
+        int arm = 0;
+        if (ab)
+            arm = ab_pick(ab);
+        else if (chall &&
+                 rollout_is_challenger(ms->salt, it->entity, strlen(it->entity), ms->canary_share))
+            arm = 1;
+        smodel_t *sm = arm ? chall : champ;
+        bool decision = score_one(sc, b, it, sm, true);
+        if (ab)
+            ab_note(ab, it->event_id, arm, decision);
+        json_array_append_new(
+            out,
+            json_pack("{s:s,s:s,s:f,s:b,s:f,s:s,s:I,s:s,s:b}", "event_id", it->event_id, "entity",
+                      it->entity, "score", b->last_score, "decision", decision, "threshold",
+                      model_threshold(sm->m), "model", sm->name, "version", (json_int_t)sm->version,
+                      "role", smodel_role_name(sm->role), "degraded", b->last_degraded));
+        size_t first_len = b->out.len;
+        if (shadow)
+            score_one(sc, b, it, shadow, false);
+        http_log(sc, it, b->out.data, first_len);
+        if (shadow)
+            http_log(sc, it, b->out.data + first_len, b->out.len - first_len);
+        metric_inc(sc->m_events[1]);
+    }
+    if (ab)
+        ab_flush(ab);
+    for (size_t i = 0; i < n; i++) {
+        json_decref(b->items[i].doc);
+        b->items[i].doc = NULL;
+    }
+    return rc;
 }

@@ -7,8 +7,10 @@
  * Modules: main.c (configuration, start-up order, drain), models.c (the
  * served model set, loading from files or the registry, the follower
  * thread of the `models` topic and the atomic swap), pipeline.c (one
- * batch: decode, enrich, route, predict, render, produce), ocache.c (the
- * cache), rollout.c (the canary split).
+ * batch: decode, enrich, route, predict, render, produce; and the same
+ * stages for HTTP request instances), serve.c (the HTTP endpoint: KServe
+ * V1 and the Open Inference Protocol), ocache.c (the cache), rollout.c
+ * (the canary split).
  */
 #ifndef MLOPS_SCORER_H
 #define MLOPS_SCORER_H
@@ -61,6 +63,12 @@ typedef struct scorer_conf {
     int64_t batch_size;
     int64_t commit_interval_ms;
     int64_t watchdog_ms;
+    int64_t http_port;
+    int64_t http_max_body_bytes;
+    int64_t http_max_header_bytes;
+    int64_t http_max_batch;
+    int64_t http_timeout_s;
+    bool http_log_predictions;
 } scorer_conf_t;
 
 /* ---- models.c ---------------------------------------------------------------------- */
@@ -77,9 +85,10 @@ typedef struct smodel {
     char *sha256;
     smodel_role_t role;
     const spec_t *spec;
-    spec_value_t *vals;         /* spec->ncolumns, reused per message */
-    double *x;                  /* model_nslots() */
-    metric_t *m_count, *m_hist; /* per-variant metrics (pipeline.c, created on first use) */
+    spec_value_t *vals; /* spec->ncolumns, reused per message */
+    double *x;          /* model_nslots() */
+    metric_t *m_count[2],
+        *m_hist; /* per-variant metrics: [stream, http] (pipeline.c, on first use) */
     /* pre-rendered parts of its predictions (pipeline.c, on first use; freed here) */
     char *r_head;
     size_t r_head_len;
@@ -135,18 +144,21 @@ struct scorer {
     kafka_tracker_t *tracker;
     kafka_txn_t *txn; /* exactly-once */
     kafka_watch_t *watch, *pwatch;
+    kafka_producer_t *hkp; /* HTTP predictions: idempotent, outside any transaction */
+    kafka_watch_t *hwatch;
+    struct serve *serve;
     watchdog_t *watchdog;
     struct event *ev_commit, *ev_lag;
     bool draining;
     int64_t last_commit_ms;
-    struct batch *batch;
+    struct batch *batch, *hbatch; /* the stream's, HTTP's (pipeline_http) */
     char *group_id, *transactional_id;
     /* the last offset scored per partition (for the switch log line) */
     int64_t last_offset[256];
     /* metrics */
-    metric_t *m_events, *m_refused_decode, *m_refused_spec, *m_degraded, *m_imputed, *m_stage[5],
+    metric_t *m_events[2], *m_refused_decode, *m_refused_spec, *m_degraded, *m_imputed, *m_stage[5],
         *m_lag, *m_txn_commits, *m_txn_aborts, *m_redis_errors, *m_swaps, *m_hit_rate,
-        *m_batch_seconds, *m_decode_fast, *m_decode_tree;
+        *m_batch_seconds, *m_decode_fast, *m_decode_tree, *m_http_log_errors;
 };
 
 enum { STAGE_DECODE = 0, STAGE_REDIS, STAGE_PREDICT, STAGE_ENCODE, STAGE_PRODUCE };
@@ -154,5 +166,24 @@ enum { STAGE_DECODE = 0, STAGE_REDIS, STAGE_PREDICT, STAGE_ENCODE, STAGE_PRODUCE
 void pipeline_on_input(void *opaque);
 void pipeline_on_delivery(const rd_kafka_message_t *rkm, void *msg_opaque, void *opaque);
 void pipeline_destroy(scorer_t *sc);
+
+/**
+ * Score @p n request instances (JSON objects keyed by the spec's field names)
+ * as the stream scores a record: fields absent from an instance that names
+ * its entity are filled from the entity's online row, then the spec's
+ * cleaning and features run (ingest's code), then routing, the models and
+ * the prediction log (source http + @p request_id, to predictions_topic
+ * when http_log_predictions). Appends one object per instance to @p out
+ * (event_id, entity, score, decision, threshold, model, version, role,
+ * degraded). Returns 0, or -1 with @p err naming the instance and field.
+ */
+int pipeline_http(scorer_t *sc, json_t *const *instances, size_t n, const char *request_id,
+                  json_t *out, char *err, size_t errsize);
+
+/* ---- serve.c ----------------------------------------------------------------------- */
+
+/** Start the HTTP endpoint on bind_address:http_port (http_port < 0: none). */
+int serve_start(scorer_t *sc);
+void serve_stop(scorer_t *sc);
 
 #endif

@@ -184,7 +184,7 @@ def test_no_secret_reaches_logs_metrics_dumps_or_topics(world):
         redis_url=w.redis_url, input_topic=t["raw"], features_topic=t["features"],
         dlq_topic=t["dlq"], group_id=f"cn-ingest-{w.id}", kafka_brokers=BROKERS))
     scorer = w.service("scorer", "services/scorer/mlops-scorer", w.conf(
-        "scorer", **fast, metrics_port=w.ports["scorer"], registry_url=url,
+        "scorer", **fast, metrics_port=w.ports["scorer"], http_port=0, registry_url=url,
         registry_token_file=tmp / "reader_token", model_name=name, registry_poll_s=1,
         models_topic=t["models"], redis_url=w.redis_url, input_topic=t["features"],
         predictions_topic=t["predictions"], labels_topic=t["labels"],

@@ -84,7 +84,7 @@ def _scorer_args():
                        capture_output=True, timeout=300)
     except (OSError, subprocess.SubprocessError):
         pass  # not built: the scorer then says why it cannot start, and the test shows it
-    return ["--model", str(model)]
+    return ["--model", str(model), "--http-port", "0"]
 
 
 REQUIRED_ARGS["scorer"] = _scorer_args()

@@ -840,7 +840,7 @@ def test_real_scorer_predictions_and_labels(stack):
     prod.flush(30)
     slog = open(work / f"scorer-{sfx}.log", "w")
     scorer = subprocess.Popen(
-        [str(BUILD / "services" / "scorer" / "mlops-scorer"), "--metrics-port=0",
+        [str(BUILD / "services" / "scorer" / "mlops-scorer"), "--metrics-port=0", "--http-port=0",
          "--model", str(work / "big.json"), "--input-topic", topics["features"],
          "--predictions-topic", topics["predictions"], "--group-id", f"sc-{sfx}",
          "--exactly-once=false", "--enrich=false", "--models-topic=", "--labels-topic=",

@@ -160,7 +160,7 @@ class Pipeline:
                                 group_id=f"rel-scorer-{self.id}", exactly_once=eos,
                                 commit_interval_ms=1000, drain_timeout_ms=10000, **broker_key)
         self.scorer_keys.update(scorer_keys or {})
-        self._conf("scorer", metrics_port=self.ports["scorer"],
+        self._conf("scorer", metrics_port=self.ports["scorer"], http_port=0,
                    transactional_id=f"rel-scorer-{self.id}", **self.scorer_keys)
         env = dict(os.environ, MLOPS_SERVICES_DIR=str(self.svc), MLOPS_START_TIMEOUT="60",
                    MLOPS_STOP_TIMEOUT="30")
@@ -202,7 +202,7 @@ class Pipeline:
         """Another scorer in the same consumer group, run directly (services.sh supervises
         one instance per name): its own metrics port, transactional id and log."""
         port = free_port()
-        conf = self._conf(name, metrics_port=port, transactional_id=f"rel-{name}-{self.id}",
+        conf = self._conf(name, metrics_port=port, http_port=0, transactional_id=f"rel-{name}-{self.id}",
                           **self.scorer_keys)
         log = self.svc / "logs" / f"{name}.log"
         with open(log, "ab") as out:
