@@ -96,17 +96,39 @@ class Scorer(ServiceProc):
     """One mlops-scorer process."""
 
     def __init__(self, args, name="scorer"):
-        super().__init__("scorer", [SCORER, "--metrics-port", "0", *args])
+        super().__init__("scorer", [SCORER, "--metrics-port", "0", "--http-port", "0", *args])
         self.start()
+
+    @property
+    def http_port(self):
+        """The port of its HTTP endpoint (started with --http-port 0: any free port)."""
+        return self.wait_log(lambda ln: ln.get("msg") == "scorer HTTP serving")["http_port"]
+
+    def http(self, method, path, body=None, headers=None, raw=None):
+        """(status, headers, parsed JSON body or the text) of one request."""
+        import http.client
+        c = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=30)
+        data = raw if raw is not None else (None if body is None else json.dumps(body))
+        c.request(method, path, body=data, headers={"Content-Type": "application/json",
+                                                    **(headers or {})})
+        r = c.getresponse()
+        text = r.read().decode()
+        c.close()
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            doc = text
+        return r.status, dict(r.getheaders()), doc
 
     def wait_events(self, n, timeout=60):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, f"scorer exited: {self.logs[-8:]}"
-            if (self.metric("mlops_scorer_events_total") or 0) >= n:
+            if (self.metric("mlops_scorer_events_total", 'transport="stream"') or 0) >= n:
                 return
             time.sleep(0.1)
-        raise AssertionError(f"scorer did not score {n} events: {self.metric('mlops_scorer_events_total')}")
+        got = self.metric("mlops_scorer_events_total", 'transport="stream"')
+        raise AssertionError(f"scorer did not score {n} events: {got}")
 
 
 def validator():
@@ -124,11 +146,12 @@ def predict_csv(model, csv):
 
 
 class Stream:
-    """The module's data: an attrition CSV, its features/1 records on a topic
-    (through the real mlops-ingest, online rows in the private Redis) and
-    models trained on it."""
+    """The module's data: a CSV (synthetic attrition rows from mlopsctl datagen,
+    or a real example dataset from its make_data.sh), its features/1 records on
+    a topic (through the real mlops-ingest, online rows in the private Redis)
+    and models trained on it."""
 
-    def __init__(self, tmp, redis, rows):
+    def __init__(self, tmp, redis, rows=None, dataset="attrition"):
         self.id = uuid.uuid4().hex[:10]
         self.tmp = tmp
         self.redis = redis
@@ -137,8 +160,13 @@ class Stream:
         self.topics = [self.raw, self.features, self.labels, self.dlq]
         create_topics(self.topics)
         self.csv = tmp / "data.csv"
-        run(MLOPSCTL, "datagen", "attrition", "--rows", rows, "--seed", 7, "--out", self.csv)
-        spec = json.loads((ROOT / "examples/attrition/spec.json").read_text())
+        spec = json.loads((ROOT / "examples" / dataset / "spec.json").read_text())
+        self.id_field = spec["event_id"]
+        if dataset == "attrition":
+            run(MLOPSCTL, "datagen", "attrition", "--rows", rows, "--seed", 7, "--out", self.csv)
+        else:  # R's datasets, installed by deploy/setup.sh all
+            run(ROOT / "examples" / dataset / "make_data.sh", self.csv)
+            rows = len(self.event_ids())
         spec["name"] = f"s{self.id}"
         spec["online"]["view"] = f"s{self.id}"
         self.spec_name = spec["name"]
@@ -148,7 +176,6 @@ class Stream:
         self.fit("lr", "logreg")
         self.fit("lr2", "logreg", "--c", "0.05")
         self.fit("gbdt", "gbdt", "--n-trees", 30, "--max-depth", 4)
-        self.fit("weak", "logreg", "--c", "1e-6")
         run(MLOPSCTL, "produce", "--topic", self.raw, "--csv", self.csv, "--spec", self.spec,
             "--labels-topic", self.labels)
         self.rows = rows
@@ -174,7 +201,7 @@ class Stream:
     def event_ids(self):
         import csv
         with open(self.csv) as f:
-            return [row["event_id"] for row in csv.DictReader(f)]
+            return [row[self.id_field] for row in csv.DictReader(f)]
 
     def copy_topic(self, partitions=3):
         """A fresh input topic holding nothing yet (tests produce features into it)."""
@@ -200,6 +227,14 @@ def redis_server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def stream(tmp_path_factory, redis_server):
     s = Stream(tmp_path_factory.mktemp("scorer"), redis_server, 100000 if SOAK else 10000)
+    yield s
+    delete_topics(s.topics)
+
+
+@pytest.fixture(scope="module", params=["titanic", "creditcard"])
+def example_stream(request, tmp_path_factory, redis_server):
+    """A real dataset (categoricals, missing cells) through the same stages."""
+    s = Stream(tmp_path_factory.mktemp(request.param), redis_server, dataset=request.param)
     yield s
     delete_topics(s.topics)
 

@@ -61,6 +61,17 @@ def bucket(salt, entity):
 def test_scores_equal_mlopsctl_predict_bit_for_bit(stream, scorers, algo):
     """Without enrichment the scorer imputes exactly as the offline path: every
     one of the rows scores the same double as `mlopsctl predict` on the CSV."""
+    check_scores_equal_predict(stream, scorers, algo)
+
+
+@pytest.mark.parametrize("algo", ["lr", "gbdt"])
+def test_example_scores_equal_mlopsctl_predict_bit_for_bit(example_stream, scorers, algo):
+    """The same on the real datasets, whose categoricals and missing cells go
+    through ingest, the scorer's features/1 decode and the model's imputers."""
+    check_scores_equal_predict(example_stream, scorers, algo)
+
+
+def check_scores_equal_predict(stream, scorers, algo):
     out = stream.new_topic()
     sc = scorers(["--model", stream.models[algo], "--no-enrich",
                   *base_args(stream, stream.features, out)])
@@ -337,7 +348,7 @@ def test_two_instances_share_the_partitions_exactly_once(stream, scorers):
     produce(inp, [(m.key(), m.value()) for m in records])
     preds = predictions(out, expect=len(records))
     time.sleep(1)
-    na, nb = a.metric("mlops_scorer_events_total"), b.metric("mlops_scorer_events_total")
+    na, nb = (s.metric("mlops_scorer_events_total", 'transport="stream"') for s in (a, b))
     a.stop()
     b.stop()
     ids = Counter(p["event_id"] for p in preds)
