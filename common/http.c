@@ -35,6 +35,8 @@ struct http_server {
     http_status_cb *status_cb;
     void *status_opaque;
     int64_t started_us;
+    void (*on_destroy)(void *);
+    void *on_destroy_arg;
 };
 
 static void dispatch(struct evhttp_request *req, void *arg);
@@ -98,6 +100,8 @@ void http_server_destroy(http_server_t *srv)
         return;
     if (srv->http)
         evhttp_free(srv->http);
+    if (srv->on_destroy)
+        srv->on_destroy(srv->on_destroy_arg);
     for (route_t *r = srv->routes, *rn; r; r = rn) {
         rn = r->next;
         free(r->path);
@@ -105,6 +109,12 @@ void http_server_destroy(http_server_t *srv)
     }
     free(srv->service);
     free(srv);
+}
+
+void http_server_on_destroy(http_server_t *srv, void (*fn)(void *), void *arg)
+{
+    srv->on_destroy = fn;
+    srv->on_destroy_arg = arg;
 }
 
 int http_server_port(const http_server_t *srv) { return srv->port; }

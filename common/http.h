@@ -59,6 +59,11 @@ void http_server_destroy(http_server_t *srv);
  */
 void http_server_set_limits(http_server_t *srv, const http_limits_t *limits);
 int http_server_port(const http_server_t *srv);
+/**
+ * Call @p fn(@p arg) in http_server_destroy(), after evhttp_free() has closed
+ * every connection (for state the connections' callbacks use). One per server.
+ */
+void http_server_on_destroy(http_server_t *srv, void (*fn)(void *), void *arg);
 /** The underlying evhttp (borrowed), e.g. for evhttp_set_bevcb() (TLS). */
 struct evhttp *http_server_evhttp(http_server_t *srv);
 

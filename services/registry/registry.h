@@ -78,8 +78,6 @@ typedef struct registry {
     bool own_dsn;       /**< pg_dsn was read from the stack and is ours to free */
     uint64_t request_seq;
     metric_t *m_writes, *m_conflicts, *m_auth_failures, *m_replays;
-    int64_t conns_open; /**< HTTP connections open now (conn.c) */
-    metric_t *m_conns, *m_conns_refused, *m_early_errors;
 } registry_t;
 
 /* ---- db.c --------------------------------------------------------------------- */

@@ -85,6 +85,10 @@ static const cfg_item_t scorer_items[] = {
                    "largest HTTP request header block", 1024, 1048576),
     CFG_ITEM_RANGE(scorer_conf_t, http_max_batch, CFG_T_INT, "1000", 0,
                    "most instances in one HTTP request (413 above)", 1, 100000),
+    CFG_ITEM_RANGE(scorer_conf_t, http_max_connections, CFG_T_INT, "512", 0,
+                   "HTTP connections open at once; one more is answered 503 (JSON, "
+                   "Retry-After) and closed",
+                   1, 65536),
     CFG_ITEM_RANGE(scorer_conf_t, http_timeout_s, CFG_T_INT, "30", 0,
                    "HTTP read/write timeout of a connection", 1, 3600),
     CFG_ITEM(scorer_conf_t, http_log_predictions, CFG_T_BOOL, "true", 0,

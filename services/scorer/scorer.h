@@ -67,6 +67,7 @@ typedef struct scorer_conf {
     int64_t http_max_body_bytes;
     int64_t http_max_header_bytes;
     int64_t http_max_batch;
+    int64_t http_max_connections;
     int64_t http_timeout_s;
     bool http_log_predictions;
 } scorer_conf_t;

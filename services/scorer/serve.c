@@ -18,9 +18,10 @@
  *
  * {name} is the served model's name. Every error is {"error": "<message>"} (the
  * Open Inference Protocol's error object) with 400 (the body or a field is
- * wrong), 404 (unknown model or path), 405, 413 (too many instances; a body
- * over http_max_body_bytes is refused by evhttp itself) or 503 (not ready,
- * draining: with Retry-After).
+ * wrong), 404 (unknown model or path), 405, 413 (too many instances, or a body
+ * over http_max_body_bytes: evhttp refuses that one itself and common/httpconn.c
+ * turns its HTML page into this JSON) or 503 (not ready, draining, or more than
+ * http_max_connections connections open: with Retry-After).
  */
 #include <event2/buffer.h>
 #include <event2/http.h>
@@ -31,6 +32,7 @@
 #include <unistd.h>
 
 #include "http.h"
+#include "httpconn.h"
 #include "log.h"
 #include "mjson.h"
 #include "scorer.h"
@@ -512,6 +514,33 @@ static void on_server(struct evhttp_request *req, void *arg)
                               "extensions"));
 }
 
+/* ---- connections: the cap and evhttp's own errors as OIP JSON (common/httpconn.c) ---- */
+
+static json_t *early_error(void *arg, int code, const char *phrase)
+{
+    const scorer_conf_t *c = ((serve_t *)arg)->sc->conf;
+    if (code == 413)
+        return json_pack("{s:o}", "error",
+                         json_sprintf("the request body is larger than http_max_body_bytes = "
+                                      "%lld bytes; send fewer instances per request",
+                                      (long long)c->http_max_body_bytes));
+    if (code == 400)
+        return json_pack("{s:o}", "error",
+                         json_sprintf("malformed request line or headers, or a header block "
+                                      "larger than http_max_header_bytes = %lld bytes",
+                                      (long long)c->http_max_header_bytes));
+    return json_pack("{s:o}", "error", json_sprintf("%d %s", code, phrase));
+}
+
+static json_t *refused_error(void *arg)
+{
+    const scorer_conf_t *c = ((serve_t *)arg)->sc->conf;
+    return json_pack("{s:o}", "error",
+                     json_sprintf("too many connections: this scorer serves at most %lld at "
+                                  "once (http_max_connections); retry later",
+                                  (long long)c->http_max_connections));
+}
+
 int serve_start(scorer_t *sc)
 {
     const scorer_conf_t *c = sc->conf;
@@ -531,6 +560,13 @@ int serve_start(scorer_t *sc)
         free(sv);
         return -1;
     }
+    httpconn_conf_t hc = {.metric_prefix = "mlops_scorer_http",
+                          .max_connections = c->http_max_connections,
+                          .max_header_bytes = c->http_max_header_bytes,
+                          .early_error = early_error,
+                          .refused_error = refused_error,
+                          .arg = sv};
+    httpconn_install(sv->srv, service_metrics(sc->svc), &hc);
     http_route(sv->srv, EVHTTP_REQ_GET, "/v2", on_server, sv);
     http_route(sv->srv, EVHTTP_REQ_GET, "/v2/health/live", on_live, sv);
     http_route(sv->srv, EVHTTP_REQ_GET, "/v2/health/ready", on_ready, sv);

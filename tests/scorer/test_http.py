@@ -6,7 +6,10 @@ bit for bit, by both protocols; the prediction/1 JSON Schema (jsonschema) for th
 predictions the endpoint writes to Kafka; the Open Inference Protocol's documented
 error object ({"error": string}) and status codes for bad requests."""
 import csv
+import http.client
 import json
+import socket
+import time
 
 import pytest
 
@@ -128,8 +131,10 @@ def test_protocol_paths_and_errors(stream, scorers):
         ("POST", v1, json.dumps({"instances": [{**row, "department": None}]}),
          400, "'department' is missing"),
         ("POST", v1, json.dumps({"instances": [row] * 6}), 413, "http_max_batch"),
+        # evhttp refuses this one before any handler (its page is HTML; httpconn
+        # makes it the same JSON error object)
         ("POST", v1, json.dumps({"instances": [row] * 5, "pad": "x" * 20000}),
-         413, None),
+         413, "http_max_body_bytes = 16384"),
         ("POST", "/v1/models/nope:predict", "{}", 404, "'nope'"),
         ("POST", f"/v1/models/{name}:explain", "{}", 404, ":explain"),
         ("GET", v1, None, 405, "POST"),
@@ -159,9 +164,58 @@ def test_protocol_paths_and_errors(stream, scorers):
             continue
         assert isinstance(body, dict) and isinstance(body.get("error"), str), (path, body)
         assert needle in body["error"], (path, raw and raw[:80], body)
+    # a header block over http_max_header_bytes: 400, JSON too
+    st, _, body = sc.http("GET", "/v2", headers={"X-Pad": "y" * 20000})
+    assert st == 400 and "http_max_header_bytes" in body["error"], (st, body)
+    assert sc.metric("mlops_scorer_http_early_errors_total") == 2
     # the service survived all of it and counted what it scored
     assert sc.http("GET", "/v2/health/live")[0] == 200
     assert sc.metric("mlops_scorer_events_total", 'transport="http"') == 2
+    assert sc.stop() == 0
+
+
+def raw_request(port, head, timeout=10):
+    """Send a request head on a new connection; (status, headers, JSON body)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        s.sendall(head.encode())
+        r = http.client.HTTPResponse(s)
+        r.begin()
+        return r.status, dict(r.getheaders()), json.loads(r.read())
+    finally:
+        s.close()
+
+
+def test_connections_over_the_cap_get_503_and_the_cap_frees(stream, scorers):
+    """http_max_connections open at once: one more gets a 503 JSON error with
+    Retry-After and is closed; the service goes on and a closed connection frees
+    its place."""
+    out = stream.new_topic()
+    sc = scorers(args(stream, out, "--http-max-connections", 2))
+    held = []
+    for _ in range(2):  # two idle keep-alive connections, each with a request half sent
+        h = socket.create_connection(("127.0.0.1", sc.http_port), timeout=10)
+        h.sendall(b"GET /v2 HTTP/1.1\r\nHost: x\r\n")
+        held.append(h)
+    deadline = time.monotonic() + 10
+    while sc.metric("mlops_scorer_http_connections") != 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sc.metric("mlops_scorer_http_connections") == 2
+    st, hdr, body = raw_request(sc.http_port, "GET /v2 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert st == 503 and hdr.get("Retry-After") == "1", (st, hdr)
+    assert "http_max_connections" in body["error"] and "at most 2" in body["error"], body
+    assert sc.metric("mlops_scorer_http_connections_refused_total") == 1
+    # the held ones are served when they finish their request
+    held[0].sendall(b"\r\n")
+    r = http.client.HTTPResponse(held[0])
+    r.begin()
+    assert r.status == 200 and json.loads(r.read())["name"] == "mlops-scorer"
+    for h in held:
+        h.close()
+    deadline = time.monotonic() + 10
+    while sc.metric("mlops_scorer_http_connections") != 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sc.http("GET", "/v2")[0] == 200
     assert sc.stop() == 0
 
 
