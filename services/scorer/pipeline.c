@@ -911,14 +911,19 @@ static void log_swap(scorer_t *sc, const modelset_t *ms)
     strbuf_cleanup(&parts);
 }
 
+void pipeline_take_swap(scorer_t *sc)
+{
+    if (models_swap(sc->models))
+        log_swap(sc, models_current(sc->models));
+}
+
 void pipeline_on_input(void *opaque)
 {
     scorer_t *sc = opaque;
     if (sc->draining)
         return;
     /* between two messages: take a verified new model set if one is ready */
-    if (models_swap(sc->models))
-        log_swap(sc, models_current(sc->models));
+    pipeline_take_swap(sc);
     modelset_t *ms = models_current(sc->models);
     batch_t *b = batch_get(sc);
     size_t n = 0;
@@ -1055,8 +1060,7 @@ static void http_log(scorer_t *sc, item_t *it, const char *data, size_t len)
 int pipeline_http(scorer_t *sc, json_t *const *inst, size_t n, const char *request_id, json_t *out,
                   char *err, size_t errsize)
 {
-    if (models_swap(sc->models))
-        log_swap(sc, models_current(sc->models));
+    /* no swap here: the caller holds models_current() from before (see scorer.h) */
     modelset_t *ms = models_current(sc->models);
     const spec_t *spec = ms->role[ROLE_CHAMPION]->spec;
     if (!sc->hbatch)

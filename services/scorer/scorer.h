@@ -168,6 +168,10 @@ void pipeline_on_input(void *opaque);
 void pipeline_on_delivery(const rd_kafka_message_t *rkm, void *msg_opaque, void *opaque);
 void pipeline_destroy(scorer_t *sc);
 
+/** Between two messages or requests: put a verified new model set in place
+ * (models_swap) and log it. Pointers into the old set are invalid after. */
+void pipeline_take_swap(scorer_t *sc);
+
 /**
  * Score @p n request instances (JSON objects keyed by the spec's field names)
  * as the stream scores a record: fields absent from an instance that names
@@ -177,6 +181,9 @@ void pipeline_destroy(scorer_t *sc);
  * when http_log_predictions). Appends one object per instance to @p out
  * (event_id, entity, score, decision, threshold, model, version, role,
  * degraded). Returns 0, or -1 with @p err naming the instance and field.
+ * Scores with models_current(): the caller takes a pending swap
+ * (pipeline_take_swap) before it reads the model set, never after, since a
+ * swap frees the set it replaces.
  */
 int pipeline_http(scorer_t *sc, json_t *const *instances, size_t n, const char *request_id,
                   json_t *out, char *err, size_t errsize);

@@ -449,6 +449,9 @@ static void on_models(struct evhttp_request *req, void *arg)
     }
     if (post && unavailable(sv, req))
         goto out;
+    /* a pending swap goes in now, before this request reads the set: taken
+     * later (in pipeline_http) it would free the set held here */
+    pipeline_take_swap(sv->sc);
     modelset_t *ms = models_current(sv->sc->models);
     const char *name = ms->role[ROLE_CHAMPION]->name;
     if (nlen != strlen(name) || memcmp(rest, name, nlen)) {

@@ -146,3 +146,98 @@ def test_hot_swap_under_load_bad_artifact_and_registry_down(stream, registry, sc
     finally:
         registry.start()
     assert sc.stop() == 0
+
+
+@pytest.mark.parametrize("example_stream", ["titanic"], indirect=True)
+def test_hot_swap_under_http_load_loses_no_request(example_stream, registry, scorers):
+    """Four keep-alive clients send single-instance V1 requests while the champion
+    alias moves from v1 to v2: every request is answered 200, each connection sees
+    v1 and then only v2 (the swap lands between two requests), every score is the
+    offline score of the version that answered, and every answer is in the
+    prediction log with its request id. On a real dataset: its features are the
+    row's own (the synthetic one's per-entity rolling features depend on the
+    stream's history, which single requests do not carry)."""
+    stream = example_stream
+    import csv
+    import http.client
+    registry.admin_trainer = getattr(registry, "admin_trainer", None) or registry.token("trainer")
+    reader = registry.token("reader")
+    name = f"h{stream.id}"
+    v1 = register(registry, name, stream.models["lr"])
+    v2 = register(registry, name, stream.models["gbdt"])
+    promote(registry, name, v1)
+    out = stream.new_topic()
+    sc = scorers(["--registry-url", registry.base, "--registry-token", reader, "--model-name",
+                  name, "--models-topic", registry.models_topic, "--registry-poll-s", 1,
+                  "--input-topic", stream.copy_topic(), "--predictions-topic", out,
+                  "--group-id", f"g-{out}", "--no-exactly-once", "--redis-url",
+                  stream.redis.url, "--no-enrich", *KAFKA_TEST_PROPS])
+    with open(stream.csv) as f:
+        rows = list(csv.DictReader(f))
+    offline = {v1: predict_csv(stream.models["lr"], stream.csv),
+               v2: predict_csv(stream.models["gbdt"], stream.csv)}
+    stop = threading.Event()
+    clients = 4
+    results = [[] for _ in range(clients)]  # (row, request id, status, version, score)
+    errors = []
+
+    def client(k):
+        c = http.client.HTTPConnection("127.0.0.1", sc.http_port, timeout=30)
+        i = k
+        try:
+            while not stop.is_set():
+                row = i % len(rows)
+                rid = f"c{k}-{len(results[k])}"
+                c.request("POST", f"/v1/models/{name}:predict", body=json.dumps(rows[row]),
+                          headers={"Content-Type": "application/json", "X-Request-Id": rid})
+                r = c.getresponse()
+                body = json.loads(r.read())
+                p = body["predictions"][0] if r.status == 200 else {}
+                results[k].append((row, rid, r.status, p.get("version"), p.get("score")))
+                i += clients
+        except Exception as e:  # a reset or a timeout is a lost request
+            errors.append(f"client {k} at {time.time():.3f} after {len(results[k])} answers "
+                          f"({results[k][-1:]}): {e!r}")
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    time.sleep(1.5)
+    promote(registry, name, v2)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not any(
+            x.get("msg", "").startswith("model set swapped in") for x in sc.logs):
+        time.sleep(0.1)
+    time.sleep(1.5)
+    stop.set()
+    for t in threads:
+        t.join(60)
+    if errors:
+        for x in sc.logs[-25:]:
+            print(json.dumps(x))
+    assert not errors, errors
+    swaps = [x for x in sc.logs if x.get("msg", "").startswith("model set swapped in")]
+    assert len(swaps) == 1, swaps
+    total = sum(len(r) for r in results)
+    served = Counter()
+    for k, res in enumerate(results):
+        assert res, f"client {k} sent nothing"
+        assert all(st == 200 for _, _, st, _, _ in res), \
+            [x for x in res if x[2] != 200][:3]
+        versions = [v for _, _, _, v, _ in res]
+        j = versions.index(v2) if v2 in versions else len(versions)
+        assert set(versions[:j]) <= {v1} and set(versions[j:]) <= {v2}, \
+            f"client {k}: versions are not old-then-new"
+        for row, _, _, v, score in res:
+            assert score == offline[v][row], (k, row, v)
+            served[v] += 1
+    assert served[v1] >= 20 and served[v2] >= 20, served
+    # nothing lost on the way to the log either: one record per answer
+    preds = predictions(out, expect=total, timeout=60)
+    assert len(preds) == total
+    assert sorted(p["source"]["request_id"] for p in preds) == \
+        sorted(rid for res in results for _, rid, _, _, _ in res)
+    assert Counter(p["model"]["version"] for p in preds) == served
+    assert sc.stop() == 0
